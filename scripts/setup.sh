@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine (run as root): apt packages, the
+# QEMU system user, a virtual environment that sees Debian's SELinux bindings, and
+# svirt itself in editable mode. Each step is skipped when already done, so a second
+# run costs well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  selinux-policy-default policycoreutils policycoreutils-python-utils selinux-utils
+  python3-selinux python3-setools python3-audit setools semodule-utils checkpolicy
+  auditd attr acl qemu-system-x86 python3-venv
+)
+VENV=.venv
+QEMU_USER=svirt-qemu
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The unprivileged identity QEMU runs as (svirt.conf `user`/`group`).
+if ! getent passwd "$QEMU_USER" >/dev/null; then
+  getent group "$QEMU_USER" >/dev/null || groupadd --system "$QEMU_USER"
+  useradd --system --gid "$QEMU_USER" --home-dir /nonexistent --no-create-home \
+    --shell /usr/sbin/nologin "$QEMU_USER"
+fi
+
+# A venv from Debian's Python with system site-packages: `selinux`, `selinux.audit2why`,
+# `setools` and `auparse` exist only as Debian packages built for /usr/bin/python3.
+if [ ! -x "$VENV/bin/python" ]; then
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+stamp="$VENV/.svirt-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,93 @@
+"""``svirt`` command line: argv → typed calls → output.
+
+This package alone reads argv, prints and exits. Exit codes: 0 success, 1 a reported
+error (``error: <message>`` on stderr, one line), 2 a usage error. ``--debug``
+re-raises instead, for a traceback.
+
+Each command group lives in its own module with a ``register(subparsers, common)``
+function; :data:`COMMAND_MODULES` lists them in help order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from svirt import __version__
+from svirt.errors import SvirtError
+
+__all__ = ["COMMAND_MODULES", "entry", "main"]
+
+COMMAND_MODULES: tuple[str, ...] = ("validate", "demo")
+
+
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the subcommand (``svirt label --config F X``).
+
+    After the subcommand the defaults are suppressed, so a value given before it is not
+    overwritten by the subparser's default.
+    """
+    p = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default if suppress else None,
+        help="svirt.conf to use (default /etc/svirt/svirt.conf)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=default if suppress else False,
+        help="print data as JSON",
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=default if suppress else False,
+        help="log debug messages and show tracebacks",
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="svirt",
+        description="sVirt for Python: SELinux MCS isolation of QEMU virtual machines.",
+        parents=[_common_options(suppress=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"svirt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    common = _common_options(suppress=True)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"svirt.cli.{name}")
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+    )
+    try:
+        rc: int = args.func(args)
+        return rc
+    except SvirtError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())

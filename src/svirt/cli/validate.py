@@ -1,0 +1,106 @@
+"""``svirt validate DOMAIN.xml``: parse and check the security view."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from svirt.conf import load_config
+from svirt.domain import Domain, parse_domain_file
+from svirt.domain.resources import domain_resources
+from svirt.errors import SvirtError
+from svirt.security.manager import check_domain, default_model
+
+from .output import print_json, table
+
+__all__ = ["register", "security_view"]
+
+
+def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "validate", parents=[common], help="parse a domain XML and check its security view"
+    )
+    p.add_argument("xml", metavar="DOMAIN.xml")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--live",
+        dest="inactive",
+        action="store_false",
+        default=None,
+        help="parse as live/status XML (dynamic labels must be present)",
+    )
+    mode.add_argument(
+        "--inactive", dest="inactive", action="store_true", help="parse as a persistent definition"
+    )
+    p.set_defaults(func=run)
+
+
+def security_view(domain: Domain) -> dict[str, Any]:
+    return {
+        "name": domain.name,
+        "type": domain.type,
+        "uuid": domain.uuid,
+        "seclabels": [
+            {
+                "model": s.model,
+                "type": s.type.value,
+                "relabel": s.relabel,
+                "label": s.label,
+                "imagelabel": s.imagelabel,
+                "baselabel": s.baselabel,
+            }
+            for s in domain.seclabels
+        ],
+        "resources": [
+            {
+                "kind": r.kind.value,
+                "owner": r.owner,
+                "path": r.path,
+                "flags": list(r.flags),
+                "seclabels": [
+                    {
+                        "model": s.model,
+                        "relabel": "optional" if s.relabel_optional else s.relabel,
+                        "label": s.label,
+                    }
+                    for s in r.seclabels
+                ],
+            }
+            for r in domain_resources(domain)
+        ],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    domain = parse_domain_file(args.xml, inactive=args.inactive, default_model=default_model(cfg))
+    try:
+        check_domain(domain, cfg)
+    except SvirtError as exc:
+        raise exc.with_source(args.xml) from None
+    view = security_view(domain)
+    if args.json:
+        print_json(view)
+        return 0
+    print(f"domain {domain.name} ({domain.type}): valid")
+    if not domain.seclabels:
+        print("seclabels: none in the XML (the host's defaults apply)")
+    for s in view["seclabels"]:
+        extra = "".join(f" {k}={s[k]}" for k in ("label", "imagelabel", "baselabel") if s[k])
+        print(
+            f"seclabel model={s['model']} type={s['type']} "
+            f"relabel={'yes' if s['relabel'] else 'no'}{extra}"
+        )
+    rows = []
+    for r in view["resources"]:
+        notes = list(r["flags"])
+        for s in r["seclabels"]:
+            rl = s["relabel"]
+            rl_text = rl if isinstance(rl, str) else ("yes" if rl else "no")
+            notes.append(
+                f"{s['model']}:relabel={rl_text}" + (f":{s['label']}" if s["label"] else "")
+            )
+        rows.append([r["kind"], r["owner"], r["path"] or "-", ",".join(notes)])
+    if rows:
+        print(table(rows, ["KIND", "DEVICE", "PATH", "FLAGS"]))
+    return 0

@@ -1,0 +1,228 @@
+"""svirt.conf: TOML with qemu.conf's security keys and svirt's own.
+
+qemu.conf's names keep their meanings and defaults (libvirt-security-spec §12), so a
+libvirt administrator already knows them. svirt's own keys sit beside them. Unknown keys
+and wrong types are errors naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from svirt.context import SecurityContext
+from svirt.errors import PREFIX_CONF_SYNTAX, ConfigError, ContextError
+
+__all__ = [
+    "DEFAULT_CGROUP_DEVICE_ACL",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_DAEMON_CONTEXT",
+    "DEFAULT_PROTECTED_PATHS",
+    "Config",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/svirt/svirt.conf")
+DEFAULT_CGROUP_DEVICE_ACL = (
+    "/dev/null",
+    "/dev/full",
+    "/dev/zero",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/ptmx",
+    "/dev/kvm",
+)
+# What libvirt's daemon runs as on an SELinux host; used where getcon fails.
+DEFAULT_DAEMON_CONTEXT = "system_u:system_r:virtd_t:s0-s0:c0.c1023"
+DEFAULT_PROTECTED_PATHS = (
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/boot",
+    "/proc",
+    "/sys",
+)
+_KNOWN_DRIVERS = ("selinux", "apparmor", "none")
+_DAC_MODES = ("chown", "acl")
+_NAMESPACES = ("mount",)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Effective configuration. Field names are the TOML keys."""
+
+    # qemu.conf keys (libvirt-security-spec §12)
+    security_driver: tuple[str, ...] | None = None  # None: probe (selinux if enabled, else none)
+    security_default_confined: bool = True
+    security_require_confined: bool = False
+    user: str = "svirt-qemu"
+    group: str = "svirt-qemu"
+    dynamic_ownership: bool = True
+    remember_owner: bool = True
+    namespaces: tuple[str, ...] = ("mount",)
+    cgroup_device_acl: tuple[str, ...] = DEFAULT_CGROUP_DEVICE_ACL
+    # svirt's own keys
+    state_dir: Path = Path("/run/svirt")
+    qemu_binary: str = "qemu-system-x86_64"
+    daemon_context: str = DEFAULT_DAEMON_CONTEXT
+    policy_path: Path | None = None  # None: the installed policy
+    selinux_root: Path | None = None  # None: libselinux's selinux_path()
+    protected_paths: tuple[str, ...] = DEFAULT_PROTECTED_PATHS
+    images_dirs: tuple[str, ...] = ("/var/lib/libvirt/images", "/var/lib/svirt/images")
+    dac_mode: str = "chown"
+    libvirt_run_dir: Path = Path("/run/libvirt/qemu")
+    source: str = field(default="<defaults>", compare=False)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "security_driver": (str, list),
+    "security_default_confined": (bool, int),
+    "security_require_confined": (bool, int),
+    "user": (str,),
+    "group": (str,),
+    "dynamic_ownership": (bool, int),
+    "remember_owner": (bool, int),
+    "namespaces": (list,),
+    "cgroup_device_acl": (list,),
+    "state_dir": (str,),
+    "qemu_binary": (str,),
+    "daemon_context": (str,),
+    "policy_path": (str,),
+    "selinux_root": (str,),
+    "protected_paths": (list,),
+    "images_dirs": (list,),
+    "dac_mode": (str,),
+    "libvirt_run_dir": (str,),
+}
+_TYPE_NAMES = {str: "a string", list: "a list", bool: "a boolean", int: "an integer"}
+
+
+def _str_list(key: str, value: list[Any], source: str) -> tuple[str, ...]:
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(f"key '{key}' must be a list of strings", source=source)
+    return tuple(value)
+
+
+def _bool(key: str, value: Any, source: str) -> bool:
+    # qemu.conf writes booleans as 0/1; TOML has true/false. Accept both, nothing else.
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"key '{key}' must be a boolean (true/false or 0/1)", source=source)
+
+
+def _convert(key: str, value: Any, source: str) -> Any:
+    allowed = _TYPES[key]
+    # bool is a subclass of int; only keys that take booleans list int (for qemu.conf's 0/1).
+    wrong_bool = isinstance(value, bool) and bool not in allowed
+    right_type = isinstance(value, allowed)  # a plain bool: keeps `value` typed Any
+    if wrong_bool or not right_type:
+        names = " or ".join(_TYPE_NAMES[t] for t in allowed if t is not int)
+        raise ConfigError(f"key '{key}' must be {names}, not {type(value).__name__}", source=source)
+    if key in (
+        "security_default_confined",
+        "security_require_confined",
+        "dynamic_ownership",
+        "remember_owner",
+    ):
+        return _bool(key, value, source)
+    if key == "security_driver":
+        drivers = (value,) if isinstance(value, str) else _str_list(key, value, source)
+        seen: set[str] = set()
+        for d in drivers:
+            if d in seen:
+                raise ConfigError(
+                    f"{PREFIX_CONF_SYNTAX}Duplicate security driver {d}", source=source
+                )
+            seen.add(d)
+        return drivers
+    if key in ("namespaces", "cgroup_device_acl", "protected_paths", "images_dirs"):
+        return _str_list(key, value, source)
+    if key in ("state_dir", "policy_path", "selinux_root", "libvirt_run_dir"):
+        if not value:
+            raise ConfigError(f"key '{key}' must not be empty", source=source)
+        return Path(value)
+    return value
+
+
+def _validate(cfg: Config) -> None:
+    src = cfg.source
+    if cfg.security_driver is not None:
+        for d in cfg.security_driver:
+            if d == "dac":
+                # dac is always stacked last; naming it is libvirt's "not found".
+                raise ConfigError("internal error: Security driver dac not found", source=src)
+            if d not in _KNOWN_DRIVERS:
+                raise ConfigError(f"internal error: Security driver {d} not found", source=src)
+        if "none" in cfg.security_driver and len(cfg.security_driver) > 1:
+            raise ConfigError("security_driver 'none' must be used alone", source=src)
+    for ns in cfg.namespaces:
+        if ns not in _NAMESPACES:
+            raise ConfigError(f"unsupported configuration: Unknown namespace: {ns}", source=src)
+    if cfg.dac_mode not in _DAC_MODES:
+        raise ConfigError(
+            f"key 'dac_mode' must be one of {', '.join(_DAC_MODES)}, not '{cfg.dac_mode}'",
+            source=src,
+        )
+    try:
+        SecurityContext.parse(cfg.daemon_context)
+    except ContextError as exc:
+        raise ConfigError(f"key 'daemon_context': {exc.message}", source=src) from None
+    for p in cfg.cgroup_device_acl:
+        if not p.startswith("/dev/"):
+            raise ConfigError(f"key 'cgroup_device_acl': '{p}' is not under /dev", source=src)
+    for p in (*cfg.protected_paths, *cfg.images_dirs):
+        if not p.startswith("/"):
+            raise ConfigError(f"path '{p}' in svirt.conf must be absolute", source=src)
+    if cfg.user == "" or cfg.group == "":
+        raise ConfigError("keys 'user' and 'group' must not be empty", source=src)
+
+
+def config_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> Config:
+    """Build a Config from parsed TOML, checking every key and type."""
+    known = {f.name for f in fields(Config)} - {"source"}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown key '{key}'", source=source)
+        values[key] = _convert(key, value, source)
+    if "protected_paths" in values:
+        # svirt.conf adds to the built-in protected paths; it cannot unprotect /etc.
+        values["protected_paths"] = tuple(
+            dict.fromkeys((*DEFAULT_PROTECTED_PATHS, *values["protected_paths"]))
+        )
+    cfg = Config(**values, source=source)
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load svirt.conf. With no path, the default file is read if it exists, otherwise
+    the defaults apply. A path given explicitly must exist."""
+    explicit = path is not None
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(
+                "cannot read configuration: No such file or directory", source=str(p)
+            ) from None
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration: {exc.strerror}", source=str(p)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{PREFIX_CONF_SYNTAX}{exc}", source=str(p)) from None
+    return config_from_mapping(data, source=str(p))

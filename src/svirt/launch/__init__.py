@@ -1,0 +1,1 @@
+"""svirt.launch."""
