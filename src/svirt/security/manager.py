@@ -85,6 +85,11 @@ def _check_device_labels(
 def check_domain(domain: Domain, cfg: Config) -> None:
     """What libvirt checks before start: models available (``CheckAllLabel``), confinement
     policy, and label syntax (``Verify``). Raises the libvirt error on the first problem."""
+    # A host configuration error, reported before anything about the domain.
+    if cfg.security_require_confined and "none" in primary_drivers(cfg):
+        raise SecurityError(
+            PREFIX_CONFIG_UNSUPPORTED + 'Security driver "none" cannot create confined guests'
+        )
     models = stacked_models(cfg)
 
     def available(model: str | None) -> None:
@@ -116,7 +121,3 @@ def check_domain(domain: Domain, cfg: Config) -> None:
             )
     for ch in domain.chardevs:
         _check_device_labels(ch.seclabels, ch.kind.value, available)
-    if cfg.security_require_confined and "none" in primary_drivers(cfg):
-        raise SecurityError(
-            PREFIX_CONFIG_UNSUPPORTED + 'Security driver "none" cannot create confined guests'
-        )

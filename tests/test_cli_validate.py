@@ -1,0 +1,118 @@
+"""`svirt validate` on every domain XML under tests/data/domains.
+
+Each file's first comment says what it expects: ``expect: ok`` or
+``expect-error: <text>`` (the one-line error must contain that text and name the file).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from svirt.cli.main import main
+
+DOMAINS = Path(__file__).parent / "data" / "domains"
+CONF = Path(__file__).parent / "data" / "selinux.conf"
+FILES = sorted(DOMAINS.glob("*.xml"))
+
+
+def expectation(path: Path) -> str | None:
+    m = re.search(r"<!-- expect(?:-error)?: (.*?) -->", path.read_text(errors="replace"))
+    assert m, f"{path.name} has no expectation comment"
+    return None if m.group(0).startswith("<!-- expect: ") else m.group(1)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.name for f in FILES])
+def test_validate_data_file(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    expected_error = expectation(path)
+    rc = main(["validate", "--config", str(CONF), str(path)])
+    out, err = capsys.readouterr()
+    if expected_error is None:
+        assert rc == 0, err
+        assert "valid" in out
+    else:
+        assert rc == 1
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err  # one line, never a traceback
+        assert lines[0].startswith(f"error: {path}: ")
+        assert expected_error in lines[0]
+
+
+def test_validate_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["validate", str(DOMAINS / "ok-dynamic.xml"), "--json", "--config", str(CONF)])
+    assert rc == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["name"] == "vm-full"
+    assert view["seclabels"][0]["model"] == "selinux"
+    by_owner = {r["owner"]: r for r in view["resources"]}
+    assert by_owner["disk vdc"]["flags"] == ["shareable"]
+    assert by_owner["disk hdc"]["flags"] == ["readonly"]
+    assert by_owner["disk vda layer 1"]["flags"] == ["readonly", "backing"]
+    assert by_owner["disk vdb"]["seclabels"] == [
+        {"model": "selinux", "relabel": False, "label": None}
+    ]
+    assert by_owner["disk vdd"]["flags"] == ["not-local"]
+
+
+def test_probed_host_without_selinux_has_no_selinux_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No security_driver: probing finds SELinux off, so the stack is none + dac.
+    conf = tmp_path / "probe.conf"
+    conf.write_text("")
+    rc = main(["validate", "--config", str(conf), str(DOMAINS / "ok-static-seed.xml")])
+    assert rc == 1
+    assert "Security driver model 'selinux' is not available" in capsys.readouterr().err
+
+
+def test_require_confined(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "strict.conf"
+    conf.write_text('security_driver = ["selinux"]\nsecurity_require_confined = true\n')
+    rc = main(["validate", "--config", str(conf), str(DOMAINS / "ok-none.xml")])
+    assert rc == 1
+    assert "Unconfined guests are not allowed on this host" in capsys.readouterr().err
+    conf.write_text('security_driver = ["none"]\nsecurity_require_confined = true\n')
+    rc = main(["validate", "--config", str(conf), str(DOMAINS / "ok-modelless.xml")])
+    assert 'Security driver "none" cannot create confined guests' in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["validate"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+
+
+def test_common_options_before_and_after(capsys: pytest.CaptureFixture[str]) -> None:
+    f = str(DOMAINS / "ok-none.xml")
+    assert main(["--config", str(CONF), "--json", "validate", f]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "unconfined"
+    assert main(["validate", f, "--config", str(CONF), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "unconfined"
+
+
+def test_missing_file_and_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--config", str(CONF), str(tmp_path / "nope.xml")]) == 1
+    assert "nope.xml: cannot read domain XML: No such file or directory" in capsys.readouterr().err
+    assert main(["validate", "--config", str(CONF), str(tmp_path)]) == 1
+    assert "Is a directory" in capsys.readouterr().err
+
+
+def test_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("user = 3\n")
+    assert main(["validate", "--config", str(conf), str(DOMAINS / "ok-none.xml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {conf}: key 'user' must be a string, not int"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("svirt ")
