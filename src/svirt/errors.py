@@ -96,9 +96,9 @@ class OperationInvalid(SecurityError):
 class LabelSystemError(SecurityError, OSError):
     """A system call on a labelled resource failed; carries the errno."""
 
-    def __init__(self, message: str, errno_: int, *, source: str | None = None) -> None:
+    def __init__(self, message: str, errno_: int | None, *, source: str | None = None) -> None:
         SecurityError.__init__(self, message, source=source)
-        self.errno = errno_
+        self.errno = errno_ or 0
 
 
 class StateError(SvirtError):

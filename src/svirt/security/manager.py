@@ -12,22 +12,44 @@ off: labels are written for real and the process label is recorded, not enforced
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from svirt.conf import Config
 from svirt.context import SecurityContext
-from svirt.domain.model import DeviceSeclabel, Domain, SeclabelType
+from svirt.domain.model import DeviceSeclabel, Domain, Seclabel, SeclabelType
+from svirt.domain.resources import Resource, domain_resources
 from svirt.errors import (
     PREFIX_CONFIG_UNSUPPORTED,
+    PREFIX_INTERNAL,
     PREFIX_INVALID_ARG,
+    PREFIX_OPERATION_INVALID,
     PREFIX_XML_ERROR,
     ContextError,
     SecurityError,
     XMLError,
 )
 from svirt.host import selinux as host_selinux
+from svirt.security.driver import LabelOp, SecurityDriver
+from svirt.security.mcs import McsLedger
+from svirt.security.nop import NopDriver
+from svirt.security.remember import read_remembered
+from svirt.security.selinux import SELinuxDriver
+from svirt.security.transaction import RecoveryAction, Transaction, TransactionResult, recover
+from svirt.state.db import connect
+from svirt.state.domains import DomainStore
+from svirt.state.journal import Journal
 
-__all__ = ["check_domain", "default_model", "primary_drivers", "stacked_models"]
+__all__ = [
+    "PlannedOp",
+    "SecurityManager",
+    "check_domain",
+    "default_model",
+    "primary_drivers",
+    "stacked_models",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +143,210 @@ def check_domain(domain: Domain, cfg: Config) -> None:
             )
     for ch in domain.chardevs:
         _check_device_labels(ch.seclabels, ch.kind.value, available)
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedOp:
+    """One operation of a plan, with what the file looks like now (for ``--dry-run``)."""
+
+    op: LabelOp
+    current: str | None
+    remembered: str | None  # the remembered original, if any
+
+
+class SecurityManager:
+    """The stack of drivers for this host, and the domain-level operations on it.
+
+    Drivers: the primary ones of :func:`primary_drivers`, in order (DAC joins the stack
+    in its own module). Every mutating operation first reconciles what a crashed svirt
+    process left behind, so the journal is rolled back before anyone builds on it.
+    """
+
+    def __init__(self, cfg: Config, *, conn: sqlite3.Connection | None = None) -> None:
+        self.cfg = cfg
+        self.conn = conn if conn is not None else connect(cfg.state_dir)
+        self.journal = Journal(self.conn)
+        self.store = DomainStore(cfg.state_dir)
+        self.drivers: dict[str, SecurityDriver] = {}
+        for name in primary_drivers(cfg):
+            if name == "selinux":
+                drv = SELinuxDriver(cfg)
+                drv.bind_ledger(McsLedger(self.conn, drv.sens, drv.cat_min, drv.cat_max))
+                self.drivers[name] = drv
+                _warn_unenforced_once()
+            elif name == "none":
+                self.drivers[name] = NopDriver()
+            else:
+                raise SecurityError(PREFIX_INTERNAL + f"Security driver {name} not found")
+
+    @property
+    def selinux(self) -> SELinuxDriver | None:
+        drv = self.drivers.get("selinux")
+        return drv if isinstance(drv, SELinuxDriver) else None
+
+    # --- labels -------------------------------------------------------------------------
+
+    def gen_labels(self, domain: Domain) -> Domain:
+        """Manager-level GenLabel (spec §2.3): implicit labels, confinement policy, then
+        each driver's generation. Labels a live XML already carries are adopted."""
+        labels = list(domain.seclabels)
+        done: list[SecurityDriver] = []
+        try:
+            for drv in self.drivers.values():
+                if drv.name == "none":
+                    continue
+                idx = next((i for i, s in enumerate(labels) if s.model == drv.name), None)
+                if idx is None:
+                    if not self.cfg.security_default_confined:
+                        continue
+                    labels.append(Seclabel(SeclabelType.DYNAMIC, drv.name, True, implicit=True))
+                    idx = len(labels) - 1
+                sl = labels[idx]
+                if sl.type is SeclabelType.NONE and self.cfg.security_require_confined:
+                    raise SecurityError(
+                        PREFIX_CONFIG_UNSUPPORTED + "Unconfined guests are not allowed on this host"
+                    )
+                if (
+                    sl.type is SeclabelType.DYNAMIC
+                    and sl.label is not None
+                    and isinstance(drv, SELinuxDriver)
+                ):
+                    labels[idx] = drv.adopt_label(domain, sl)
+                else:
+                    labels[idx] = drv.gen_label(domain, sl)
+                done.append(drv)
+        except BaseException:
+            for drv in done:
+                drv.release_label(domain, Seclabel())
+            raise
+        return replace(domain, seclabels=tuple(labels))
+
+    def release_labels(self, domain: Domain) -> Domain:
+        labels = []
+        for sl in domain.seclabels:
+            drv = self.drivers.get(sl.model or "")
+            if drv is None:
+                labels.append(sl)
+                continue
+            new = drv.release_label(domain, sl)
+            if not sl.implicit:
+                labels.append(new)
+        return replace(domain, seclabels=tuple(labels))
+
+    # --- operations ---------------------------------------------------------------------
+
+    def set_ops(self, domain: Domain, resources: Sequence[Resource] | None = None) -> list[LabelOp]:
+        res = list(domain_resources(domain)) if resources is None else list(resources)
+        return [op for drv in self.drivers.values() for op in drv.set_ops(domain, res)]
+
+    def restore_ops(
+        self, domain: Domain, resources: Sequence[Resource] | None = None
+    ) -> list[LabelOp]:
+        res = list(domain_resources(domain)) if resources is None else list(resources)
+        return [op for drv in self.drivers.values() for op in drv.restore_ops(domain, res)]
+
+    def transaction(self, step_hook: Callable[[int], None] | None = None) -> Transaction:
+        return Transaction(
+            self.drivers, self.journal, remember=self.cfg.remember_owner, step_hook=step_hook
+        )
+
+    def recover(self, *, apply: bool = True) -> list[RecoveryAction]:
+        """Roll back crashed transactions and drop records of label runs that died."""
+        actions = recover(self.journal, apply=apply)
+        if apply:
+            for rec in list(self.store.records()):
+                if rec.state == "labelling" and not _pid_alive(rec.owner):
+                    self.release_labels(rec.domain)
+                    self.store.remove(rec.domain.name)
+        return actions
+
+    def plan(self, domain: Domain, ops: Sequence[LabelOp]) -> list[PlannedOp]:
+        planned = []
+        for op in ops:
+            drv = self.drivers[op.driver]
+            remembered = None
+            try:
+                info = read_remembered(op.path, op.driver)
+                remembered = info.label if info is not None else None
+            except OSError:
+                pass
+            planned.append(PlannedOp(op, drv.current(op.path), remembered))
+        return planned
+
+    def label_domain(
+        self, domain: Domain, *, step_hook: Callable[[int], None] | None = None
+    ) -> Domain:
+        """``svirt label``: generate labels, record the domain, label every resource."""
+        self.recover()
+        if self.store.read(domain.name) is not None:
+            raise SecurityError(
+                PREFIX_OPERATION_INVALID
+                + f"domain '{domain.name}' is already labelled or running; "
+                "run 'svirt restore' or 'svirt stop' first"
+            )
+        live = self.gen_labels(domain)
+        try:
+            self.store.write(live, "labelling")
+            self.transaction(step_hook).run(live.name, self.set_ops(live))
+            self.store.write(live, "labelled")
+        except BaseException:
+            self.release_labels(live)
+            self.store.remove(live.name)
+            raise
+        return live
+
+    def dry_run(self, domain: Domain) -> tuple[Domain, list[PlannedOp]]:
+        """The plan of ``label_domain`` without changing anything (the ledger allocation
+        happens inside a database transaction that is rolled back)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            live = self.gen_labels(domain)
+            return live, self.plan(live, self.set_ops(live))
+        finally:
+            self.conn.execute("ROLLBACK")
+
+    def restore_domain(
+        self, name: str, fallback: Domain | None = None
+    ) -> tuple[Domain, TransactionResult]:
+        """``svirt restore``: restore every label of a labelled domain and release it."""
+        self.recover()
+        rec = self.store.read(name)
+        if rec is not None and rec.state not in ("labelled", "labelling"):
+            raise SecurityError(
+                PREFIX_OPERATION_INVALID
+                + f"domain '{name}' is {rec.state}; use 'svirt stop' for a running domain"
+            )
+        domain = rec.domain if rec is not None else fallback
+        if domain is None or not any(s.label or s.imagelabel for s in domain.seclabels):
+            raise SecurityError(
+                PREFIX_OPERATION_INVALID + f"domain '{name}' has no labels to restore"
+            )
+        result = self.transaction().run(name, self.restore_ops(domain), best_effort=True)
+        released = self.release_labels(domain)
+        self.store.remove(name)
+        return released, result
+
+
+_warned_unenforced = False
+
+
+def _warn_unenforced_once() -> None:
+    global _warned_unenforced
+    if not _warned_unenforced and not host_selinux.is_enabled():
+        _warned_unenforced = True
+        log.warning(
+            "SELinux is not enabled in this kernel: svirt writes file labels for real, but "
+            "nothing is enforced on this host and process labels are only recorded"
+        )

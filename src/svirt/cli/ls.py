@@ -1,0 +1,79 @@
+"""``svirt ls -Z PATH...``: label, owner and remembered xattrs (stale ones marked)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from svirt.errors import SvirtError
+from svirt.host import selinux as host_selinux
+from svirt.security.remember import DRIVERS, boot_time, read_remembered
+
+from .output import print_json
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "ls", parents=[common], help="show labels, owners and remembered xattrs of files"
+    )
+    p.add_argument(
+        "-Z",
+        "--context",
+        action="store_true",
+        default=True,
+        help="show security contexts (the default)",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=run)
+
+
+def describe(path: str) -> dict[str, Any]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SvirtError(f"cannot access: {exc.strerror}", source=path) from None
+    entry: dict[str, Any] = {
+        "path": path,
+        "label": host_selinux.getfilecon(path),
+        "owner": f"{st.st_uid}:{st.st_gid}",
+        "mode": f"{st.st_mode & 0o7777:04o}",
+        "remembered": {},
+    }
+    for drv in DRIVERS:
+        info = read_remembered(path, drv)
+        if info is not None:
+            entry["remembered"][drv] = {
+                "label": info.label,
+                "refcount": info.refcount,
+                "timestamp": info.timestamp,
+                "stale": info.stale,
+            }
+    return entry
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = []
+    failed = False
+    for path in args.paths:
+        try:
+            entries.append(describe(path))
+        except SvirtError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed = True
+    if args.json:
+        print_json(entries)
+        return 1 if failed else 0
+    for e in entries:
+        print(f"{e['label'] or '(no label)'} {e['owner']} {e['mode']} {e['path']}")
+        for drv, r in e["remembered"].items():
+            note = (
+                f"STALE: timestamp {r['timestamp']} is not this boot ({boot_time()})"
+                if r["stale"]
+                else "this boot"
+            )
+            print(f"    remembered {drv}: {r['label']} refcount={r['refcount']} ({note})")
+    return 1 if failed else 0

@@ -1,0 +1,374 @@
+"""MCS category-pair allocation: O(1) at any occupancy, persistent, aware of static labels.
+
+libvirt draws two random categories and retries while the pair is taken, without bound,
+in a per-daemon in-memory set that ignores static labels (libvirt-security-spec §3.3).
+svirt keeps the free pairs as a sparse Fisher–Yates permutation: positions ``[0, free)``
+of a permutation of all pair indices hold the free pairs, so a uniform draw is one
+random position and one swap, whatever the occupancy. Only entries that differ from the
+identity are stored, so the structure costs O(reserved) space. :class:`MemoryPoolStore`
+holds it in dicts; :class:`McsLedger` holds it in the state database so every svirt
+process on the host (and a restarted one) shares it.
+
+Static labels are recorded too. A static label equal to a live level is refused; a
+dynamic draw that a static label's categories dominate (the static VM could read its
+files) is set aside as *blocked* for as long as that static label lives, and drawn again.
+Each pair is set aside at most once, so allocation stays amortised O(1).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from svirt.context import Level, MLSRange, format_categories
+from svirt.errors import PREFIX_INTERNAL, ContextError, SecurityError
+from svirt.state.db import write_transaction
+
+__all__ = [
+    "McsLedger",
+    "MemoryPoolStore",
+    "PoolStore",
+    "Reservation",
+    "SparsePool",
+    "pair_count",
+    "pair_from_index",
+    "pair_index",
+]
+
+
+def pair_count(ncats: int) -> int:
+    return ncats * (ncats - 1) // 2
+
+
+def pair_index(a: int, b: int) -> int:
+    """Index of the pair (a, b), 0 ≤ a < b, in colexicographic order."""
+    return b * (b - 1) // 2 + a
+
+
+def pair_from_index(idx: int) -> tuple[int, int]:
+    b = (1 + math.isqrt(8 * idx + 1)) // 2
+    if b * (b - 1) // 2 > idx:
+        b -= 1
+    return idx - b * (b - 1) // 2, b
+
+
+class PoolStore(Protocol):
+    """Storage of a sparse permutation: get/set default to the identity."""
+
+    def perm_get(self, pos: int) -> int: ...
+    def perm_set(self, pos: int, idx: int) -> None: ...
+    def where_get(self, idx: int) -> int: ...
+    def where_set(self, idx: int, pos: int) -> None: ...
+    def free_get(self) -> int: ...
+    def free_set(self, free: int) -> None: ...
+
+
+class MemoryPoolStore:
+    def __init__(self, size: int) -> None:
+        self._perm: dict[int, int] = {}
+        self._where: dict[int, int] = {}
+        self._free = size
+
+    def perm_get(self, pos: int) -> int:
+        return self._perm.get(pos, pos)
+
+    def perm_set(self, pos: int, idx: int) -> None:
+        if idx == pos:
+            self._perm.pop(pos, None)
+        else:
+            self._perm[pos] = idx
+
+    def where_get(self, idx: int) -> int:
+        return self._where.get(idx, idx)
+
+    def where_set(self, idx: int, pos: int) -> None:
+        if idx == pos:
+            self._where.pop(idx, None)
+        else:
+            self._where[idx] = pos
+
+    def free_get(self) -> int:
+        return self._free
+
+    def free_set(self, free: int) -> None:
+        self._free = free
+
+
+class SparsePool:
+    """A set of free integers in ``[0, size)`` with O(1) uniform draw, take and put."""
+
+    def __init__(self, store: PoolStore, size: int) -> None:
+        self.store = store
+        self.size = size
+
+    @property
+    def free(self) -> int:
+        return self.store.free_get()
+
+    def _swap(self, p: int, q: int) -> None:
+        s = self.store
+        ip, iq = s.perm_get(p), s.perm_get(q)
+        s.perm_set(p, iq)
+        s.where_set(iq, p)
+        s.perm_set(q, ip)
+        s.where_set(ip, q)
+
+    def draw(self, rng: random.Random) -> int | None:
+        """Take a uniformly chosen free value; None when none is left."""
+        free = self.store.free_get()
+        if free == 0:
+            return None
+        pos = rng.randrange(free)
+        idx = self.store.perm_get(pos)
+        self._swap(pos, free - 1)
+        self.store.free_set(free - 1)
+        return idx
+
+    def take(self, idx: int) -> bool:
+        """Take a specific value; False when it is not free."""
+        free = self.store.free_get()
+        pos = self.store.where_get(idx)
+        if pos >= free:
+            return False
+        self._swap(pos, free - 1)
+        self.store.free_set(free - 1)
+        return True
+
+    def put(self, idx: int) -> bool:
+        """Return a value to the pool; False when it was already free."""
+        free = self.store.free_get()
+        pos = self.store.where_get(idx)
+        if pos < free:
+            return False
+        self._swap(pos, free)
+        self.store.free_set(free + 1)
+        return True
+
+
+class _SqlPoolStore:
+    """The pool's permutation in the state database (inside the caller's transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def perm_get(self, pos: int) -> int:
+        row = self.conn.execute("SELECT idx FROM mcs_perm WHERE pos=?", (pos,)).fetchone()
+        return int(row[0]) if row else pos
+
+    def perm_set(self, pos: int, idx: int) -> None:
+        if idx == pos:
+            self.conn.execute("DELETE FROM mcs_perm WHERE pos=?", (pos,))
+        else:
+            self.conn.execute("INSERT OR REPLACE INTO mcs_perm(pos, idx) VALUES (?, ?)", (pos, idx))
+
+    def where_get(self, idx: int) -> int:
+        row = self.conn.execute("SELECT pos FROM mcs_where WHERE idx=?", (idx,)).fetchone()
+        return int(row[0]) if row else idx
+
+    def where_set(self, idx: int, pos: int) -> None:
+        if idx == pos:
+            self.conn.execute("DELETE FROM mcs_where WHERE idx=?", (idx,))
+        else:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO mcs_where(idx, pos) VALUES (?, ?)", (idx, pos)
+            )
+
+    def free_get(self) -> int:
+        row = self.conn.execute("SELECT value FROM mcs_meta WHERE key='free'").fetchone()
+        return int(row[0])
+
+    def free_set(self, free: int) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO mcs_meta(key, value) VALUES ('free', ?)", (str(free),)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    level: str
+    domain: str
+    kind: str  # dynamic, static, blocked
+    created: float
+
+
+def _static_categories(level: str) -> frozenset[int]:
+    """The categories a static label's process can reach: those of its high level."""
+    return MLSRange.parse(level).high.categories
+
+
+class McsLedger:
+    """The host's MCS reservations, persisted in the state database.
+
+    ``sens``/``cat_min``/``cat_max`` come from the daemon's context (spec §3.2). The
+    pool covers the pairs of that range; if the range changes, the pool is rebuilt from
+    the reservations.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        sens: int,
+        cat_min: int,
+        cat_max: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        if cat_max - cat_min + 1 < 8:
+            raise SecurityError(PREFIX_INTERNAL + f"Category range c{cat_min}-c{cat_max} too small")
+        self.conn = conn
+        self.sens = sens
+        self.cat_min = cat_min
+        self.cat_max = cat_max
+        self.rng = rng or random.SystemRandom()
+        self.size = pair_count(cat_max - cat_min + 1)
+        self.pool = SparsePool(_SqlPoolStore(conn), self.size)
+        self._ensure_pool()
+
+    # --- pool bookkeeping ---------------------------------------------------------------
+
+    @property
+    def _range_key(self) -> str:
+        return f"s{self.sens}:c{self.cat_min}.c{self.cat_max}"
+
+    def _ensure_pool(self) -> None:
+        with write_transaction(self.conn):
+            row = self.conn.execute("SELECT value FROM mcs_meta WHERE key='range'").fetchone()
+            if row is not None and row[0] == self._range_key:
+                return
+            self.conn.execute("DELETE FROM mcs_perm")
+            self.conn.execute("DELETE FROM mcs_where")
+            self.conn.execute(
+                "INSERT OR REPLACE INTO mcs_meta VALUES ('range', ?)", (self._range_key,)
+            )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO mcs_meta VALUES ('free', ?)", (str(self.size),)
+            )
+            self.conn.execute("UPDATE mcs_reservations SET pair=NULL")
+            for (level,) in self.conn.execute("SELECT level FROM mcs_reservations").fetchall():
+                idx = self._pair_of(level)
+                if idx is not None and self.pool.take(idx):
+                    self.conn.execute(
+                        "UPDATE mcs_reservations SET pair=? WHERE level=?", (idx, level)
+                    )
+
+    def _pair_of(self, level: str) -> int | None:
+        """The pool index of a level that is exactly one pair of our range, else None."""
+        try:
+            rng = MLSRange.parse(level)
+        except ContextError:
+            return None
+        cats = sorted(rng.low.categories)
+        if (
+            rng.low != rng.high
+            or rng.low.sensitivity != self.sens
+            or len(cats) != 2
+            or cats[0] < self.cat_min
+            or cats[1] > self.cat_max
+        ):
+            return None
+        return pair_index(cats[0] - self.cat_min, cats[1] - self.cat_min)
+
+    def _level_of(self, idx: int) -> str:
+        a, b = pair_from_index(idx)
+        cats = frozenset({a + self.cat_min, b + self.cat_min})
+        return f"s{self.sens}:{format_categories(cats)}"
+
+    # --- public operations --------------------------------------------------------------
+
+    def allocate(self, domain: str) -> str:
+        """Draw a free pair for a dynamic label, e.g. ``s0:c41,c264``."""
+        with write_transaction(self.conn):
+            statics = [
+                (owner, _static_categories(level))
+                for level, owner in self.conn.execute(
+                    "SELECT level, domain FROM mcs_reservations WHERE kind='static'"
+                )
+            ]
+            while True:
+                idx = self.pool.draw(self.rng)
+                if idx is None:
+                    raise SecurityError(
+                        f"no free MCS category pair in c{self.cat_min}.c{self.cat_max}: all "
+                        f"{self.size} pairs are reserved or dominated by static labels"
+                    )
+                level = self._level_of(idx)
+                cats = Level.parse(level).categories
+                blocker = next((o for o, s in statics if cats <= s), None)
+                kind, owner = ("blocked", blocker) if blocker else ("dynamic", domain)
+                self.conn.execute(
+                    "INSERT INTO mcs_reservations(level, domain, kind, pair, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (level, owner, kind, idx, time.time()),
+                )
+                if blocker is None:
+                    return level
+
+    def reserve(
+        self, domain: str, level: str, *, static: bool = False, label: str | None = None
+    ) -> None:
+        """Record a level already in use: a static label, or a running domain's dynamic
+        label on reconnect. Idempotent for the same domain; refused for another."""
+        canonical = str(MLSRange.parse(level))
+        with write_transaction(self.conn):
+            row = self.conn.execute(
+                "SELECT domain, kind FROM mcs_reservations WHERE level=?", (canonical,)
+            ).fetchone()
+            if row is not None:
+                if row[0] == domain and row[1] != "blocked":
+                    return
+                if row[1] == "blocked":
+                    # A pair set aside for a static label: it is not in use by a VM.
+                    self.conn.execute("DELETE FROM mcs_reservations WHERE level=?", (canonical,))
+                    self.pool.put(self._pair_of(canonical) or 0)
+                else:
+                    shown = label or canonical
+                    raise SecurityError(
+                        PREFIX_INTERNAL
+                        + f"MCS level for existing domain label {shown} already reserved"
+                        + (f" (by domain {row[0]})" if row[0] != domain else "")
+                    )
+            idx = self._pair_of(canonical)
+            if idx is not None and not self.pool.take(idx):
+                idx = None
+            self.conn.execute(
+                "INSERT INTO mcs_reservations(level, domain, kind, pair, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (canonical, domain, "static" if static else "dynamic", idx, time.time()),
+            )
+
+    def release(self, domain: str) -> list[str]:
+        """Release every level of a domain, and the pairs its static label blocked."""
+        with write_transaction(self.conn):
+            rows = self.conn.execute(
+                "SELECT level, pair FROM mcs_reservations WHERE domain=?", (domain,)
+            ).fetchall()
+            for _level, pair in rows:
+                if pair is not None:
+                    self.pool.put(int(pair))
+            self.conn.execute("DELETE FROM mcs_reservations WHERE domain=?", (domain,))
+        return [r[0] for r in rows]
+
+    def reservations(self) -> Iterator[Reservation]:
+        for level, domain, kind, created in self.conn.execute(
+            "SELECT level, domain, kind, created FROM mcs_reservations ORDER BY created"
+        ):
+            yield Reservation(level, domain, kind, created)
+
+    def owner(self, level: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT domain FROM mcs_reservations WHERE level=? AND kind!='blocked'",
+            (str(MLSRange.parse(level)),),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def levels_of(self, domain: str) -> list[str]:
+        return [
+            str(r[0])
+            for r in self.conn.execute(
+                "SELECT level FROM mcs_reservations WHERE domain=? AND kind!='blocked'", (domain,)
+            )
+        ]

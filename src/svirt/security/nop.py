@@ -1,0 +1,36 @@
+"""The ``none`` driver: no labels, no operations, so nothing special-cases "no security"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from svirt.domain.model import Domain, Seclabel
+from svirt.domain.resources import Resource
+from svirt.security.driver import LabelOp, Outcome
+
+__all__ = ["NopDriver"]
+
+
+class NopDriver:
+    name = "none"
+
+    def gen_label(self, domain: Domain, seclabel: Seclabel) -> Seclabel:
+        return seclabel
+
+    def reserve_label(self, domain: Domain, seclabel: Seclabel, pid: int | None) -> None:
+        return None
+
+    def release_label(self, domain: Domain, seclabel: Seclabel) -> Seclabel:
+        return seclabel
+
+    def set_ops(self, domain: Domain, resources: Sequence[Resource]) -> list[LabelOp]:
+        return []
+
+    def restore_ops(self, domain: Domain, resources: Sequence[Resource]) -> list[LabelOp]:
+        return []
+
+    def apply(self, op: LabelOp) -> Outcome:
+        return Outcome.SKIPPED
+
+    def current(self, path: str) -> str | None:
+        return None

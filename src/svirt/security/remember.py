@@ -1,0 +1,233 @@
+"""Remembered original labels and owners, byte-compatible with libvirt (spec §7).
+
+Three xattrs per driver (``selinux``, ``dac``) in the ``trusted`` namespace:
+
+- ``trusted.libvirt.security.<drv>``: the original label (``+uid:+gid`` for DAC), no NUL;
+- ``trusted.libvirt.security.ref_<drv>``: the reference count, unsigned decimal;
+- ``trusted.libvirt.security.timestamp_<drv>``: the host boot time, decimal seconds.
+
+:func:`remember` and :func:`recall` are libvirt's ``SetRemembered``/``GetRemembered``.
+Where libvirt returns -2 ("xattrs unsupported or absent") these return ``None`` /
+:data:`NOT_REMEMBERED`; errors raise. Paths may be ``/proc/self/fd/N`` so callers can act
+on the inode they checked.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from svirt.errors import PREFIX_INTERNAL, LabelSystemError, SecurityError
+
+__all__ = [
+    "DRIVERS",
+    "IN_USE",
+    "NOT_REMEMBERED",
+    "XATTR_PREFIX",
+    "Remembered",
+    "boot_time",
+    "clear_remembered",
+    "is_this_boot",
+    "read_remembered",
+    "recall",
+    "remember",
+    "xattr_names",
+]
+
+log = logging.getLogger(__name__)
+
+XATTR_PREFIX: Final = "trusted.libvirt.security."
+DRIVERS: Final = ("selinux", "dac")
+_UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
+_TIMESTAMP = re.compile(r"^(?:[0-9a-fA-F-]{36}-)?([0-9]+)$")
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+NOT_REMEMBERED: Final = _Marker("NOT_REMEMBERED")  # libvirt's -2: restore to the default
+IN_USE: Final = _Marker("IN_USE")  # refcount still above zero: do not restore
+
+
+def xattr_names(driver: str) -> tuple[str, str, str]:
+    """(label, ref, timestamp) xattr names for a driver."""
+    return (
+        f"{XATTR_PREFIX}{driver}",
+        f"{XATTR_PREFIX}ref_{driver}",
+        f"{XATTR_PREFIX}timestamp_{driver}",
+    )
+
+
+@functools.cache
+def boot_time() -> int:
+    """The host boot time in Unix seconds: ``btime`` of /proc/stat, as libvirt 9 writes."""
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                if line.startswith("btime "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    raise SecurityError(PREFIX_INTERNAL + "Unable to get host boot time")
+
+
+def is_this_boot(value: str) -> bool:
+    """libvirt 9 writes the boot time alone; the 5.x era wrote ``<host-uuid>-<boot>``.
+    Where utmp lacks a boot record libvirt derives it from /proc/uptime, which can differ
+    from ``btime`` by a second; both forms and that jitter count as this boot."""
+    m = _TIMESTAMP.match(value.strip())
+    return m is not None and abs(int(m.group(1)) - boot_time()) <= 1
+
+
+def _get(path: str, name: str) -> str | None:
+    """An xattr's value, None when absent. Unsupported filesystems raise OSError."""
+    try:
+        return os.getxattr(path, name).decode("utf-8", "replace")
+    except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            return None
+        raise
+
+
+def _set(path: str, name: str, value: str) -> None:
+    try:
+        os.setxattr(path, name, value.encode())
+    except OSError as exc:
+        raise LabelSystemError(
+            f"Unable to set XATTR {name} on {path}: {exc.strerror}", exc.errno
+        ) from exc
+
+
+def _remove(path: str, name: str) -> None:
+    try:
+        os.removexattr(path, name)
+    except OSError as exc:
+        if exc.errno != errno.ENODATA:
+            raise LabelSystemError(
+                f"Unable to remove XATTR {name} on {path}: {exc.strerror}", exc.errno
+            ) from exc
+
+
+def clear_remembered(path: str, driver: str) -> None:
+    """Remove all three xattrs of a driver (absent ones are fine)."""
+    for name in xattr_names(driver):
+        _remove(path, name)
+
+
+def _get_or_raise(path: str, name: str) -> str | None:
+    try:
+        return _get(path, name)
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            raise
+        raise LabelSystemError(
+            f"Unable to get XATTR {name} on {path}: {exc.strerror}", exc.errno
+        ) from exc
+
+
+def _validate_timestamp(path: str, driver: str) -> bool:
+    """True when the remembered state is from this boot. A stale (or missing) timestamp
+    removes all three xattrs, as libvirt does, and returns False."""
+    _, _, ts_name = xattr_names(driver)
+    ts = _get_or_raise(path, ts_name)
+    if ts is not None and is_this_boot(ts):
+        return True
+    log.warning("Invalid XATTR timestamp detected on %s secdriver=%s", path, driver)
+    clear_remembered(path, driver)
+    return False
+
+
+def _parse_count(value: str, path: str) -> int:
+    if not value.isdigit():
+        raise SecurityError(PREFIX_INTERNAL + f"malformed refcount {value} on {path}")
+    return int(value)
+
+
+def remember(path: str, driver: str, current_label: str) -> int | None:
+    """Count one more user of ``path``; on the first, store its current label and the
+    boot time. Returns the new count, or None where the filesystem has no xattrs."""
+    label_name, ref_name, ts_name = xattr_names(driver)
+    try:
+        ref = _get_or_raise(path, ref_name)
+        if ref is not None and not _validate_timestamp(path, driver):
+            ref = None
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            return None
+        raise
+    count = (_parse_count(ref, path) if ref is not None else 0) + 1
+    try:
+        if count == 1:
+            _set(path, label_name, current_label)
+            _set(path, ts_name, str(boot_time()))
+        _set(path, ref_name, str(count))
+    except LabelSystemError as exc:
+        if exc.errno in _UNSUPPORTED:
+            return None
+        raise
+    return count
+
+
+def recall(path: str, driver: str) -> str | _Marker:
+    """Count one user fewer. Returns the original label when this was the last user
+    (and removes the xattrs), :data:`IN_USE` when users remain, or
+    :data:`NOT_REMEMBERED` when nothing (valid) is remembered."""
+    label_name, ref_name, ts_name = xattr_names(driver)
+    try:
+        ref = _get_or_raise(path, ref_name)
+        if ref is None or not _validate_timestamp(path, driver):
+            return NOT_REMEMBERED
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            return NOT_REMEMBERED
+        raise
+    count = _parse_count(ref, path) - 1
+    if count > 0:
+        _set(path, ref_name, str(count))
+        return IN_USE
+    _remove(path, ref_name)
+    label = _get_or_raise(path, label_name)
+    _remove(path, label_name)
+    _remove(path, ts_name)
+    if label is None:
+        raise LabelSystemError(f"Unable to get XATTR {label_name} on {path}", errno.ENODATA)
+    return label
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """What the xattrs of one driver say, read without changing anything."""
+
+    driver: str
+    label: str | None
+    refcount: str | None
+    timestamp: str | None
+
+    @property
+    def stale(self) -> bool:
+        """libvirt would discard this state: no valid timestamp from this boot."""
+        return self.timestamp is None or not is_this_boot(self.timestamp)
+
+
+def read_remembered(path: str, driver: str) -> Remembered | None:
+    """The driver's remembered state on ``path``, or None when it has none."""
+    names = xattr_names(driver)
+    try:
+        values = [_get(path, n) for n in names]
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            return None
+        raise
+    if all(v is None for v in values):
+        return None
+    return Remembered(driver, values[0], values[1], values[2])

@@ -1,0 +1,549 @@
+"""The SELinux driver (libvirt-security-spec §3–§7).
+
+Label generation follows libvirt exactly: the base contexts come from the policy's
+``virtual_domain_context`` / ``virtual_image_context`` files, user and role from the
+daemon's own context (``getcon``, or ``daemon_context`` in svirt.conf where SELinux is
+off), the category pair from the MCS ledger within the daemon's category range.
+
+Where the kernel has SELinux off but the driver was named explicitly, labels are still
+written (they are the ``security.selinux`` xattr) and failures to write them are fatal
+as on an enforcing host, since the VM would be denied on one; the process label is
+recorded, not applied.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from svirt.conf import Config
+from svirt.context import MLSRange, SecurityContext
+from svirt.domain.model import Domain, Seclabel, SeclabelType
+from svirt.domain.resources import Resource, ResourceKind
+from svirt.errors import (
+    PREFIX_INTERNAL,
+    ContextError,
+    LabelSystemError,
+    OperationInvalid,
+    SecurityError,
+)
+from svirt.host import devices as host_devices
+from svirt.host import selinux as host_selinux
+from svirt.security import remember as rem
+from svirt.security.driver import Action, LabelOp, Outcome
+from svirt.security.mcs import McsLedger
+
+__all__ = ["SELinuxDriver", "VirtContexts", "load_virt_contexts", "mcs_range"]
+
+log = logging.getLogger(__name__)
+_SOFT_ERRNOS = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EROFS)
+_warned_tcg = False
+
+
+@dataclass(frozen=True, slots=True)
+class VirtContexts:
+    """The policy's base contexts for VMs (spec §3.1)."""
+
+    domain_context: str
+    alt_domain_context: str | None
+    file_context: str
+    content_context: str | None
+
+
+def _read_context_file(path: Path, limit: int, message: str) -> list[str]:
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit)
+    except OSError as exc:
+        raise LabelSystemError(f"{message}: {exc.strerror}", exc.errno or errno.EIO) from None
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    return [ln.strip() for ln in lines]
+
+
+def load_virt_contexts(selinux_root: Path | None = None) -> VirtContexts:
+    """Read virtual_domain_context and virtual_image_context, with libvirt's texts."""
+    if selinux_root is not None:
+        dpath = selinux_root / "contexts" / "virtual_domain_context"
+        ipath = selinux_root / "contexts" / "virtual_image_context"
+    else:
+        dpath = host_selinux.virtual_domain_context_path()
+        ipath = host_selinux.virtual_image_context_path()
+    dom = _read_context_file(
+        dpath, 1024, f"cannot read SELinux virtual domain context file '{dpath}'"
+    )
+    img_raw = _read_context_file(
+        ipath, 2048, f"cannot read SELinux virtual image context file {ipath}"
+    )
+    if not dom[0] or not img_raw[0]:
+        raise SecurityError(
+            f"cannot read SELinux virtual domain context file '{dpath}'"
+            if not dom[0]
+            else f"cannot read SELinux virtual image context file {ipath}"
+        )
+    for ctx in (*dom[:2], *img_raw[:2]):
+        if ctx:
+            try:
+                SecurityContext.parse(ctx)
+            except ContextError as exc:
+                raise SecurityError(
+                    PREFIX_INTERNAL + f"Unable to parse base SELinux context '{ctx}'"
+                ) from exc
+    # The content context exists only when the file has a newline after line 1.
+    content = img_raw[1] if len(img_raw) > 1 and img_raw[1] else None
+    alt = dom[1] if len(dom) > 1 and dom[1] else None
+    return VirtContexts(dom[0], alt, img_raw[0], content)
+
+
+def mcs_range(daemon_context: str) -> tuple[int, int, int]:
+    """(sensitivity, catMin, catMax) from the daemon's context (spec §3.2)."""
+    parts = daemon_context.split(":", 3)
+    if len(parts) < 3:
+        raise SecurityError(
+            PREFIX_INTERNAL + f"Unable to parse current SELinux context '{daemon_context}'"
+        )
+    rng = parts[3] if len(parts) == 4 else "s0"
+    low, _, cats = rng.partition(":")
+    sens_text = low.partition("-")[0]
+    try:
+        sens = int(sens_text[1:]) if sens_text.startswith("s") else -1
+    except ValueError:
+        sens = -1
+    if sens < 0:
+        raise SecurityError(
+            PREFIX_INTERNAL + f"Unable to parse current SELinux context '{daemon_context}'"
+        )
+    if not cats:
+        return sens, 0, 1023
+
+    def cat_number(text: str) -> tuple[int, str]:
+        if not text.startswith("c"):
+            raise SecurityError(PREFIX_INTERNAL + f"Cannot parse category in {cats}")
+        digits = ""
+        for ch in text[1:]:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            raise SecurityError(PREFIX_INTERNAL + f"Cannot parse category in {cats}")
+        return int(digits), text[1 + len(digits) :]
+
+    cat_min, rest = cat_number(cats)
+    if not rest:
+        raise SecurityError(PREFIX_INTERNAL + "No category range available")
+    if not rest.startswith("."):
+        raise SecurityError(PREFIX_INTERNAL + f"Cannot parse category in {cats}")
+    cat_max, rest = cat_number(rest[1:])
+    if rest:
+        raise SecurityError(PREFIX_INTERNAL + f"Cannot parse category in {cats}")
+    return sens, cat_min, cat_max
+
+
+class SELinuxDriver:
+    """sVirt's SELinux driver. ``ledger`` is the host's MCS ledger."""
+
+    name = "selinux"
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.contexts = load_virt_contexts(cfg.selinux_root)
+        self.daemon_context = self._daemon_context()
+        self.sens, self.cat_min, self.cat_max = mcs_range(self.daemon_context)
+        self.enforcing = host_selinux.getenforce()
+        # Without SELinux in the kernel nothing would stop a VM from using a file it
+        # could not be labelled for; be strict so the failure shows here, not on a real
+        # host. With SELinux permissive, libvirt's lenient policy applies.
+        self.strict = self.enforcing or not host_selinux.is_enabled()
+        self._ledger: McsLedger | None = None
+
+    def _daemon_context(self) -> str:
+        try:
+            return host_selinux.getcon()
+        except OSError:
+            # SELinux off: getcon fails with EINVAL. Use the configured daemon context.
+            return self.cfg.daemon_context
+
+    def bind_ledger(self, ledger: McsLedger) -> None:
+        self._ledger = ledger
+
+    @property
+    def ledger(self) -> McsLedger:
+        if self._ledger is None:
+            raise SecurityError("internal error: the MCS ledger is not open")
+        return self._ledger
+
+    # --- labels -------------------------------------------------------------------------
+
+    def _daemon(self) -> SecurityContext:
+        try:
+            return SecurityContext.parse(self.daemon_context)
+        except ContextError:
+            raise SecurityError(
+                PREFIX_INTERNAL + f"Unable to parse current SELinux context '{self.daemon_context}'"
+            ) from None
+
+    def imagelabel_for(self, mcs: str) -> str:
+        """``file_context`` with the daemon's user and the given range (spec §3.4)."""
+        base = SecurityContext.parse(self.contexts.file_context)
+        try:
+            rng = MLSRange.parse(mcs)
+        except ContextError:
+            raise SecurityError(
+                PREFIX_INTERNAL + f"Unable to set SELinux context MCS '{mcs}'"
+            ) from None
+        return str(base.with_user(self._daemon().user).with_range(rng))
+
+    def _template(self, domain: Domain, sl: Seclabel) -> str:
+        global _warned_tcg
+        if sl.baselabel:
+            return sl.baselabel
+        if domain.type == "qemu":
+            if self.contexts.alt_domain_context:
+                return self.contexts.alt_domain_context
+            if not _warned_tcg:
+                _warned_tcg = True
+                log.warning(
+                    "SELinux policy does not define a domain type for QEMU TCG. Guest startup "
+                    "may be denied due to missing 'execmem' privilege unless the "
+                    "'virt_use_execmem' policy boolean is enabled"
+                )
+        return self.contexts.domain_context
+
+    def gen_label(self, domain: Domain, sl: Seclabel) -> Seclabel:
+        if sl.type is SeclabelType.DYNAMIC and sl.label:
+            raise SecurityError(PREFIX_INTERNAL + "security label already defined for VM")
+        if sl.imagelabel:
+            raise SecurityError(PREFIX_INTERNAL + "security image label already defined for VM")
+        if sl.model is not None and sl.model != "selinux":
+            raise SecurityError(
+                PREFIX_INTERNAL + f"security label model {sl.model} is not supported with selinux"
+            )
+        label: str | None = None
+        if sl.type is SeclabelType.STATIC:
+            assert sl.label is not None  # the parser requires it
+            try:
+                ctx = SecurityContext.parse(sl.label)
+            except ContextError:
+                raise SecurityError(
+                    PREFIX_INTERNAL + f"unable to allocate socket security context '{sl.label}'"
+                ) from None
+            if ctx.range is None:
+                raise SecurityError(PREFIX_INTERNAL + "unable to get selinux context range")
+            mcs = sl.label.split(":", 3)[3]
+            self.ledger.reserve(domain.name, mcs, static=True, label=sl.label)
+            label = sl.label
+        elif sl.type is SeclabelType.DYNAMIC:
+            mcs = self.ledger.allocate(domain.name)
+            template = self._template(domain, sl)
+            try:
+                base = SecurityContext.parse(template)
+            except ContextError:
+                self.ledger.release(domain.name)
+                raise SecurityError(
+                    PREFIX_INTERNAL + f"Unable to parse base SELinux context '{template}'"
+                ) from None
+            daemon = self._daemon()
+            label = str(
+                base.with_user(daemon.user).with_role(daemon.role).with_range(MLSRange.parse(mcs))
+            )
+        else:
+            mcs = f"s{self.sens}"
+        return replace(sl, model="selinux", label=label, imagelabel=self.imagelabel_for(mcs))
+
+    def adopt_label(self, domain: Domain, sl: Seclabel) -> Seclabel:
+        """Use the labels a live XML already carries (reserve them, derive a missing
+        imagelabel)."""
+        if sl.type is SeclabelType.NONE or sl.label is None:
+            return sl
+        mcs = sl.label.split(":", 3)[3] if sl.label.count(":") >= 3 else f"s{self.sens}"
+        self.ledger.reserve(domain.name, mcs, static=sl.type is SeclabelType.STATIC, label=sl.label)
+        if sl.imagelabel is None:
+            sl = replace(sl, imagelabel=self.imagelabel_for(mcs))
+        return sl
+
+    def reserve_label(self, domain: Domain, sl: Seclabel, pid: int | None) -> None:
+        if sl.type is not SeclabelType.DYNAMIC:
+            return
+        label = sl.label
+        if pid is not None and host_selinux.is_enabled():
+            try:
+                label = host_selinux.getpidcon(pid)
+            except OSError as exc:
+                raise LabelSystemError(
+                    f"unable to get PID {pid} security context: {exc.strerror}", exc.errno or 0
+                ) from None
+        if label is None:
+            return
+        self.ledger.reserve(domain.name, label.split(":", 3)[3], label=label)
+
+    def release_label(self, domain: Domain, sl: Seclabel) -> Seclabel:
+        self.ledger.release(domain.name)
+        if sl.type is SeclabelType.DYNAMIC:
+            return replace(sl, label=None, imagelabel=None)
+        return replace(sl, imagelabel=None)
+
+    # --- planning -----------------------------------------------------------------------
+
+    def _disk_label(self, res: Resource, img: str) -> str | None:
+        """The label for one chain element (spec §5.1), None to skip it."""
+        own, parent = res.seclabel("selinux"), res.parent_seclabel("selinux")
+        for sl in (own, parent):
+            if sl is not None and (not sl.relabel or sl.label):
+                return sl.label if sl.relabel else None
+        if res.chain_top:
+            if res.shareable:
+                return self.contexts.file_context
+            if res.readonly:
+                return self.contexts.content_context
+            return img
+        return self.contexts.content_context
+
+    def _chardev_paths(self, res: Resource) -> list[str]:
+        assert res.path is not None
+        if res.chardev_type == "pipe":
+            pin, pout = res.path + ".in", res.path + ".out"
+            if os.path.exists(pin) and os.path.exists(pout):
+                return [pin, pout]
+            return [res.path]
+        if res.chardev_type == "unix" and res.chardev_mode == "bind":
+            return [res.path] if os.path.exists(res.path) else []
+        return [res.path]
+
+    def set_ops(self, domain: Domain, resources: Sequence[Resource]) -> list[LabelOp]:
+        sl = domain.seclabel("selinux")
+        if sl is None or not sl.relabel or sl.imagelabel is None:
+            return []
+        img = sl.imagelabel
+        content = self.contexts.content_context
+        ops: list[LabelOp] = []
+
+        def add(
+            path: str, label: str | None, remember: bool, res: Resource, readonly: bool = False
+        ) -> None:
+            if label is not None:
+                ops.append(
+                    LabelOp("selinux", Action.SET, path, label, remember, res.owner, readonly)
+                )
+
+        for res in resources:
+            if res.kind in (ResourceKind.DISK, ResourceKind.BACKING):
+                if res.storage_type == "dir" and res.chain_top and res.path:
+                    log.warning(
+                        "Unable to relabel directory tree %s for disk %s",
+                        res.path,
+                        res.owner.removeprefix("disk "),
+                    )
+                    continue
+                if not res.local or not res.path:
+                    continue
+                remember = res.chain_top and not res.readonly and not res.shareable
+                add(
+                    res.path,
+                    self._disk_label(res, img),
+                    remember,
+                    res,
+                    readonly=res.readonly or not res.chain_top,
+                )
+            elif res.kind is ResourceKind.HOSTDEV and res.hostdev is not None:
+                h = res.hostdev
+                label: str | None = img
+                if h.type == "scsi":
+                    label = (
+                        self.contexts.file_context
+                        if h.shareable
+                        else (content if h.readonly else img)
+                    )
+                remember = h.type not in ("pci", "mdev") or h.pci_driver == "kvm"
+                for p in host_devices.hostdev_paths(h):
+                    add(p, label, remember, res)
+            elif res.kind is ResourceKind.TPM and res.path:
+                add(res.path, img, False, res)
+                add(host_devices.tpm_cancel_path(res.path), img, False, res)
+            elif res.kind is ResourceKind.CHARDEV and res.path:
+                chr_sl = res.seclabel("selinux")
+                if chr_sl is not None and not chr_sl.relabel:
+                    continue
+                label = chr_sl.label if chr_sl is not None and chr_sl.label else img
+                for p in self._chardev_paths(res):
+                    add(p, label, True, res)
+            elif (
+                res.kind in (ResourceKind.INPUT, ResourceKind.MEMORY, ResourceKind.NVRAM)
+                and res.path
+            ):
+                add(res.path, img, True, res)
+            elif (
+                res.kind
+                in (
+                    ResourceKind.KERNEL,
+                    ResourceKind.INITRD,
+                    ResourceKind.DTB,
+                    ResourceKind.ACPI_TABLE,
+                )
+                and res.path
+            ):
+                add(res.path, content, True, res, readonly=True)
+        return ops
+
+    def restore_ops(self, domain: Domain, resources: Sequence[Resource]) -> list[LabelOp]:
+        sl = domain.seclabel("selinux")
+        if sl is None or not sl.relabel:
+            return []
+        ops: list[LabelOp] = []
+
+        def add(path: str, recall: bool, res: Resource) -> None:
+            ops.append(LabelOp("selinux", Action.RESTORE, path, None, recall, res.owner))
+
+        for res in resources:
+            if res.kind is ResourceKind.DISK:
+                # Only the top of a chain is restored, and never read-only or shareable
+                # media: other VMs may still be using them (libvirt's reasoning).
+                own = res.seclabel("selinux")
+                if (
+                    not res.local
+                    or not res.path
+                    or res.readonly
+                    or res.shareable
+                    or res.storage_type == "dir"
+                    or (own is not None and not own.relabel)
+                    or (own is not None and own.labelskip)
+                ):
+                    continue
+                add(res.path, True, res)
+            elif res.kind is ResourceKind.HOSTDEV and res.hostdev is not None:
+                h = res.hostdev
+                if h.type == "scsi" and (h.shareable or h.readonly):
+                    continue
+                recall = h.type not in ("pci", "mdev") or h.pci_driver == "kvm"
+                for p in host_devices.hostdev_paths(h):
+                    add(p, recall, res)
+            elif res.kind is ResourceKind.TPM and res.path:
+                add(res.path, False, res)
+                add(host_devices.tpm_cancel_path(res.path), False, res)
+            elif res.kind is ResourceKind.CHARDEV and res.path:
+                chr_sl = res.seclabel("selinux")
+                if chr_sl is not None and not chr_sl.relabel:
+                    continue
+                if res.chardev_type == "unix" and res.chardev_mode != "connect":
+                    continue
+                for p in self._chardev_paths(res):
+                    add(p, True, res)
+            elif (
+                res.kind
+                in (
+                    ResourceKind.INPUT,
+                    ResourceKind.MEMORY,
+                    ResourceKind.NVRAM,
+                    ResourceKind.KERNEL,
+                    ResourceKind.INITRD,
+                    ResourceKind.DTB,
+                    ResourceKind.ACPI_TABLE,
+                )
+                and res.path
+            ):
+                add(res.path, True, res)
+        return ops
+
+    # --- applying -----------------------------------------------------------------------
+
+    def current(self, path: str) -> str | None:
+        try:
+            return host_selinux.getfilecon(path)
+        except OSError:
+            return None
+
+    def apply(self, op: LabelOp) -> Outcome:
+        if op.action is Action.SET:
+            assert op.value is not None
+            return self._set(op.path, op.value, op.remember)
+        return self._restore(op.path, op.remember)
+
+    def _setfilecon(self, path: str, tcon: str) -> Outcome:
+        try:
+            host_selinux.setfilecon(path, tcon)
+        except OSError as exc:
+            if exc.errno in _SOFT_ERRNOS:
+                log.info("Setting security context '%s' on '%s' not supported", tcon, path)
+                return Outcome.SOFT_FAILED
+            if exc.errno == errno.ENOENT or self.strict:
+                raise LabelSystemError(
+                    f"unable to set security context '{tcon}' on '{path}': {exc.strerror}",
+                    exc.errno or errno.EIO,
+                ) from None
+            log.warning(
+                "unable to set security context '%s' on '%s' (errno %d)", tcon, path, exc.errno
+            )
+            return Outcome.SOFT_FAILED
+        log.debug("selinux: %s -> %s", path, tcon)
+        return Outcome.DONE
+
+    def _set(self, path: str, tcon: str, remember: bool) -> Outcome:
+        counted = False
+        if remember:
+            try:
+                econ = host_selinux.getfilecon(path)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise LabelSystemError(
+                        f"unable to get SELinux context of {path}: {exc.strerror}",
+                        exc.errno or errno.EIO,
+                    ) from None
+                econ = None
+            if econ is not None:
+                count = rem.remember(path, "selinux", econ)
+                counted = count is not None
+                if count is not None and count > 1 and econ != tcon:
+                    self._undo_remember(path)
+                    raise OperationInvalid(
+                        f"Setting different SELinux label on {path} which is already in use"
+                    )
+        try:
+            outcome = self._setfilecon(path, tcon)
+        except SecurityError:
+            if counted:
+                self._undo_remember(path)
+            raise
+        if outcome is Outcome.SOFT_FAILED and counted:
+            self._undo_remember(path)
+        return outcome
+
+    def _undo_remember(self, path: str) -> None:
+        """Take back one remembered use. Unlike libvirt, this never relabels the file:
+        the label was not changed by us, and relabelling could disturb the other user."""
+        try:
+            rem.recall(path, "selinux")
+        except (OSError, SecurityError):
+            log.warning(
+                "Unable to restore label on '%s'. XATTRs might have been left in "
+                "inconsistent state.",
+                path,
+            )
+
+    def _restore(self, path: str, recall: bool) -> Outcome:
+        try:
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode) or not os.path.isabs(path):
+                path = os.path.realpath(path, strict=True)
+                st = os.stat(path)
+        except OSError as exc:
+            log.warning("cannot resolve symlink %s: %s", path, exc.strerror)
+            raise LabelSystemError(
+                f"cannot resolve symlink {path}: {exc.strerror}", exc.errno or errno.EIO
+            ) from None
+        label: str | None = None
+        if recall:
+            got = rem.recall(path, "selinux")
+            if got is rem.IN_USE:
+                return Outcome.SKIPPED
+            if isinstance(got, str):
+                label = got
+        if label is None:
+            label = host_selinux.lookup_default_label(path, st.st_mode)
+            if label is None:
+                log.warning("cannot lookup default selinux label for %s", path)
+                return Outcome.SKIPPED
+        return self._setfilecon(path, label)

@@ -1,0 +1,102 @@
+"""The runtime state database (sqlite3) under the state directory.
+
+One file, ``<state_dir>/svirt.db``, shared by every svirt process on the host. Writers
+take sqlite's write lock with ``BEGIN IMMEDIATE`` so two processes allocating or
+journalling at once serialise instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from svirt.errors import StateError
+
+__all__ = ["connect", "fsync_dir", "write_transaction"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mcs_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- The free pool of category pairs: a sparse Fisher–Yates permutation of pair indices.
+-- Positions [0, free) hold free pairs. Only entries that differ from the identity are
+-- stored, in both directions, so every operation is O(1).
+CREATE TABLE IF NOT EXISTS mcs_perm (pos INTEGER PRIMARY KEY, idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS mcs_where (idx INTEGER PRIMARY KEY, pos INTEGER NOT NULL);
+-- Every MCS level in use on this host: dynamic pairs, static labels, and pairs blocked
+-- because a static label's categories dominate them.
+CREATE TABLE IF NOT EXISTS mcs_reservations (
+    level TEXT PRIMARY KEY,
+    domain TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('dynamic', 'static', 'blocked')),
+    pair INTEGER,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mcs_reservations_domain ON mcs_reservations(domain);
+-- Intent journal: before a transaction mutates anything, the security state of every
+-- file it will touch is recorded, so a crash at any point can be rolled back.
+CREATE TABLE IF NOT EXISTS journal_tx (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    domain TEXT NOT NULL,
+    action TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'committed', 'rolledback'))
+);
+CREATE TABLE IF NOT EXISTS journal_file (
+    tx INTEGER NOT NULL REFERENCES journal_tx(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    before TEXT NOT NULL,
+    PRIMARY KEY (tx, seq)
+);
+"""
+
+
+def connect(state_dir: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the state database. Autocommit mode: callers group
+    writes with :func:`write_transaction`."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn = sqlite3.connect(
+            state_dir / "svirt.db", timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        with write_transaction(conn):
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(f"cannot open state database in {state_dir}: {exc}") from None
+    return conn
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception."""
+    if conn.in_transaction:
+        # Nested use joins the outer transaction.
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory entry durable (after creating files in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
