@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   selinux-policy-default policycoreutils policycoreutils-python-utils selinux-utils
   python3-selinux python3-setools python3-audit setools semodule-utils checkpolicy
-  auditd attr acl qemu-system-x86 python3-venv
+  auditd attr acl qemu-system-x86 qemu-utils python3-venv
 )
 VENV=.venv
 QEMU_USER=svirt-qemu
