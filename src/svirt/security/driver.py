@@ -58,6 +58,10 @@ class SecurityDriver(Protocol):
         """Fill in a generated label (and reserve it); return the new seclabel."""
         ...
 
+    def adopt_label(self, domain: Domain, seclabel: Seclabel) -> Seclabel:
+        """Take over a label a live XML already carries (reserve it)."""
+        ...
+
     def reserve_label(self, domain: Domain, seclabel: Seclabel, pid: int | None) -> None:
         """Re-register a running domain's label (reconnect)."""
         ...
@@ -74,8 +78,10 @@ class SecurityDriver(Protocol):
         """Operations that restore the given resources after this domain."""
         ...
 
-    def apply(self, op: LabelOp) -> Outcome:
-        """Carry out one operation on the file system."""
+    def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
+        """Carry out one operation. ``target`` is the path to act through (a
+        ``/proc/self/fd/N`` of the inode the transaction checked); ``op.path`` is what
+        messages name."""
         ...
 
     def current(self, path: str) -> str | None:

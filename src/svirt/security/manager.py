@@ -32,6 +32,7 @@ from svirt.errors import (
     XMLError,
 )
 from svirt.host import selinux as host_selinux
+from svirt.security.dac import DACDriver
 from svirt.security.driver import LabelOp, SecurityDriver
 from svirt.security.mcs import McsLedger
 from svirt.security.nop import NopDriver
@@ -190,6 +191,8 @@ class SecurityManager:
                 self.drivers[name] = NopDriver()
             else:
                 raise SecurityError(PREFIX_INTERNAL + f"Security driver {name} not found")
+        # DAC is always stacked last: svirt runs privileged, like libvirt's system daemon.
+        self.drivers["dac"] = DACDriver(cfg)
 
     @property
     def selinux(self) -> SELinuxDriver | None:
@@ -218,11 +221,7 @@ class SecurityManager:
                     raise SecurityError(
                         PREFIX_CONFIG_UNSUPPORTED + "Unconfined guests are not allowed on this host"
                     )
-                if (
-                    sl.type is SeclabelType.DYNAMIC
-                    and sl.label is not None
-                    and isinstance(drv, SELinuxDriver)
-                ):
+                if sl.type is SeclabelType.DYNAMIC and sl.label is not None:
                     labels[idx] = drv.adopt_label(domain, sl)
                 else:
                     labels[idx] = drv.gen_label(domain, sl)
@@ -259,7 +258,11 @@ class SecurityManager:
 
     def transaction(self, step_hook: Callable[[int], None] | None = None) -> Transaction:
         return Transaction(
-            self.drivers, self.journal, remember=self.cfg.remember_owner, step_hook=step_hook
+            self.drivers,
+            self.journal,
+            remember=self.cfg.remember_owner,
+            protected=self.cfg.protected_paths,
+            step_hook=step_hook,
         )
 
     def recover(self, *, apply: bool = True) -> list[RecoveryAction]:

@@ -17,6 +17,9 @@ class NopDriver:
     def gen_label(self, domain: Domain, seclabel: Seclabel) -> Seclabel:
         return seclabel
 
+    def adopt_label(self, domain: Domain, seclabel: Seclabel) -> Seclabel:
+        return seclabel
+
     def reserve_label(self, domain: Domain, seclabel: Seclabel, pid: int | None) -> None:
         return None
 
@@ -29,7 +32,7 @@ class NopDriver:
     def restore_ops(self, domain: Domain, resources: Sequence[Resource]) -> list[LabelOp]:
         return []
 
-    def apply(self, op: LabelOp) -> Outcome:
+    def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
         return Outcome.SKIPPED
 
     def current(self, path: str) -> str | None:

@@ -456,94 +456,101 @@ class SELinuxDriver:
         except OSError:
             return None
 
-    def apply(self, op: LabelOp) -> Outcome:
+    def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
         if op.action is Action.SET:
             assert op.value is not None
-            return self._set(op.path, op.value, op.remember)
-        return self._restore(op.path, op.remember)
+            return self._set(op.path, target or op.path, op.value, op.remember)
+        return self._restore(op.path, target, op.remember)
 
-    def _setfilecon(self, path: str, tcon: str) -> Outcome:
+    def _setfilecon(self, name: str, target: str, tcon: str) -> Outcome:
         try:
-            host_selinux.setfilecon(path, tcon)
+            host_selinux.setfilecon(target, tcon)
         except OSError as exc:
             if exc.errno in _SOFT_ERRNOS:
-                log.info("Setting security context '%s' on '%s' not supported", tcon, path)
+                log.info("Setting security context '%s' on '%s' not supported", tcon, name)
                 return Outcome.SOFT_FAILED
             if exc.errno == errno.ENOENT or self.strict:
                 raise LabelSystemError(
-                    f"unable to set security context '{tcon}' on '{path}': {exc.strerror}",
+                    f"unable to set security context '{tcon}' on '{name}': {exc.strerror}",
                     exc.errno or errno.EIO,
                 ) from None
             log.warning(
-                "unable to set security context '%s' on '%s' (errno %d)", tcon, path, exc.errno
+                "unable to set security context '%s' on '%s' (errno %d)", tcon, name, exc.errno
             )
             return Outcome.SOFT_FAILED
-        log.debug("selinux: %s -> %s", path, tcon)
+        log.debug("selinux: %s -> %s", name, tcon)
         return Outcome.DONE
 
-    def _set(self, path: str, tcon: str, remember: bool) -> Outcome:
+    def _set(self, name: str, target: str, tcon: str, remember: bool) -> Outcome:
         counted = False
         if remember:
             try:
-                econ = host_selinux.getfilecon(path)
+                econ = host_selinux.getfilecon(target)
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise LabelSystemError(
-                        f"unable to get SELinux context of {path}: {exc.strerror}",
+                        f"unable to get SELinux context of {name}: {exc.strerror}",
                         exc.errno or errno.EIO,
                     ) from None
                 econ = None
             if econ is not None:
-                count = rem.remember(path, "selinux", econ)
+                count = rem.remember(target, "selinux", econ)
                 counted = count is not None
                 if count is not None and count > 1 and econ != tcon:
-                    self._undo_remember(path)
+                    self._undo_remember(name, target)
                     raise OperationInvalid(
-                        f"Setting different SELinux label on {path} which is already in use"
+                        f"Setting different SELinux label on {name} which is already in use"
                     )
         try:
-            outcome = self._setfilecon(path, tcon)
+            outcome = self._setfilecon(name, target, tcon)
         except SecurityError:
             if counted:
-                self._undo_remember(path)
+                self._undo_remember(name, target)
             raise
         if outcome is Outcome.SOFT_FAILED and counted:
-            self._undo_remember(path)
+            self._undo_remember(name, target)
         return outcome
 
-    def _undo_remember(self, path: str) -> None:
+    def _undo_remember(self, name: str, target: str) -> None:
         """Take back one remembered use. Unlike libvirt, this never relabels the file:
         the label was not changed by us, and relabelling could disturb the other user."""
         try:
-            rem.recall(path, "selinux")
+            rem.recall(target, "selinux")
         except (OSError, SecurityError):
             log.warning(
                 "Unable to restore label on '%s'. XATTRs might have been left in "
                 "inconsistent state.",
-                path,
+                name,
             )
 
-    def _restore(self, path: str, recall: bool) -> Outcome:
+    def _restore(self, name: str, target: str | None, recall: bool) -> Outcome:
+        """Restore one path (spec §6.1). Without a pinned ``target`` the path is resolved
+        here; the file-contexts lookup always uses the canonical path."""
         try:
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode) or not os.path.isabs(path):
-                path = os.path.realpath(path, strict=True)
-                st = os.stat(path)
+            if target is None:
+                st = os.lstat(name)
+                target = name
+                if stat.S_ISLNK(st.st_mode) or not os.path.isabs(name):
+                    target = os.path.realpath(name, strict=True)
+                canonical = target
+            else:
+                canonical = os.readlink(target) if target.startswith("/proc/") else target
+            st = os.stat(target)
         except OSError as exc:
-            log.warning("cannot resolve symlink %s: %s", path, exc.strerror)
+            log.warning("cannot resolve symlink %s: %s", name, exc.strerror)
             raise LabelSystemError(
-                f"cannot resolve symlink {path}: {exc.strerror}", exc.errno or errno.EIO
+                f"cannot resolve symlink {name}: {exc.strerror}", exc.errno or errno.EIO
             ) from None
         label: str | None = None
         if recall:
-            got = rem.recall(path, "selinux")
+            got = rem.recall(target, "selinux")
             if got is rem.IN_USE:
                 return Outcome.SKIPPED
             if isinstance(got, str):
                 label = got
         if label is None:
-            label = host_selinux.lookup_default_label(path, st.st_mode)
+            label = host_selinux.lookup_default_label(canonical, st.st_mode)
             if label is None:
-                log.warning("cannot lookup default selinux label for %s", path)
+                log.warning("cannot lookup default selinux label for %s", name)
                 return Outcome.SKIPPED
-        return self._setfilecon(path, label)
+        return self._setfilecon(name, target, label)

@@ -1,16 +1,18 @@
 """Transactions: queued label operations, metadata locks, journal, rollback, recovery.
 
-A transaction (libvirt-security-spec §9.2–§9.3, made crash-safe):
+A transaction (libvirt-security-spec §9.2–§9.3, made crash-safe and symlink-safe):
 
-1. takes libvirt's metadata locks on the paths (sorted, an exclusive POSIX record lock on
-   byte 1, length 1, retried every millisecond for up to 10 s), so svirt and libvirt
+1. resolves and opens every path once (``O_PATH``) and refuses paths that resolve under
+   a protected directory; every later check and change acts on that pinned inode;
+2. takes libvirt's metadata locks (sorted paths, an exclusive POSIX record lock on byte
+   1, length 1, retried every millisecond for up to 10 s), so svirt and libvirt
    processes serialise on shared files;
-2. records, durably and before any mutation, the full security state of every file it
+3. records, durably and before any mutation, the full security state of every file it
    will touch (label, owner, ACL, remembered xattrs) in the intent journal;
-3. applies the operations in order. A labelling transaction stops at the first failure
+4. applies the operations in order. A labelling transaction stops at the first failure
    and puts every touched file back to its recorded state, in reverse order; a restore
    transaction is best effort and reports every failure;
-4. closes the journal entry and unlocks.
+5. closes the journal entry and unlocks.
 
 A crash anywhere leaves an open journal entry whose process is gone: :func:`recover`
 puts those files back exactly as they were. Unlike libvirt's rollback (a restore with
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 
 from svirt.errors import SecurityError, SvirtError
 from svirt.host.files import FileState, restore_state, snapshot
-from svirt.security.driver import Action, LabelOp, Outcome, SecurityDriver
+from svirt.security.driver import LabelOp, Outcome, SecurityDriver
 from svirt.state.journal import Journal
 
 __all__ = ["MetadataLocks", "RecoveryAction", "Transaction", "TransactionResult", "recover"]
@@ -41,16 +43,20 @@ _LOCK_RETRIES = 10_000  # 1 ms apart: about 10 s, as libvirt
 
 
 class MetadataLocks:
-    """libvirt-compatible metadata locks on a set of paths (spec §9.3)."""
+    """libvirt-compatible metadata locks on a set of paths (spec §9.3).
 
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.paths = sorted(set(paths))  # one global order avoids deadlocks
+    ``opener`` maps a path to what should be opened for it (the pinned inode's
+    ``/proc/self/fd/N``); the sort order is that of the paths, as libvirt's."""
+
+    def __init__(self, paths: Sequence[str], opener: Mapping[str, str] | None = None) -> None:
+        self.paths = sorted(set(paths))
+        self.opener = dict(opener or {})
         self.fds: dict[str, int] = {}
 
     def __enter__(self) -> MetadataLocks:
         try:
             for path in self.paths:
-                fd = self._open(path)
+                fd = self._open(path, self.opener.get(path, path))
                 if fd is not None:
                     self._lock(path, fd)
                     self.fds[path] = fd
@@ -63,15 +69,15 @@ class MetadataLocks:
         self.release()
 
     @staticmethod
-    def _open(path: str) -> int | None:
+    def _open(path: str, target: str) -> int | None:
         try:
-            st = os.stat(path)
+            st = os.stat(target)
         except OSError:
             return None  # a path that does not exist is simply not locked
         if stat.S_ISDIR(st.st_mode):
             return None
         try:
-            return os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+            return os.open(target, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as exc:
             if exc.errno in (errno.EROFS, errno.ENXIO) or stat.S_ISSOCK(st.st_mode):
                 return None
@@ -105,6 +111,56 @@ class MetadataLocks:
         self.fds.clear()
 
 
+class _Pins:
+    """Each path resolved and opened once (``O_PATH``), so every check and change acts on
+    the inode that was checked: a file swapped for a symlink mid-way cannot redirect a
+    relabel or chown. A path that is a symlink when first seen is followed (as libvirt
+    follows symlinked images); one that is not is opened with ``O_NOFOLLOW``, and a
+    change of identity between the look and the open is refused. Whatever a path
+    resolves to must not lie under a protected path."""
+
+    def __init__(self, protected: Sequence[str]) -> None:
+        self.protected = protected
+        self.fds: dict[str, int] = {}
+        self.targets: dict[str, str] = {}  # path -> /proc/self/fd/N
+        self.real: dict[str, str] = {}  # path -> canonical path of the pinned inode
+
+    def pin(self, path: str) -> None:
+        if path in self.fds:
+            return
+        try:
+            lst = os.lstat(path)
+        except OSError:
+            return  # missing: the driver reports it with libvirt's text
+        follow = stat.S_ISLNK(lst.st_mode)
+        flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            raise SecurityError(f"unable to open {path}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not follow and (
+            stat.S_ISLNK(st.st_mode) or (st.st_dev, st.st_ino) != (lst.st_dev, lst.st_ino)
+        ):
+            os.close(fd)
+            raise SecurityError(f"refusing to label {path}: it was replaced while being labelled")
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        for prot in self.protected:
+            if real == prot or real.startswith(prot.rstrip("/") + "/"):
+                os.close(fd)
+                raise SecurityError(
+                    f"refusing to label {path}: {real} is under the protected path {prot}"
+                )
+        self.fds[path] = fd
+        self.targets[path] = f"/proc/self/fd/{fd}"
+        self.real[path] = real
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
 @dataclass
 class TransactionResult:
     outcomes: list[tuple[LabelOp, Outcome]] = field(default_factory=list)
@@ -116,8 +172,9 @@ class Transaction:
 
     ``remember`` is qemu.conf's ``remember_owner``: with it, metadata locks are taken and
     an operation on a path that could not be locked does not remember or recall.
-    ``step_hook`` is called after each applied operation with its index; tests use it to
-    inject a crash at every step.
+    ``protected`` lists directories nothing may be labelled under. ``step_hook`` is
+    called after each applied operation with its index; tests use it to inject a crash
+    at every step.
     """
 
     def __init__(
@@ -126,14 +183,17 @@ class Transaction:
         journal: Journal | None,
         *,
         remember: bool = True,
+        protected: Sequence[str] = (),
         step_hook: Callable[[int], None] | None = None,
     ) -> None:
         self.drivers = drivers
         self.journal = journal
         self.remember = remember
+        self.protected = tuple(protected)
         self.step_hook = step_hook
 
-    def _effective(self, op: LabelOp, locks: MetadataLocks | None) -> LabelOp:
+    @staticmethod
+    def _effective(op: LabelOp, locks: MetadataLocks | None) -> LabelOp:
         if op.remember and not (locks is not None and locks.locked(op.path)):
             return LabelOp(op.driver, op.action, op.path, op.value, False, op.owner, op.readonly)
         return op
@@ -146,59 +206,73 @@ class Transaction:
         result = TransactionResult()
         if not ops:
             return result
-        paths = list(dict.fromkeys(op.path for op in ops))
-        locks = MetadataLocks([op.path for op in ops if op.remember]) if self.remember else None
-        if locks is not None:
-            locks.__enter__()
+        pins = _Pins(self.protected)
         try:
-            before: dict[str, FileState] = {}
-            for p in paths:
-                try:
-                    before[p] = snapshot(p)
-                except OSError:
-                    pass  # it does not exist: applying will report that
-            tx = (
-                self.journal.begin(domain, ops[0].action.value, list(before.items()))
-                if self.journal is not None
-                else None
-            )
-            touched: list[str] = []
+            for op in ops:
+                pins.pin(op.path)
+            locks = None
+            if self.remember:
+                remembered = [op.path for op in ops if op.remember and op.path in pins.targets]
+                locks = MetadataLocks(remembered, pins.targets)
+                locks.__enter__()
             try:
-                for i, raw_op in enumerate(ops):
-                    op = self._effective(raw_op, locks)
-                    if op.path not in touched:
-                        touched.append(op.path)
-                    try:
-                        outcome = self.drivers[op.driver].apply(op)
-                    except SvirtError as exc:
-                        if not best_effort:
-                            raise
-                        log.warning("%s", exc)
-                        result.errors.append((op, exc))
-                        continue
-                    result.outcomes.append((op, outcome))
-                    if self.step_hook is not None:
-                        self.step_hook(i)
-            except BaseException:
-                self._rollback(touched, before)
-                if tx is not None and self.journal is not None:
-                    self.journal.finish(tx, "rolledback")
-                raise
-            if tx is not None and self.journal is not None:
-                self.journal.finish(tx, "committed")
+                self._run(domain, ops, pins, locks, result, best_effort)
+            finally:
+                if locks is not None:
+                    locks.release()
         finally:
-            if locks is not None:
-                locks.release()
+            pins.close()
         return result
 
+    def _run(
+        self,
+        domain: str,
+        ops: Sequence[LabelOp],
+        pins: _Pins,
+        locks: MetadataLocks | None,
+        result: TransactionResult,
+        best_effort: bool,
+    ) -> None:
+        before = {path: snapshot(target) for path, target in pins.targets.items()}
+        tx = None
+        if self.journal is not None:
+            files = [(pins.real[p], st) for p, st in before.items()]
+            tx = self.journal.begin(domain, ops[0].action.value, files)
+        touched: list[str] = []
+        try:
+            for i, raw_op in enumerate(ops):
+                op = self._effective(raw_op, locks)
+                if op.path not in touched:
+                    touched.append(op.path)
+                try:
+                    outcome = self.drivers[op.driver].apply(op, pins.targets.get(op.path))
+                except SvirtError as exc:
+                    if not best_effort:
+                        raise
+                    log.warning("%s", exc)
+                    result.errors.append((op, exc))
+                    continue
+                result.outcomes.append((op, outcome))
+                if self.step_hook is not None:
+                    self.step_hook(i)
+        except BaseException:
+            self._rollback(touched, before, pins.targets)
+            if tx is not None and self.journal is not None:
+                self.journal.finish(tx, "rolledback")
+            raise
+        if tx is not None and self.journal is not None:
+            self.journal.finish(tx, "committed")
+
     @staticmethod
-    def _rollback(touched: list[str], before: Mapping[str, FileState]) -> None:
+    def _rollback(
+        touched: list[str], before: Mapping[str, FileState], targets: Mapping[str, str]
+    ) -> None:
         for path in reversed(touched):
             state = before.get(path)
             if state is None:
                 continue
             try:
-                restore_state(path, state)
+                restore_state(targets[path], state)
                 log.debug("rolled back %s", path)
             except OSError as exc:
                 log.warning(
@@ -252,8 +326,3 @@ def recover(journal: Journal, *, apply: bool = True) -> list[RecoveryAction]:
         if apply:
             journal.finish(tx.id, "rolledback")
     return actions
-
-
-def op_summary(op: LabelOp) -> str:
-    verb = "set" if op.action is Action.SET else "restore"
-    return f"{op.driver} {verb} {op.path}" + (f" -> {op.value}" if op.value else "")
