@@ -152,10 +152,10 @@ def _load_libc() -> ctypes.CDLL:
 _libc = _load_libc()
 
 
-def _check(rc: int, what: str, path: str | None = None) -> int:
+def _check(rc: int, path: str | None = None) -> int:
     if rc < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+        raise OSError(err, os.strerror(err), path)
     return rc
 
 
@@ -165,12 +165,12 @@ def _b(value: str | os.PathLike[str] | None) -> bytes | None:
 
 def unshare(flags: int) -> None:
     """``unshare(2)``; raises OSError."""
-    _check(_libc.unshare(flags), "unshare")
+    _check(_libc.unshare(flags))
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """``setns(2)`` on a namespace file descriptor; raises OSError."""
-    _check(_libc.setns(fd, nstype), "setns")
+    _check(_libc.setns(fd, nstype))
 
 
 def mount(
@@ -182,12 +182,12 @@ def mount(
 ) -> None:
     """``mount(2)``; raises OSError naming the target."""
     rc = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
-    _check(rc, "mount", os.fspath(target))
+    _check(rc, os.fspath(target))
 
 
 def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
     """``umount2(2)``; raises OSError naming the target."""
-    _check(_libc.umount2(_b(target), flags), "umount2", os.fspath(target))
+    _check(_libc.umount2(_b(target), flags), os.fspath(target))
 
 
 def mknod(path: str | os.PathLike[str], mode: int, rdev: int) -> None:
@@ -205,7 +205,7 @@ def _open_tree_clone(path: str) -> int:
         ctypes.c_char_p(os.fsencode(path)),
         ctypes.c_uint(_OPEN_TREE_CLONE | os.O_CLOEXEC),
     )
-    return _check(int(rc), "open_tree", path)
+    return _check(int(rc), path)
 
 
 def _move_mount(tree_fd: int, target: str) -> None:
@@ -217,7 +217,7 @@ def _move_mount(tree_fd: int, target: str) -> None:
         ctypes.c_char_p(os.fsencode(target)),
         ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH),
     )
-    _check(int(rc), "move_mount", target)
+    _check(int(rc), target)
 
 
 def mount_namespace_id(pid: int | str = "self") -> str:

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,6 +93,11 @@ class QMPClient:
                 break
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 sock.close()
+                if not isinstance(exc, FileNotFoundError) and not _is_socket(target):
+                    raise QMPError(
+                        f"{PREFIX_INTERNAL}failed to connect to monitor socket {target}: "
+                        "not a socket"
+                    ) from None
                 if pid is not None and not _alive(pid):
                     raise QMPError(
                         f"{PREFIX_INTERNAL}QEMU process {pid} exited before its monitor "
@@ -114,7 +120,7 @@ class QMPClient:
 
     def _handshake(self) -> None:
         deadline = time.monotonic() + self.timeout
-        msg = self._read_message(deadline, "the QMP greeting")
+        msg = self._read_message(deadline, "the QMP greeting", self.timeout)
         if "QMP" not in msg:
             raise QMPError(f"{PREFIX_INTERNAL}unexpected QMP greeting: {_short(msg)}")
         self.greeting = msg
@@ -122,7 +128,7 @@ class QMPClient:
 
     # -- I/O -------------------------------------------------------------------------------
 
-    def _read_message(self, deadline: float, waiting_for: str) -> dict[str, Any]:
+    def _read_message(self, deadline: float, waiting_for: str, timeout: float) -> dict[str, Any]:
         while True:
             nl = self._buf.find(b"\n")
             if nl >= 0:
@@ -144,7 +150,7 @@ class QMPClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise QMPError(
-                    f"{PREFIX_INTERNAL}timed out after {self.timeout:g}s waiting for "
+                    f"{PREFIX_INTERNAL}timed out after {timeout:g}s waiting for "
                     f"{waiting_for} from the QEMU monitor"
                 )
             if self._closed:
@@ -196,9 +202,10 @@ class QMPClient:
         if arguments:
             msg["arguments"] = dict(arguments)
         self._send(msg)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         while True:
-            reply = self._read_message(deadline, f"the reply to '{command}'")
+            reply = self._read_message(deadline, f"the reply to '{command}'", wait)
             if "event" in reply:
                 self.events.append(reply)
                 continue
@@ -233,9 +240,10 @@ class QMPClient:
             if matches(ev):
                 self.events.remove(ev)
                 return ev
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         while True:
-            msg = self._read_message(deadline, f"event {name}")
+            msg = self._read_message(deadline, f"event {name}", wait)
             if "event" not in msg:
                 continue
             if matches(msg):
@@ -314,6 +322,13 @@ class QMPClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
