@@ -255,7 +255,7 @@ def test_exec_failure_reports_the_step(vm_dir: Path, qemu_user: Identity) -> Non
     bogus.chmod(0o755)
     with pytest.raises(LaunchError) as info:
         process.spawn([str(bogus)], log_path=vm_dir / "log", identity=qemu_user)
-    assert str(info.value) == f"executing {bogus}: Exec format error"
+    assert str(info.value) == f"cannot execute binary {bogus}: Exec format error"
 
 
 def test_private_dev_failure_reports_the_step(vm_dir: Path) -> None:

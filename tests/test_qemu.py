@@ -324,8 +324,13 @@ def test_kvm_usable_follows_the_device_mode(tmp_path: Path) -> None:
         pytest.skip("no /dev/kvm on this host")
     st = os.stat("/dev/kvm")
     qemu_user = resolve_identity("svirt-qemu", "svirt-qemu")
-    others_rw = st.st_mode & 0o006 == 0o006
-    assert qemu.kvm_usable(qemu_user) == (others_rw and qemu.kvm_usable())
+    if st.st_uid == qemu_user.uid:
+        allowed = st.st_mode & 0o600 == 0o600
+    elif st.st_gid in qemu_user.groups:
+        allowed = st.st_mode & 0o060 == 0o060
+    else:
+        allowed = st.st_mode & 0o006 == 0o006
+    assert qemu.kvm_usable(qemu_user) == (allowed and qemu.kvm_usable())
 
 
 # --- real QEMU --------------------------------------------------------------------------

@@ -15,7 +15,10 @@ The child, before exec and in this order:
 
 A failing step writes ``step NUL reason`` to a close-on-exec pipe and exits 127; a
 successful exec closes the pipe with nothing written. The parent raises
-``LaunchError("<step>: <reason>")``. Everything that can be resolved beforehand (the
+``LaunchError("<step>: <reason>")``, where the step is libvirt's text for the same call
+(``cannot change to uid to '107': Operation not permitted``, ``cannot execute binary
+/usr/bin/qemu-system-x86_64: Exec format error``) or ``building the private /dev``
+followed by libvirt's namespace error. Everything that can be resolved beforehand (the
 binary, the identity, the /dev plan, whether SELinux is on) is resolved in the parent,
 so the child makes system calls only.
 """
@@ -180,19 +183,22 @@ def _child(
         if dev_plan is not None:
             step = "building the private /dev"
             build_private_dev(dev_plan, scratch=scratch)
+        # The step texts below are libvirt's (virExec, virSetUIDGID) for the same calls.
         if exec_context is not None:
-            step = f"setting the exec SELinux context '{exec_context}'"
+            step = f"unable to set security context '{exec_context}'"
             selinux.set_exec_context(exec_context)
         if identity is not None:
-            step = f"switching to uid {identity.uid} gid {identity.gid}"
+            step = "cannot set supplemental groups"
             os.setgroups(list(identity.groups))
+            step = f"cannot change to '{identity.gid}' group"
             os.setresgid(identity.gid, identity.gid, identity.gid)
+            step = f"cannot change to uid to '{identity.uid}'"
             os.setresuid(identity.uid, identity.uid, identity.uid)
             if os.getresuid() != (identity.uid,) * 3 or os.getresgid() != (identity.gid,) * 3:
                 raise _StepFailed(step, "the ids did not change")
-        step = f"changing directory to {cwd}"
+        step = f"cannot change to directory {cwd}"
         os.chdir(cwd)
-        step = f"executing {exe}"
+        step = f"cannot execute binary {exe}"
         os.execve(exe, list(argv), dict(env))
     except _StepFailed as exc:
         payload = f"{exc.step}\0{exc.reason}"

@@ -184,7 +184,7 @@ def disk_blockdevs(disk: Disk) -> list[dict[str, Any]]:
     return nodes
 
 
-def disk_device_id(disk: Disk, machine: str = "pc") -> str:
+def disk_device_id(disk: Disk) -> str:
     """libvirt's alias for the disk's frontend (``virtio-disk0``, ``ide0-1-0``,
     ``sata0-0-2``, ``scsi0-0-0-3``); the id for ``device_del``."""
     idx = disk_index(disk.target)
@@ -257,7 +257,7 @@ def disk_device(disk: Disk, machine: str = "pc") -> dict[str, Any]:
         raise _unsupported(f"disk bus '{bus}' of disk {disk.target} is not supported")
     if disk_blockdevs(disk):
         dev["drive"] = disk_node_name(disk)
-    dev["id"] = disk_device_id(disk, machine)
+    dev["id"] = disk_device_id(disk)
     if disk.shareable:
         dev["share-rw"] = True
     return dev
