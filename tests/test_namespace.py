@@ -305,6 +305,13 @@ def test_private_dev_holds_exactly_the_expected_nodes(
     dev_line = next(line for line in minfo if line.split()[4] == "/dev")
     assert " - tmpfs devfs " in dev_line and "nosuid" in dev_line.split()[5]
     assert "size=64k" in dev_line and "mode=755" in dev_line
+    # The scratch directory the tmpfs was filled on is uncovered again.
+    host_points = {
+        line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    }
+    assert {line.split()[4] for line in minfo if line.split()[4].startswith("/tmp")} == {
+        p for p in host_points if p.startswith("/tmp")
+    }
 
     # The host's /dev is untouched.
     assert sorted(os.listdir("/dev")) == host_listing
