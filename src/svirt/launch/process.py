@@ -94,7 +94,8 @@ def bind_monitor_socket(path: str | os.PathLike[str]) -> socket.socket:
     Bound by root, mode 0600: the QEMU user never needs to create files in the state
     directory, and a client can connect before QEMU is up (the connection waits in the
     backlog until QEMU accepts it). A stale socket left at ``path`` is replaced; any
-    other kind of file there is an error.
+    other kind of file there is an error. Close the parent's copy once :func:`spawn`
+    returned, so that a client sees end-of-file, not a silent backlog, if QEMU dies.
     """
     p = os.fspath(path)
     try:
