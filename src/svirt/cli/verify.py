@@ -1,0 +1,182 @@
+"""``svirt verify [--json]``: the isolation matrix of the running domains.
+
+Exit 0 when no running VM can reach another's resources, 1 when isolation is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from svirt.conf import load_config
+from svirt.policy.oracle import PolicyOracle
+from svirt.policy.verify import CheckedResource, VerifyReport, verify
+
+from .output import print_json, table
+from .policy import add_policy_options
+
+__all__ = ["register", "report_view"]
+
+
+def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="prove from the policy that no running VM can reach another's resources",
+        description=(
+            "For every running domain (svirt's and libvirt's live XML), ask the binary "
+            "policy whether its process label can read or write every other domain's "
+            "resources with the labels they carry now. Exit 1 when isolation is broken."
+        ),
+    )
+    add_policy_options(p)
+    p.set_defaults(func=run)
+
+
+def _resource(r: CheckedResource) -> dict[str, Any]:
+    return {
+        "domain": r.domain,
+        "owner": r.owner,
+        "path": r.path,
+        "kind": r.kind,
+        "class": r.tclass,
+        "label": r.label,
+        "shared": r.shared,
+        "readonly": r.readonly,
+        "problem": r.problem,
+    }
+
+
+def _booleans(items: tuple[tuple[str, bool], ...]) -> list[dict[str, Any]]:
+    return [{"name": n, "value": v} for n, v in items]
+
+
+def report_view(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "isolated": report.isolated,
+        "policy": str(report.policy),
+        "backend": report.backend,
+        "decisions": report.decisions,
+        "domains": [
+            {
+                "name": d.name,
+                "source": d.source,
+                "pid": d.pid,
+                "state": d.state,
+                "process_label": d.process_label,
+                "xml": str(d.xml_path),
+            }
+            for d in report.domains
+        ],
+        "resources": [_resource(r) for r in report.resources],
+        "findings": [
+            {
+                "subject": f.subject,
+                "subject_label": f.subject_label,
+                "resource": _resource(f.resource) if f.resource else None,
+                "accesses": [a.value for a in f.accesses],
+                "exposures": [e.value for e in f.exposures],
+                "booleans": _booleans(f.booleans),
+                "explanation": f.explanation,
+            }
+            for f in report.findings
+        ],
+        "own_denials": [
+            {
+                "domain": o.domain,
+                "process_label": o.process_label,
+                "resource": _resource(o.resource),
+                "access": o.access.value,
+                "reason": o.decision.reason.name.lower(),
+                "explanation": o.decision.describe(),
+            }
+            for o in report.own_denials
+        ],
+        "shared": [
+            {"resource": _resource(s.resource), "readers": s.readers, "writers": s.writers}
+            for s in report.shared
+        ],
+        "boolean_risks": [
+            {
+                "subject": b.subject,
+                "resource": _resource(b.resource),
+                "access": b.access.value,
+                "booleans": _booleans(b.booleans),
+            }
+            for b in report.boolean_risks
+        ],
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
+    }
+
+
+def _print_text(report: VerifyReport, looked_in: str) -> None:
+    n_res = len(report.resources)
+    print(
+        f"policy {report.policy} ({report.backend}): {len(report.domains)} running "
+        f"domain{'s' if len(report.domains) != 1 else ''}, {n_res} "
+        f"resource{'s' if n_res != 1 else ''}, {report.decisions} decisions"
+    )
+    if report.domains:
+        rows = [
+            [d.name, d.source, str(d.pid), d.process_label or "(none: not confined)"]
+            for d in report.domains
+        ]
+        print(table(rows, ["DOMAIN", "SOURCE", "PID", "PROCESS LABEL"]))
+    else:
+        print(f"no running domains (looked in {looked_in})")
+    if report.shared:
+        print("shared (declared read-only or shareable):")
+        for s in report.shared:
+            r = s.resource
+            who = []
+            if s.readers:
+                who.append(f"readable by {', '.join(s.readers)}")
+            if s.writers:
+                who.append(f"writable by {', '.join(s.writers)}")
+            print(
+                f"  {r.domain} {r.owner} {r.path} labelled {r.label or '-'}"
+                + (f": {'; '.join(who)}" if who else ": no other domain can use it")
+            )
+    if report.own_denials:
+        print("own resources the domain cannot use (the VM will fail):")
+        for o in report.own_denials:
+            r = o.resource
+            print(
+                f"  {o.domain} cannot {o.access.value} its {r.owner} {r.path} "
+                f"labelled {r.label}: {o.decision.describe()}"
+            )
+    if report.boolean_risks:
+        print("denied now, allowed if a boolean changes:")
+        for b in report.boolean_risks:
+            fixes = " or ".join(f"{n}={'on' if v else 'off'}" for n, v in b.booleans)
+            r = b.resource
+            print(
+                f"  {b.subject} could {b.access.value} {r.domain}'s {r.owner} {r.path} if {fixes}"
+            )
+    notes = [r for r in report.resources if r.problem]
+    if notes:
+        print("notes:")
+        for r in notes:
+            print(f"  {r.domain} {r.owner} {r.path}: {r.problem}")
+    if report.skipped:
+        print("skipped:")
+        for skip in report.skipped:
+            print(f"  {skip.path}: {skip.reason}")
+    if report.isolated:
+        print("isolation OK: no running VM can reach another's resources")
+        return
+    n = len(report.findings)
+    print(f"isolation BROKEN: {n} finding{'s' if n != 1 else ''}")
+    for f in report.findings:
+        print(f"  {f.explanation}")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    oracle = PolicyOracle(args.policy or cfg.policy_path, backend=args.backend)
+    report = verify(cfg, oracle)
+    if args.json:
+        print_json(report_view(report))
+    else:
+        _print_text(report, f"{cfg.state_dir / 'domains'} and {cfg.libvirt_run_dir}")
+    return 0 if report.isolated else 1

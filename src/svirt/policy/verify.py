@@ -1,0 +1,484 @@
+"""``svirt verify``: prove from the loaded policy that no running VM can reach another's.
+
+The running domains are the live (status) XML files that svirt writes under
+``<state_dir>/domains/`` and libvirt under ``/run/libvirt/qemu/``. For each domain with
+an SELinux process label, and for every resource of every *other* domain, the oracle
+is asked whether the process could read, and read-write, the resource with the label
+it carries on disk right now. Any allowed cross-VM access is a finding, with why the
+policy allows it (the label has the subject's categories, a subset of them, or none;
+the process range spans them; the type pair is exempt from the MCS constraint; a
+boolean grants it). Resources a domain declares read-only or shareable are listed as
+shared, not as findings. Each domain's access to its own resources is checked too: a
+denial there means the VM will fail, not that isolation is broken.
+
+This is the fedora sVirt test page's manual check (relabel an image, watch the VM fail)
+done for every pair at once, without starting anything.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import defusedxml
+import defusedxml.ElementTree as DET
+
+from svirt.conf import Config
+from svirt.context import SecurityContext, format_categories
+from svirt.domain import Domain
+from svirt.domain.model import SeclabelType
+from svirt.domain.parse import MAX_XML_BYTES, parse_domain
+from svirt.domain.resources import Resource, ResourceKind, domain_resources
+from svirt.errors import ContextError, SvirtError
+from svirt.host.selinux import getfilecon
+from svirt.policy.oracle import Access, Decision, PolicyOracle, Reason, tclass_for_mode
+
+__all__ = [
+    "BooleanRisk",
+    "CheckedResource",
+    "Exposure",
+    "Finding",
+    "LiveDomain",
+    "OwnDenial",
+    "SharedResource",
+    "Skipped",
+    "VerifyReport",
+    "check_resources",
+    "find_live_domains",
+    "load_live_domain",
+    "verify",
+    "verify_domains",
+]
+
+log = logging.getLogger(__name__)
+
+# Resources QEMU only reads and that libvirt labels with a shared content label.
+_SHARED_KINDS = (
+    ResourceKind.BACKING,
+    ResourceKind.KERNEL,
+    ResourceKind.INITRD,
+    ResourceKind.DTB,
+    ResourceKind.ACPI_TABLE,
+)
+# How a file without a security.selinux xattr is seen by the policy on an xattr-capable
+# file system: the "file" initial SID, which the reference policy maps to unlabeled_t.
+UNLABELED_CONTEXT = "system_u:object_r:unlabeled_t:s0"
+
+
+class Exposure(enum.Enum):
+    """Why the policy lets one VM reach another's resource."""
+
+    SAME_CATEGORIES = "same-categories"
+    SUBSET_CATEGORIES = "subset-categories"
+    NO_CATEGORIES = "no-categories"
+    PROCESS_RANGE = "process-range"
+    UNCONSTRAINED_TYPE = "unconstrained-type"
+    BOOLEAN = "boolean"
+    UNLABELED_PROCESS = "unlabeled-process"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveDomain:
+    """A running domain, from its live XML."""
+
+    name: str
+    source: str  # "svirt" or "libvirt"
+    xml_path: Path
+    pid: int
+    state: str | None
+    process_label: str | None  # None: no SELinux label (seclabel type='none' or absent)
+    domain: Domain = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedResource:
+    """One resource of a running domain and the label it has on disk now."""
+
+    domain: str
+    owner: str  # "disk vda", "nvram", ...
+    path: str
+    kind: str
+    tclass: str | None  # None when the path cannot be examined
+    label: str | None  # current label (UNLABELED_CONTEXT when the file has none)
+    shared: bool
+    readonly: bool
+    problem: str | None = None
+
+    @property
+    def own_access(self) -> Access:
+        return Access.READ if self.readonly else Access.READ_WRITE
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Isolation is broken: ``subject`` can reach ``resource`` of another domain (or,
+    with ``resource`` None, ``subject`` runs without an SELinux label at all)."""
+
+    subject: str
+    subject_label: str | None
+    resource: CheckedResource | None
+    accesses: tuple[Access, ...]
+    exposures: tuple[Exposure, ...]
+    explanation: str
+    booleans: tuple[tuple[str, bool], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OwnDenial:
+    """A domain cannot use one of its own resources with the label it has now."""
+
+    domain: str
+    process_label: str
+    resource: CheckedResource
+    access: Access
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class SharedResource:
+    """A resource declared read-only or shareable, and who else can use it."""
+
+    resource: CheckedResource
+    readers: tuple[str, ...]
+    writers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BooleanRisk:
+    """A cross-VM access denied today that changing a boolean would allow."""
+
+    subject: str
+    resource: CheckedResource
+    access: Access
+    booleans: tuple[tuple[str, bool], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    policy: Path
+    backend: str
+    domains: tuple[LiveDomain, ...]
+    resources: tuple[CheckedResource, ...]
+    findings: tuple[Finding, ...]
+    own_denials: tuple[OwnDenial, ...]
+    shared: tuple[SharedResource, ...]
+    boolean_risks: tuple[BooleanRisk, ...]
+    skipped: tuple[Skipped, ...]
+    decisions: int = 0
+
+    @property
+    def isolated(self) -> bool:
+        return not self.findings
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _root_attributes(data: bytes) -> dict[str, str]:
+    try:
+        root = DET.fromstring(data, forbid_dtd=True)
+    except (defusedxml.DefusedXmlException, SyntaxError):
+        return {}
+    return dict(root.attrib) if root.tag == "domstatus" else {}
+
+
+def load_live_domain(path: Path, source: str) -> LiveDomain | Skipped:
+    """Read one live XML file; a Skipped says why it does not describe a running VM."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_XML_BYTES + 1)
+    except OSError as exc:
+        return Skipped(path, f"cannot read: {exc.strerror}")
+    attrs = _root_attributes(data)
+    pid_text = attrs.get("pid")
+    if pid_text is None:
+        return Skipped(path, "not a status XML (no <domstatus pid=...>): cannot tell if it runs")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return Skipped(path, f"invalid pid '{pid_text}'")
+    if pid <= 0 or not _pid_alive(pid):
+        return Skipped(path, f"not running (pid {pid} does not exist)")
+    try:
+        domain = parse_domain(data, inactive=False, source=str(path))
+    except SvirtError as exc:
+        return Skipped(path, f"cannot parse: {exc.message}")
+    seclabel = domain.seclabel("selinux")
+    label = None
+    if seclabel is not None and seclabel.type is not SeclabelType.NONE:
+        label = seclabel.label
+    return LiveDomain(domain.name, source, path, pid, attrs.get("state"), label, domain)
+
+
+def find_live_domains(cfg: Config) -> tuple[list[LiveDomain], list[Skipped]]:
+    """svirt's live XMLs, then libvirt's (when its run directory exists)."""
+    found: list[LiveDomain] = []
+    skipped: list[Skipped] = []
+    for source, directory in (
+        ("svirt", cfg.state_dir / "domains"),
+        ("libvirt", cfg.libvirt_run_dir),
+    ):
+        try:
+            paths = sorted(p for p in directory.iterdir() if p.suffix == ".xml")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            skipped.append(Skipped(directory, f"cannot list: {exc.strerror}"))
+            continue
+        for path in paths:
+            result = load_live_domain(path, source)
+            if isinstance(result, Skipped):
+                skipped.append(result)
+            else:
+                found.append(result)
+    return found, skipped
+
+
+def _examine(domain: str, res: Resource) -> CheckedResource:
+    assert res.path is not None
+    shared = res.readonly or res.shareable or res.kind in _SHARED_KINDS
+    readonly = res.readonly or res.kind in _SHARED_KINDS
+    base = CheckedResource(
+        domain=domain,
+        owner=res.owner,
+        path=res.path,
+        kind=res.kind.value,
+        tclass=None,
+        label=None,
+        shared=shared,
+        readonly=readonly,
+    )
+    try:
+        st = os.stat(res.path)
+        label = getfilecon(res.path)
+    except OSError as exc:
+        return replace(base, problem=f"cannot examine: {exc.strerror}")
+    problem = None
+    if label is None:
+        label = UNLABELED_CONTEXT
+        problem = f"no SELinux label (seen as {UNLABELED_CONTEXT})"
+    return replace(base, tclass=tclass_for_mode(st.st_mode), label=label, problem=problem)
+
+
+def check_resources(domain: LiveDomain, display: str | None = None) -> list[CheckedResource]:
+    """The domain's local resources with a path, each once, with its current label.
+    ``display`` is the name to record as their domain (default: the domain's name)."""
+    seen: set[str] = set()
+    out: list[CheckedResource] = []
+    for res in domain_resources(domain.domain):
+        if res.path is None or not res.local or res.path in seen:
+            continue
+        seen.add(res.path)
+        out.append(_examine(display or domain.name, res))
+    return out
+
+
+def _classify(
+    subject_name: str,
+    subject_label: str,
+    resource: CheckedResource,
+    owners: dict[frozenset[int], list[str]],
+    booleans: tuple[tuple[str, bool], ...],
+) -> tuple[tuple[Exposure, ...], str]:
+    """Why an allowed cross-VM access is allowed, and a clause saying so."""
+    assert resource.label is not None
+    exposures: list[Exposure] = []
+    parts: list[str] = []
+    try:
+        s_ctx: SecurityContext | None = SecurityContext.parse(subject_label)
+        o_ctx: SecurityContext | None = SecurityContext.parse(resource.label)
+    except ContextError:
+        s_ctx = o_ctx = None  # the policy accepted it; our parser is stricter
+    if s_ctx is None or o_ctx is None or s_ctx.range is None or o_ctx.range is None:
+        exposures.append(Exposure.UNCONSTRAINED_TYPE)
+        parts.append("the policy allows it without an MLS/MCS level check")
+    else:
+        s_low, s_high, o_high = s_ctx.range.low, s_ctx.range.high, o_ctx.range.high
+        cats = o_high.categories
+        if s_low.dominates(o_high):
+            if not cats:
+                exposures.append(Exposure.NO_CATEGORIES)
+                parts.append(f"the label has no categories ({o_high}), so every VM dominates it")
+            elif cats == s_low.categories:
+                exposures.append(Exposure.SAME_CATEGORIES)
+                parts.append(
+                    f"the label carries {subject_name}'s own categories {format_categories(cats)}"
+                )
+            else:
+                exposures.append(Exposure.SUBSET_CATEGORIES)
+                parts.append(
+                    f"the label's categories {format_categories(cats)} are a subset of "
+                    f"{subject_name}'s {format_categories(s_low.categories)}"
+                )
+            others = [n for n in owners.get(cats, []) if n not in (subject_name, resource.domain)]
+            if cats and others:
+                parts.append(f"they are also the categories of {', '.join(others)}")
+        elif s_high.dominates(o_high):
+            exposures.append(Exposure.PROCESS_RANGE)
+            parts.append(
+                f"{subject_name} runs with the range {s_ctx.range}, whose high level "
+                "dominates the label"
+            )
+        else:
+            exposures.append(Exposure.UNCONSTRAINED_TYPE)
+            parts.append(
+                f"the policy exempts {s_ctx.type} -> {o_ctx.type} from the MCS constraint "
+                "(the process type is not mcs_constrained_type, or the target type is exempt)"
+            )
+    if booleans:
+        exposures.append(Exposure.BOOLEAN)
+        names = ", ".join(f"{n}={'on' if v else 'off'}" for n, v in booleans)
+        parts.append(f"a conditional rule grants it while {names}")
+    return tuple(exposures), "; ".join(parts)
+
+
+def _display_names(domains: Sequence[LiveDomain]) -> list[str]:
+    """Domain names, qualified by source where svirt and libvirt use the same name."""
+    counts: dict[str, int] = {}
+    for d in domains:
+        counts[d.name] = counts.get(d.name, 0) + 1
+    return [d.name if counts[d.name] == 1 else f"{d.name} ({d.source})" for d in domains]
+
+
+def verify_domains(
+    domains: Sequence[LiveDomain],
+    oracle: PolicyOracle,
+    skipped: Iterable[Skipped] = (),
+) -> VerifyReport:
+    """The isolation matrix of ``domains`` under ``oracle``'s policy."""
+    names = _display_names(domains)
+    resources = [check_resources(d, n) for d, n in zip(domains, names, strict=True)]
+    usable = [[r for r in rs if r.label is not None and r.tclass is not None] for rs in resources]
+    owners: dict[frozenset[int], list[str]] = {}
+    for dom, dom_name in zip(domains, names, strict=True):
+        if dom.process_label is None:
+            continue
+        try:
+            ctx = SecurityContext.parse(dom.process_label)
+        except ContextError:
+            continue
+        if ctx.range is not None:
+            owners.setdefault(ctx.range.low.categories, []).append(dom_name)
+
+    findings: list[Finding] = []
+    own: list[OwnDenial] = []
+    risks: list[BooleanRisk] = []
+    readers: dict[tuple[str, str], list[str]] = {}
+    writers: dict[tuple[str, str], list[str]] = {}
+    before = oracle.cache_info()
+
+    for i, subject in enumerate(domains):
+        name, label = names[i], subject.process_label
+        if label is None:
+            findings.append(
+                Finding(
+                    subject=name,
+                    subject_label=None,
+                    resource=None,
+                    accesses=(Access.READ, Access.READ_WRITE),
+                    exposures=(Exposure.UNLABELED_PROCESS,),
+                    explanation=(
+                        f"{name} has no SELinux process label (seclabel type='none' "
+                        "or no selinux seclabel): its QEMU is not confined by sVirt"
+                    ),
+                )
+            )
+            continue
+        for res in usable[i]:
+            assert res.label is not None and res.tclass is not None
+            decision = oracle.file_access(label, res.label, res.own_access, res.tclass)
+            if not decision.allowed:
+                own.append(OwnDenial(name, label, res, res.own_access, decision))
+        for j in range(len(domains)):
+            if j == i:
+                continue
+            for res in usable[j]:
+                assert res.label is not None and res.tclass is not None
+                read = oracle.file_access(label, res.label, Access.READ, res.tclass)
+                write = oracle.file_access(label, res.label, Access.READ_WRITE, res.tclass)
+                if res.shared:
+                    key = (res.domain, res.path)
+                    if read.allowed:
+                        readers.setdefault(key, []).append(name)
+                    if write.allowed:
+                        writers.setdefault(key, []).append(name)
+                    continue
+                allowed = tuple(
+                    a for a, dec in ((Access.READ, read), (Access.READ_WRITE, write)) if dec.allowed
+                )
+                if allowed:
+                    strongest = allowed[-1]
+                    booleans = oracle.granting_booleans(
+                        label, res.label, res.tclass, strongest.perms(res.tclass)
+                    )
+                    exposures, text = _classify(name, label, res, owners, booleans)
+                    findings.append(
+                        Finding(
+                            subject=name,
+                            subject_label=label,
+                            resource=res,
+                            accesses=allowed,
+                            exposures=exposures,
+                            explanation=(
+                                f"{name} ({label}) can {strongest.value} {res.domain}'s "
+                                f"{res.owner} {res.path} labelled {res.label}: {text}"
+                            ),
+                            booleans=booleans,
+                        )
+                    )
+                    continue
+                for access, dec in ((Access.READ, read), (Access.READ_WRITE, write)):
+                    if dec.reason is Reason.BOOLEAN:
+                        risks.append(BooleanRisk(name, res, access, dec.booleans))
+                        break
+
+    shared = tuple(
+        SharedResource(
+            r,
+            tuple(readers.get((r.domain, r.path), ())),
+            tuple(writers.get((r.domain, r.path), ())),
+        )
+        for rs in resources
+        for r in rs
+        if r.shared
+    )
+    after = oracle.cache_info()
+    return VerifyReport(
+        policy=oracle.path,
+        backend=oracle.backend,
+        domains=tuple(domains),
+        resources=tuple(r for rs in resources for r in rs),
+        findings=tuple(findings),
+        own_denials=tuple(own),
+        shared=shared,
+        boolean_risks=tuple(risks),
+        skipped=tuple(skipped),
+        decisions=(after.hits + after.misses) - (before.hits + before.misses),
+    )
+
+
+def verify(cfg: Config, oracle: PolicyOracle | None = None) -> VerifyReport:
+    """Find the running domains from ``cfg`` and check them."""
+    if oracle is None:
+        oracle = PolicyOracle(cfg.policy_path)
+    domains, skipped = find_live_domains(cfg)
+    for s in skipped:
+        log.debug("verify: skipping %s: %s", s.path, s.reason)
+    return verify_domains(domains, oracle, skipped)
