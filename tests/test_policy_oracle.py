@@ -348,3 +348,19 @@ def test_garbage_policy_is_refused(tmp_path: Path, backend: str) -> None:
 def test_unknown_backend_name() -> None:
     with pytest.raises(PolicyError, match="unknown policy backend"):
         PolicyOracle(POLICY, backend="nope")
+
+
+def test_oracles_on_two_policies_from_several_threads(nfs_on_policy: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    default = PolicyOracle(POLICY, cache_size=0)
+    nfs_on = PolicyOracle(nfs_on_policy, cache_size=0)
+    nfs = img("s0", "nfs_t")
+
+    def ask(i: int) -> tuple[bool, bool]:
+        o = nfs_on if i % 2 else default
+        return bool(i % 2), o.decide(VM, nfs, "file", ["read"]).allowed
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(ask, range(40)))
+    assert all(expected == got for expected, got in results)

@@ -9,9 +9,9 @@
   grant the permission (:meth:`BinaryPolicy.boolean_candidates`).
 
 Both keep ONE loaded policy per process in C globals (separate ones: audit2why has its
-own static copy of libsepol). :func:`analyze` switches the backend to the requested
-policy when another one is loaded; callers hold :data:`LOCK` around it. Both return
-audit2why's ``(code, data)`` tuples.
+own static copy of libsepol). ``load()`` and ``analyze()`` switch the backend to the
+requested policy when another one is loaded; callers hold :data:`LOCK` around them.
+Both return audit2why's ``(code, data)`` tuples.
 """
 
 from __future__ import annotations
@@ -138,7 +138,13 @@ class Audit2WhyBackend:
         if self._pipe is None:
             self._pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         read_end, write_end = self._pipe
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 (a daemon): nothing to protect
+            saved = -1
+        if saved < 0:
+            yield
+            return
         os.dup2(write_end, 2)
         try:
             yield
@@ -163,11 +169,16 @@ class Audit2WhyBackend:
         quiet: bool = True,
     ) -> Result:
         self.load(image)
-        if quiet:
-            with self._quiet():
-                result: Result = self._mod.analyze(scon, tcon, tclass, list(perms))
-        else:
-            result = self._mod.analyze(scon, tcon, tclass, list(perms))
+        try:
+            if quiet:
+                with self._quiet():
+                    result: Result = self._mod.analyze(scon, tcon, tclass, list(perms))
+            else:
+                result = self._mod.analyze(scon, tcon, tclass, list(perms))
+        except (RuntimeError, SystemError, TypeError, ValueError, MemoryError) as exc:
+            raise PolicyError(
+                f"audit2why failed on policy {image.path}: {' '.join(str(exc).split())}"
+            ) from None
         return result
 
 
