@@ -300,9 +300,10 @@ class PolicyOracle:
         self._misses += 1
         decision = self._decide(scon, tcon, tclass, key[3])
         if self._cache_size:
-            if len(self._cache) >= self._cache_size:
-                del self._cache[next(iter(self._cache))]
-            self._cache[key] = decision
+            with _backends.LOCK:  # eviction iterates the dict: not while another inserts
+                if len(self._cache) >= self._cache_size:
+                    del self._cache[next(iter(self._cache))]
+                self._cache[key] = decision
         return decision
 
     def _decide(self, scon: str, tcon: str, tclass: str, perms: tuple[str, ...]) -> Decision:
