@@ -9,7 +9,7 @@ Three xattrs per driver (``selinux``, ``dac``) in the ``trusted`` namespace:
 :func:`remember` and :func:`recall` are libvirt's ``SetRemembered``/``GetRemembered``.
 Where libvirt returns -2 ("xattrs unsupported or absent") these return ``None`` /
 :data:`NOT_REMEMBERED`; errors raise. Paths may be ``/proc/self/fd/N`` so callers can act
-on the inode they checked.
+on the inode they checked; ``name`` is then the path messages show.
 """
 
 from __future__ import annotations
@@ -99,51 +99,51 @@ def _get(path: str, name: str) -> str | None:
         raise
 
 
-def _set(path: str, name: str, value: str) -> None:
+def _set(path: str, name: str, value: str, shown: str | None = None) -> None:
     try:
         os.setxattr(path, name, value.encode())
     except OSError as exc:
         raise LabelSystemError(
-            f"Unable to set XATTR {name} on {path}: {exc.strerror}", exc.errno
+            f"Unable to set XATTR {name} on {shown or path}: {exc.strerror}", exc.errno
         ) from exc
 
 
-def _remove(path: str, name: str) -> None:
+def _remove(path: str, name: str, shown: str | None = None) -> None:
     try:
         os.removexattr(path, name)
     except OSError as exc:
         if exc.errno != errno.ENODATA:
             raise LabelSystemError(
-                f"Unable to remove XATTR {name} on {path}: {exc.strerror}", exc.errno
+                f"Unable to remove XATTR {name} on {shown or path}: {exc.strerror}", exc.errno
             ) from exc
 
 
-def clear_remembered(path: str, driver: str) -> None:
+def clear_remembered(path: str, driver: str, *, name: str | None = None) -> None:
     """Remove all three xattrs of a driver (absent ones are fine)."""
-    for name in xattr_names(driver):
-        _remove(path, name)
+    for xattr in xattr_names(driver):
+        _remove(path, xattr, name)
 
 
-def _get_or_raise(path: str, name: str) -> str | None:
+def _get_or_raise(path: str, name: str, shown: str | None = None) -> str | None:
     try:
         return _get(path, name)
     except OSError as exc:
         if exc.errno in _UNSUPPORTED:
             raise
         raise LabelSystemError(
-            f"Unable to get XATTR {name} on {path}: {exc.strerror}", exc.errno
+            f"Unable to get XATTR {name} on {shown or path}: {exc.strerror}", exc.errno
         ) from exc
 
 
-def _validate_timestamp(path: str, driver: str) -> bool:
+def _validate_timestamp(path: str, driver: str, shown: str) -> bool:
     """True when the remembered state is from this boot. A stale (or missing) timestamp
     removes all three xattrs, as libvirt does, and returns False."""
     _, _, ts_name = xattr_names(driver)
-    ts = _get_or_raise(path, ts_name)
+    ts = _get_or_raise(path, ts_name, shown)
     if ts is not None and is_this_boot(ts):
         return True
-    log.warning("Invalid XATTR timestamp detected on %s secdriver=%s", path, driver)
-    clear_remembered(path, driver)
+    log.warning("Invalid XATTR timestamp detected on %s secdriver=%s", shown, driver)
+    clear_remembered(path, driver, name=shown)
     return False
 
 
@@ -153,24 +153,25 @@ def _parse_count(value: str, path: str) -> int:
     return int(value)
 
 
-def remember(path: str, driver: str, current_label: str) -> int | None:
+def remember(path: str, driver: str, current_label: str, *, name: str | None = None) -> int | None:
     """Count one more user of ``path``; on the first, store its current label and the
     boot time. Returns the new count, or None where the filesystem has no xattrs."""
+    shown = name or path
     label_name, ref_name, ts_name = xattr_names(driver)
     try:
-        ref = _get_or_raise(path, ref_name)
-        if ref is not None and not _validate_timestamp(path, driver):
+        ref = _get_or_raise(path, ref_name, shown)
+        if ref is not None and not _validate_timestamp(path, driver, shown):
             ref = None
     except OSError as exc:
         if exc.errno in _UNSUPPORTED:
             return None
         raise
-    count = (_parse_count(ref, path) if ref is not None else 0) + 1
+    count = (_parse_count(ref, shown) if ref is not None else 0) + 1
     try:
         if count == 1:
-            _set(path, label_name, current_label)
-            _set(path, ts_name, str(boot_time()))
-        _set(path, ref_name, str(count))
+            _set(path, label_name, current_label, shown)
+            _set(path, ts_name, str(boot_time()), shown)
+        _set(path, ref_name, str(count), shown)
     except LabelSystemError as exc:
         if exc.errno in _UNSUPPORTED:
             return None
@@ -178,29 +179,30 @@ def remember(path: str, driver: str, current_label: str) -> int | None:
     return count
 
 
-def recall(path: str, driver: str) -> str | _Marker:
+def recall(path: str, driver: str, *, name: str | None = None) -> str | _Marker:
     """Count one user fewer. Returns the original label when this was the last user
     (and removes the xattrs), :data:`IN_USE` when users remain, or
     :data:`NOT_REMEMBERED` when nothing (valid) is remembered."""
+    shown = name or path
     label_name, ref_name, ts_name = xattr_names(driver)
     try:
-        ref = _get_or_raise(path, ref_name)
-        if ref is None or not _validate_timestamp(path, driver):
+        ref = _get_or_raise(path, ref_name, shown)
+        if ref is None or not _validate_timestamp(path, driver, shown):
             return NOT_REMEMBERED
     except OSError as exc:
         if exc.errno in _UNSUPPORTED:
             return NOT_REMEMBERED
         raise
-    count = _parse_count(ref, path) - 1
+    count = _parse_count(ref, shown) - 1
     if count > 0:
-        _set(path, ref_name, str(count))
+        _set(path, ref_name, str(count), shown)
         return IN_USE
-    _remove(path, ref_name)
-    label = _get_or_raise(path, label_name)
-    _remove(path, label_name)
-    _remove(path, ts_name)
+    _remove(path, ref_name, shown)
+    label = _get_or_raise(path, label_name, shown)
+    _remove(path, label_name, shown)
+    _remove(path, ts_name, shown)
     if label is None:
-        raise LabelSystemError(f"Unable to get XATTR {label_name} on {path}", errno.ENODATA)
+        raise LabelSystemError(f"Unable to get XATTR {label_name} on {shown}", errno.ENODATA)
     return label
 
 

@@ -494,7 +494,7 @@ class SELinuxDriver:
                     ) from None
                 econ = None
             if econ is not None:
-                count = rem.remember(target, "selinux", econ)
+                count = rem.remember(target, "selinux", econ, name=name)
                 counted = count is not None
                 if count is not None and count > 1 and econ != tcon:
                     self._undo_remember(name, target)
@@ -515,7 +515,7 @@ class SELinuxDriver:
         """Take back one remembered use. Unlike libvirt, this never relabels the file:
         the label was not changed by us, and relabelling could disturb the other user."""
         try:
-            rem.recall(target, "selinux")
+            rem.recall(target, "selinux", name=name)
         except (OSError, SecurityError):
             log.warning(
                 "Unable to restore label on '%s'. XATTRs might have been left in "
@@ -543,7 +543,7 @@ class SELinuxDriver:
             ) from None
         label: str | None = None
         if recall:
-            got = rem.recall(target, "selinux")
+            got = rem.recall(target, "selinux", name=name)
             if got is rem.IN_USE:
                 return Outcome.SKIPPED
             if isinstance(got, str):
