@@ -259,6 +259,37 @@ def test_pairs_a_static_label_dominates_are_blocked_until_it_goes(tmp_path: Path
     assert all(cats(level)[1] <= 3 for level in freed)
 
 
+def test_exhaustion_by_blocked_pairs_is_paid_once(tmp_path: Path) -> None:
+    led = ledger(tmp_path)
+    led.reserve("wide", "s0:c0.c3", static=True)
+    # Running domains (found on reconnect) hold every pair the static label does not
+    # dominate; the six it dominates are still in the pool, never drawn.
+    for b in range(8):
+        for a in range(b):
+            if b > 3:
+                led.reserve(f"vm{a}-{b}", f"s0:c{a},c{b}")
+    assert led.pool.free == 6
+    with pytest.raises(SecurityError, match="no free MCS category pair"):
+        led.allocate("late")
+    # What the failed draw set aside stays set aside: the next attempt starts empty.
+    assert led.pool.free == 0
+    assert sum(r.kind == "blocked" for r in led.reservations()) == 6
+
+
+def test_static_label_over_the_whole_range_fails_before_drawing(tmp_path: Path) -> None:
+    led = ledger(tmp_path, cat_max=255)  # 32640 pairs
+    led.reserve("admin-vm", "s0-s0:c0.c1023", static=True)
+    with pytest.raises(SecurityError) as info:
+        led.allocate("vm")
+    assert str(info.value) == (
+        "no free MCS category pair in c0.c255: the static label of domain admin-vm "
+        "dominates every pair"
+    )
+    assert led.pool.free == pair_count(256)  # nothing was drawn or set aside
+    led.release("admin-vm")
+    assert cats(led.allocate("vm"))[1] <= 255
+
+
 def test_static_label_equal_to_a_live_one_is_refused(tmp_path: Path) -> None:
     led = ledger(tmp_path)
     live = led.allocate("dyn")

@@ -288,13 +288,12 @@ class McsLedger:
                     "SELECT level, domain FROM mcs_reservations WHERE kind='static'"
                 )
             ]
-            while True:
+            whole = frozenset(range(self.cat_min, self.cat_max + 1))
+            covering = next((o for o, s in statics if whole <= s), None)
+            while covering is None:
                 idx = self.pool.draw(self.rng)
                 if idx is None:
-                    raise SecurityError(
-                        f"no free MCS category pair in c{self.cat_min}.c{self.cat_max}: all "
-                        f"{self.size} pairs are reserved or dominated by static labels"
-                    )
+                    break
                 level = self._level_of(idx)
                 cats = Level.parse(level).categories
                 blocker = next((o for o, s in statics if cats <= s), None)
@@ -306,6 +305,18 @@ class McsLedger:
                 )
                 if blocker is None:
                     return level
+        # Failing leaves the pairs set aside above committed, so the next attempt does
+        # not draw them all again; a static label that dominates every pair would make
+        # each attempt drain the pool, so it fails before drawing.
+        if covering is not None:
+            raise SecurityError(
+                f"no free MCS category pair in c{self.cat_min}.c{self.cat_max}: the static "
+                f"label of domain {covering} dominates every pair"
+            )
+        raise SecurityError(
+            f"no free MCS category pair in c{self.cat_min}.c{self.cat_max}: all "
+            f"{self.size} pairs are reserved or dominated by static labels"
+        )
 
     def reserve(
         self, domain: str, level: str, *, static: bool = False, label: str | None = None
