@@ -35,7 +35,7 @@ from svirt.security.mcs import (
     pair_from_index,
     pair_index,
 )
-from svirt.state.db import connect
+from svirt.state.db import connect, write_transaction
 
 
 def ledger(state: Path, cat_max: int = 7, *, seed: int | None = 1, cat_min: int = 0) -> McsLedger:
@@ -181,6 +181,35 @@ def test_exhaustion_is_a_clear_error_and_release_frees(tmp_path: Path) -> None:
     assert led.owner(victim) == "late"
 
 
+def sqlite_steps(led: McsLedger, domain: str) -> int:
+    """SQLite virtual-machine steps one allocation takes (a count, not a time)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    led.conn.set_progress_handler(count, 1)
+    try:
+        led.allocate(domain)
+    finally:
+        led.conn.set_progress_handler(None, 1)
+    return steps
+
+
+def test_allocation_work_does_not_grow_with_occupancy(tmp_path: Path) -> None:
+    led = ledger(tmp_path, cat_max=127)  # 8128 pairs
+    led.reserve("static-vm", "s0:c200,c201", static=True)  # statics are read every time
+    low = max(sqlite_steps(led, f"low{i}") for i in range(5))
+    with write_transaction(led.conn):
+        for i in range(int(pair_count(128) * 0.95)):
+            led.allocate(f"fill{i}")
+    high = max(sqlite_steps(led, f"high{i}") for i in range(5))
+    # O(1): a scan of the reservations would make this grow ~20-fold.
+    assert high < 2 * low, (low, high)
+
+
 def test_too_small_range_is_libvirts_error(tmp_path: Path) -> None:
     with pytest.raises(SecurityError) as info:
         McsLedger(connect(tmp_path), 0, 0, 6)
@@ -214,7 +243,7 @@ def test_concurrent_processes_never_share_a_pair(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         from svirt.security.mcs import McsLedger
-        from svirt.state.db import connect
+        from svirt.state.db import connect, write_transaction
         led = McsLedger(connect(Path({str(tmp_path)!r})), 0, 0, 15)
         for i in range(50):
             print(led.allocate(sys.argv[1] + str(i)))
