@@ -4,7 +4,8 @@ explained with sVirt in mind.
 - :mod:`~svirt.audit.reader`: streaming records from files, rotated sets, stdin, gzip
 - :mod:`~svirt.audit.events`: grouping records into events as ausearch does
 - :mod:`~svirt.audit.records`: field parsing and typed AVC/SYSCALL/PATH/PROCTITLE views
-- :mod:`~svirt.audit.search`: ausearch's criteria and matching; the exact engine
+- :mod:`~svirt.audit.search`: ausearch's criteria and matching, ``search()``; the exact
+  engine
 - :mod:`~svirt.audit.fastscan`: the fast engine for type- or serial-anchored searches
 - :mod:`~svirt.audit.interpret`: ausearch's output formats (raw, default, ``-i``), JSON
 - :mod:`~svirt.audit.owners`: which running VM owns a category set (live domain XML)
@@ -16,7 +17,7 @@ from svirt.audit.explain import Cause, Denial, Explanation, collect_denials, exp
 from svirt.audit.interpret import event_to_dict, format_event, interpret_record
 from svirt.audit.owners import LiveDomain, load_live_domains, owners_of
 from svirt.audit.reader import LogInput, ReadStats, Record, expand_inputs, iter_records
-from svirt.audit.search import SearchCriteria, parse_time, search
+from svirt.audit.search import SearchCriteria, parse_time
 
 __all__ = [
     "Cause",
@@ -39,5 +40,4 @@ __all__ = [
     "load_live_domains",
     "owners_of",
     "parse_time",
-    "search",
 ]

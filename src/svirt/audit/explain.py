@@ -673,16 +673,16 @@ def explain_denial(
         d, cause, mcs, booleans, scon, tcon, vm, vm_domain, target_vms, facts, domains
     )
     if (
-        mcs is not None
-        and cause is not Cause.MCS
-        and mcs.dominates
+        cause is Cause.TYPE_ENFORCEMENT
         and scon is not None
         and scon.type in VIRT_DOMAIN_TYPES
-        and d.tclass in _FILE_CLASSES
+        and tcon is not None
+        and tcon.type in IMAGE_STORE_TYPES
     ):
         notes.append(
-            f"MCS is not the problem: the process level {mcs.source_level} dominates the "
-            f"target's {mcs.target_level}"
+            f"setroubleshoot's qemu_file_image advice (semanage fcontext -t {tcon.type}) does "
+            f"not help here: {tcon.type} is the image store's label, which no running VM may "
+            "use; the image needs svirt_image_t with the VM's categories"
         )
     if facts is not None and facts.exists and facts.label and facts.label != d.tcontext:
         notes.append(

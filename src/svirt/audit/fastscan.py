@@ -166,6 +166,23 @@ class _Scanner:
             return None
         return end, buf[pos + 5 : sp], node, buf[sp + 11 : close]
 
+    def _record_at(self, j: int, node: bytes | None) -> tuple[int, int, bytes] | None:
+        """(start, end, type) of the record whose ``msg=audit(`` header is at buf[j], if
+        that line is a record of ``node``; None when the text is inside another line."""
+        buf = self.buf
+        ls = buf.rfind(b"\n", 0, j) + 1
+        pos = ls
+        if node is not None:
+            if not buf.startswith(b"node=" + node + b" ", ls):
+                return None
+            pos = ls + len(node) + 6
+        elif not buf.startswith(b"type=", ls):
+            return None
+        if not buf.startswith(b"type=", pos) or buf.find(b" ", pos, j) != j - 1:
+            return None
+        le = buf.find(b"\n", j)
+        return ls, (len(buf) if le < 0 else le), buf[pos + 5 : j - 1]
+
     def _completes(self, lo: int, hi: int, limit: int) -> bool:
         """Is there a record in buf[lo:hi] newer than ``limit`` seconds that ausearch
         keeps (inside the time range)? Such a record completes the events being built."""
@@ -205,11 +222,10 @@ class _Scanner:
             j = buf.rfind(pat, lo, j)
             if j < 0:
                 break
-            ls = buf.rfind(b"\n", 0, j) + 1
-            h = self._header(ls)
-            if h is not None and h[2] == node and h[3] == stamp:
-                found.append((ls, h[0], h[1]))
-            j = ls
+            hit = self._record_at(j, node)
+            if hit is not None:
+                found.append(hit)
+            j = buf.rfind(b"\n", 0, j) + 1
         found.reverse()
         found.append((start, end, _type))
         j = end
@@ -217,11 +233,10 @@ class _Scanner:
             j = buf.find(pat, j, hi)
             if j < 0:
                 break
-            ls = buf.rfind(b"\n", 0, j) + 1
-            h = self._header(ls)
-            if h is not None and h[2] == node and h[3] == stamp:
-                found.append((ls, h[0], h[1]))
-                j = h[0]
+            hit = self._record_at(j, node)
+            if hit is not None:
+                found.append(hit)
+                j = hit[1]
             else:
                 j += len(pat)
         # Split as ausearch would: a single-record kind stands alone; a record more than

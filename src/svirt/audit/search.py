@@ -394,6 +394,11 @@ class Matcher:
         self._exe = c.exe.encode() if c.exe is not None else None
         self._key = c.key.encode() if c.key is not None else None
         self._types = c.types
+        self._literals: list[tuple[bytes, bytes, bytes]] = []
+        for needle, name in ((c.comm, b"comm="), (c.exe, b"exe="), (c.key, b"key=")):
+            if needle:
+                self._literals.append((needle.encode(), name, name + b'"'))
+        self._pid_digits = str(c.pid).encode() if c.pid is not None else None
         self._type_prefixes: tuple[bytes, ...] | None = None
         if c.types is not None:
             self._type_prefixes = tuple(
@@ -859,6 +864,8 @@ class Matcher:
             line.startswith(prefixes) or not line.startswith(b"type=") for line in lines
         ):
             return False
+        if self._cannot_match(lines):
+            return False
         parsed = [_split_line(line) for line in lines]
         if types is not None and not any(p[0] in types for p in parsed):
             return False
@@ -869,6 +876,20 @@ class Matcher:
             if self._record(msg, type_id, it):
                 return False
         return self._compare(it)
+
+    def _cannot_match(self, lines: Sequence[bytes]) -> bool:
+        """A cheap, exact rejection before the full extraction: a quoted value holds the
+        searched string only if the line does, and a number only if its digits appear.
+        Values written in hex (or as words like ``(null)``) are decoded, so a line with
+        any unquoted value of that field keeps the event in the running."""
+        for needle, field, quoted in self._literals:
+            for line in lines:
+                if needle in line or line.count(field) != line.count(quoted):
+                    break
+            else:
+                return True
+        pid = self._pid_digits
+        return pid is not None and not any(pid in line for line in lines)
 
     def _compare(self, it: _Items) -> bool:
         c = self.criteria

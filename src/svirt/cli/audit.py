@@ -302,11 +302,15 @@ def _print_explanation(n: int, x: Explanation, out: TextIO) -> None:
     if x.constraint:
         out.write(f"    constraint  {x.constraint}\n")
     if x.mcs is not None:
-        verdict = "dominates" if x.mcs.dominates else "does NOT dominate"
-        missing = f"; missing {x.mcs.missing}" if x.mcs.missing else ""
+        if x.mcs.dominates:
+            verdict = "dominates"
+            tail = ": the categories allow it (MCS is not the cause)"
+        else:
+            verdict = "does NOT dominate"
+            tail = f": the process lacks {x.mcs.missing}" if x.mcs.missing else ""
         out.write(
             f"    levels   process {x.mcs.source_level} {verdict} target {x.mcs.target_level}"
-            f"{missing}\n"
+            f"{tail}\n"
         )
     f = x.file
     if f is not None:
