@@ -243,12 +243,6 @@ def test_restore_without_labels_is_one_error_line(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manager.restore_domain restores from a live XML fallback for a domain svirt "
-    "never labelled, taking the reference of the domain that holds the file (the "
-    "libvirt defect of platform.md, by another road); reported to the lead",
-)
 def test_restore_of_a_live_xml_svirt_never_labelled_keeps_other_users(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:

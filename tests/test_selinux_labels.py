@@ -20,7 +20,6 @@ from svirt.conf import Config, config_from_mapping
 from svirt.context import SecurityContext
 from svirt.domain import Domain, Seclabel, SeclabelType, parse_domain
 from svirt.errors import LabelSystemError, SecurityError
-from svirt.security import manager as manager_mod
 from svirt.security import selinux as selinux_mod
 from svirt.security.manager import SecurityManager
 from svirt.security.selinux import SELinuxDriver, load_virt_contexts, mcs_range
@@ -250,7 +249,7 @@ def test_tcg_without_alt_context_uses_svirt_t_and_warns_once(
         b = selinux_label(mgr.gen_labels(domain("tcg2", virt_type="qemu")))
     assert a.label is not None and a.label.startswith("system_u:system_r:svirt_t:s0:c")
     assert b.label is not None and b.label.startswith("system_u:system_r:svirt_t:s0:c")
-    warnings = [r.getMessage() for r in caplog.records]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "svirt.security.selinux"]
     assert warnings == [
         "SELinux policy does not define a domain type for QEMU TCG. Guest startup may be "
         "denied due to missing 'execmem' privilege unless the 'virt_use_execmem' policy "
@@ -500,12 +499,13 @@ def test_reserve_label_on_reconnect_uses_the_recorded_label(tmp_path: Path) -> N
 
 
 def test_unenforced_warning_is_said_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(manager_mod, "_warned_unenforced", False)
+    """Once per boot for a state directory, not on every command (each CLI run is a new
+    process, so a per-process flag would repeat it every time)."""
     with caplog.at_level(logging.WARNING, logger="svirt.security.manager"):
         SecurityManager(config(tmp_path))
         SecurityManager(config(tmp_path))
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in caplog.records if r.name == "svirt.security.manager"]
     assert len(messages) == 1
     assert "nothing is enforced on this host" in messages[0]

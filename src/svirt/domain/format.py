@@ -138,4 +138,4 @@ def format_domain(domain: Domain, *, live: bool = True, migratable: bool = False
     for el in root.iter():
         if el.tail is not None and not el.tail.strip():
             el.tail = None
-    return _to_string(root)
+    return _to_string(dom)

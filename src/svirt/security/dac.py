@@ -261,9 +261,12 @@ class DACDriver:
         ops: list[LabelOp] = []
         dirs: list[str] = []
         for res, path, ids, remember, _readonly in self._entries(domain, resources):
-            if res.kind is ResourceKind.BACKING:
-                continue
-            if res.kind is ResourceKind.DISK and (res.readonly or res.shareable):
+            # chown mode never restores shared media (libvirt: other VMs may use them);
+            # ACL references are counted per user, so those are always given back.
+            shared = res.kind is ResourceKind.BACKING or (
+                res.kind is ResourceKind.DISK and (res.readonly or res.shareable)
+            )
+            if shared and not self.acl_mode:
                 continue
             if (
                 res.kind is ResourceKind.CHARDEV
@@ -323,10 +326,10 @@ class DACDriver:
         needed = self._needs_ref(path, uid, gid, need) and (st.st_uid, st.st_gid) != (uid, gid)
         counted = False
         if op.remember:
-            count = rem.remember(path, "dac", format_ids(st.st_uid, st.st_gid))
+            count = rem.remember(path, "dac", format_ids(st.st_uid, st.st_gid), name=op.path)
             counted = count is not None
             if needed and count is not None and count > 1 and (st.st_uid, st.st_gid) != (uid, gid):
-                self._undo(path)
+                self._undo(path, op.path)
                 raise OperationInvalid(
                     f"Setting different DAC user or group on {op.path} which is already in use"
                 )
@@ -337,7 +340,7 @@ class DACDriver:
             return self._chown(op, path, uid, gid)
         except SecurityError:
             if counted:
-                self._undo(path)
+                self._undo(path, op.path)
             raise
 
     def _chown(self, op: LabelOp, path: str, uid: int, gid: int) -> Outcome:
@@ -356,14 +359,14 @@ class DACDriver:
         log.debug("dac: %s -> %d:%d", op.path, uid, gid)
         return Outcome.DONE
 
-    def _undo(self, path: str) -> None:
+    def _undo(self, path: str, name: str) -> None:
         try:
-            rem.recall(path, "dac")
+            rem.recall(path, "dac", name=name)
         except (OSError, SecurityError):
             log.warning(
                 "Unable to restore label on '%s'. XATTRs might have been left in "
                 "inconsistent state.",
-                path,
+                name,
             )
 
     def _set_acl(self, op: LabelOp, path: str, uid: int, gid: int) -> Outcome:
@@ -415,21 +418,29 @@ class DACDriver:
         return Outcome.DONE
 
     def _fallback_chown(self, op: LabelOp, path: str, uid: int, gid: int) -> Outcome:
-        log.warning("%s has no POSIX ACL support: falling back to chown", op.path)
+        if _xattrs_supported(path):
+            log.warning("%s has no POSIX ACL support: falling back to chown", op.path)
+        else:
+            log.warning(
+                "%s has no POSIX ACL or xattr support: falling back to chown; its owner "
+                "cannot be remembered and will be root:root after stop, as with libvirt",
+                op.path,
+            )
         return self._set_chown(op, path, uid, gid)
 
     def _restore(self, op: LabelOp, path: str) -> Outcome:
         uid = parse_ids(op.value)[0] if op.value else self.uid
         if _read_acl_ref(path, uid) is not None:
             return self._restore_acl(op, path, uid)
-        recalled = rem.recall(path, "dac") if op.remember else rem.NOT_REMEMBERED
+        recalled = rem.recall(path, "dac", name=op.path) if op.remember else rem.NOT_REMEMBERED
         if recalled is rem.IN_USE:
             return Outcome.SKIPPED
         if isinstance(recalled, str):
             ouid, ogid = parse_ids(recalled)
         else:
-            if self.acl_mode and op.remember:
-                return Outcome.SKIPPED  # nothing was changed for this file in ACL mode
+            if self.acl_mode and _xattrs_supported(path):
+                # No ACL reference and no remembered owner: nothing was changed here.
+                return Outcome.SKIPPED
             st = self._stat(op, path)
             qemu = parse_ids(op.value) if op.value else (self.uid, self.gid)
             if (st.st_uid, st.st_gid) != qemu:
@@ -486,6 +497,14 @@ def _read_acl_ref(path: str, uid: int) -> tuple[int, int | None, int | None, boo
         return None if text == "-" else int(text)
 
     return int(parts[0]), perm(parts[1]), perm(parts[2]), rem.is_this_boot(parts[3])
+
+
+def _xattrs_supported(path: str) -> bool:
+    try:
+        os.getxattr(path, rem.xattr_names("dac")[1])
+    except OSError as exc:
+        return exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP)
+    return True
 
 
 def _has_acl_ref(path: str, uid: int) -> bool:

@@ -36,10 +36,10 @@ from svirt.security.dac import DACDriver
 from svirt.security.driver import LabelOp, SecurityDriver
 from svirt.security.mcs import McsLedger
 from svirt.security.nop import NopDriver
-from svirt.security.remember import read_remembered
+from svirt.security.remember import boot_time, read_remembered
 from svirt.security.selinux import SELinuxDriver
 from svirt.security.transaction import RecoveryAction, Transaction, TransactionResult, recover
-from svirt.state.db import connect
+from svirt.state.db import connect, write_transaction
 from svirt.state.domains import DomainStore
 from svirt.state.journal import Journal
 
@@ -186,7 +186,7 @@ class SecurityManager:
                 drv = SELinuxDriver(cfg)
                 drv.bind_ledger(McsLedger(self.conn, drv.sens, drv.cat_min, drv.cat_max))
                 self.drivers[name] = drv
-                _warn_unenforced_once()
+                _warn_unenforced_once(self.conn)
             elif name == "none":
                 self.drivers[name] = NopDriver()
             else:
@@ -266,13 +266,18 @@ class SecurityManager:
         )
 
     def recover(self, *, apply: bool = True) -> list[RecoveryAction]:
-        """Roll back crashed transactions and drop records of label runs that died."""
+        """Roll back crashed transactions, and release MCS levels held for a domain that
+        has no record by a process that is gone (it died between allocating and
+        recording). Cheap enough to run before every mutating command."""
         actions = recover(self.journal, apply=apply)
-        if apply:
-            for rec in list(self.store.records()):
-                if rec.state == "labelling" and not _pid_alive(rec.owner):
-                    self.release_labels(rec.domain)
-                    self.store.remove(rec.domain.name)
+        drv = self.selinux
+        if apply and drv is not None:
+            for domain, pid in drv.ledger.holders():
+                if not _pid_alive(pid) and not self.store.path(domain).exists():
+                    log.info(
+                        "releasing the MCS level of %s: its svirt process %d is gone", domain, pid
+                    )
+                    drv.ledger.release(domain)
         return actions
 
     def plan(self, domain: Domain, ops: Sequence[LabelOp]) -> list[PlannedOp]:
@@ -301,8 +306,9 @@ class SecurityManager:
             )
         live = self.gen_labels(domain)
         try:
-            self.store.write(live, "labelling")
             self.transaction(step_hook).run(live.name, self.set_ops(live))
+            # Written once, after success: until then the journal (files) and the
+            # ledger's owner pid (the MCS level) are what a crash is recovered from.
             self.store.write(live, "labelled")
         except BaseException:
             self.release_labels(live)
@@ -326,7 +332,7 @@ class SecurityManager:
         """``svirt restore``: restore every label of a labelled domain and release it."""
         self.recover()
         rec = self.store.read(name)
-        if rec is not None and rec.state not in ("labelled", "labelling"):
+        if rec is not None and rec.state not in ("labelled", "labelling", "restore-failed"):
             raise SecurityError(
                 PREFIX_OPERATION_INVALID
                 + f"domain '{name}' is {rec.state}; use 'svirt stop' for a running domain"
@@ -336,20 +342,59 @@ class SecurityManager:
             raise SecurityError(
                 PREFIX_OPERATION_INVALID + f"domain '{name}' has no labels to restore"
             )
-        result = self.transaction().run(name, self.restore_ops(domain), best_effort=True)
-        released = self.release_labels(domain)
-        self.store.remove(name)
-        return released, result
+        if rec is None and not self._owns_labels(domain):
+            # A live XML of a domain svirt did not label (a copy of another's dumpxml):
+            # restoring from it would take the real user's references and labels.
+            raise SecurityError(
+                PREFIX_OPERATION_INVALID
+                + f"domain '{name}' was not labelled by svirt on this host; nothing to restore"
+            )
+        pending = rec.pending if rec is not None and rec.state == "restore-failed" else None
+        result = self.restore_and_release(domain, pending)
+        return self.release_labels(domain), result
+
+    def _owns_labels(self, domain: Domain) -> bool:
+        sl = domain.seclabel("selinux")
+        drv = self.selinux
+        if sl is None or sl.label is None or drv is None or sl.label.count(":") < 3:
+            return False
+        return drv.ledger.owner(sl.label.split(":", 3)[3]) == domain.name
+
+    def restore_and_release(
+        self, domain: Domain, pending: Sequence[str] | None = None
+    ) -> TransactionResult:
+        """Restore a domain's labels (best effort), then release its MCS level and remove
+        its record. Paths that could not be restored are kept in the record, in state
+        ``restore-failed``, so that a later run restores exactly those and nothing twice
+        (a second recall would take another domain's reference)."""
+        ops = self.restore_ops(domain)
+        if pending is not None:
+            ops = [op for op in ops if f"{op.driver}:{op.path}" in pending]
+        result = self.transaction().run(domain.name, ops, best_effort=True)
+        failed = sorted({f"{op.driver}:{op.path}" for op, _ in result.errors})
+        if failed:
+            self.store.write(domain, "restore-failed", pending=failed)
+            first = result.errors[0][1]
+            raise SecurityError(
+                f"could not restore {len(failed)} path(s) of domain '{domain.name}' "
+                f"(first: {first}); fix the cause and run 'svirt restore' again"
+            )
+        self.release_labels(domain)
+        self.store.remove(domain.name)
+        return result
 
 
-_warned_unenforced = False
-
-
-def _warn_unenforced_once() -> None:
-    global _warned_unenforced
-    if not _warned_unenforced and not host_selinux.is_enabled():
-        _warned_unenforced = True
-        log.warning(
-            "SELinux is not enabled in this kernel: svirt writes file labels for real, but "
-            "nothing is enforced on this host and process labels are only recorded"
-        )
+def _warn_unenforced_once(conn: sqlite3.Connection) -> None:
+    """Say once per boot (not on every command) that labels are not enforced here."""
+    if host_selinux.is_enabled():
+        return
+    key, boot = "warned_unenforced", str(boot_time())
+    row = conn.execute("SELECT value FROM mcs_meta WHERE key=?", (key,)).fetchone()
+    if row is not None and row[0] == boot:
+        return
+    with write_transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO mcs_meta(key, value) VALUES (?, ?)", (key, boot))
+    log.warning(
+        "SELinux is not enabled in this kernel: svirt writes file labels for real, but "
+        "nothing is enforced on this host and process labels are only recorded"
+    )

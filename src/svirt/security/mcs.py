@@ -17,7 +17,9 @@ Each pair is set aside at most once, so allocation stays amortised O(1).
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import random
 import sqlite3
 import time
@@ -39,6 +41,8 @@ __all__ = [
     "pair_from_index",
     "pair_index",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def pair_count(ncats: int) -> int:
@@ -295,8 +299,17 @@ class McsLedger:
                 )
             ]
             whole = frozenset(range(self.cat_min, self.cat_max + 1))
-            covering = next((o for o, s in statics if whole <= s), None)
-            while covering is None:
+            for owner, cats in statics:
+                if whole <= cats:
+                    # Blocking every pair would stop all dynamic domains; libvirt allows
+                    # them, so svirt does too, but says what it means for isolation.
+                    log.warning(
+                        "the static label of domain %s dominates every category pair: "
+                        "dynamic domains are not isolated from it",
+                        owner,
+                    )
+            statics = [(o, c) for o, c in statics if not whole <= c]
+            while True:
                 idx = self.pool.draw(self.rng)
                 if idx is None:
                     break
@@ -305,20 +318,14 @@ class McsLedger:
                 blocker = next((o for o, s in statics if cats <= s), None)
                 kind, owner = ("blocked", blocker) if blocker else ("dynamic", domain)
                 self.conn.execute(
-                    "INSERT INTO mcs_reservations(level, domain, kind, pair, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (level, owner, kind, idx, time.time()),
+                    "INSERT INTO mcs_reservations(level, domain, kind, pair, created, pid) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (level, owner, kind, idx, time.time(), os.getpid()),
                 )
                 if blocker is None:
                     return level
         # Failing leaves the pairs set aside above committed, so the next attempt does
-        # not draw them all again; a static label that dominates every pair would make
-        # each attempt drain the pool, so it fails before drawing.
-        if covering is not None:
-            raise SecurityError(
-                f"no free MCS category pair in c{self.cat_min}.c{self.cat_max}: the static "
-                f"label of domain {covering} dominates every pair"
-            )
+        # not draw them all again.
         raise SecurityError(
             f"no free MCS category pair in c{self.cat_min}.c{self.cat_max}: all "
             f"{self.size} pairs are reserved or dominated by static labels"
@@ -352,9 +359,16 @@ class McsLedger:
             if idx is not None and not self.pool.take(idx):
                 idx = None
             self.conn.execute(
-                "INSERT INTO mcs_reservations(level, domain, kind, pair, created) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (canonical, domain, "static" if static else "dynamic", idx, time.time()),
+                "INSERT INTO mcs_reservations(level, domain, kind, pair, created, pid) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    canonical,
+                    domain,
+                    "static" if static else "dynamic",
+                    idx,
+                    time.time(),
+                    os.getpid(),
+                ),
             )
 
     def release(self, domain: str) -> list[str]:
@@ -381,6 +395,15 @@ class McsLedger:
             (str(MLSRange.parse(level)),),
         ).fetchone()
         return str(row[0]) if row else None
+
+    def holders(self) -> list[tuple[str, int]]:
+        """(domain, pid) of every domain holding a level, with the creating process."""
+        return [
+            (str(d), int(p))
+            for d, p in self.conn.execute(
+                "SELECT DISTINCT domain, pid FROM mcs_reservations WHERE kind!='blocked'"
+            )
+        ]
 
     def levels_of(self, domain: str) -> list[str]:
         return [

@@ -339,7 +339,10 @@ class SELinuxDriver:
                         res.owner.removeprefix("disk "),
                     )
                     continue
-                if not res.local or not res.path:
+                own = res.seclabel("selinux")
+                if not res.local or not res.path or (own is not None and own.labelskip):
+                    # labelskip (old status XML) means labelling failed before; restore
+                    # skips such disks, so labelling them would leave state behind.
                     continue
                 remember = res.chain_top and not res.readonly and not res.shareable
                 add(

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from svirt.errors import SecurityError, SvirtError
+from svirt.errors import LabelSystemError, SecurityError, SvirtError
 from svirt.host.files import FileState, restore_state, snapshot
 from svirt.security.driver import LabelOp, Outcome, SecurityDriver
 from svirt.state.journal import Journal
@@ -130,8 +130,11 @@ class _Pins:
             return
         try:
             lst = os.lstat(path)
-        except OSError:
-            return  # missing: the driver reports it with libvirt's text
+        except OSError as exc:
+            # Nothing is ever done by path alone: an operation runs on a pinned inode.
+            raise LabelSystemError(
+                f"Cannot access storage file '{path}': {exc.strerror}", exc.errno
+            ) from None
         follow = stat.S_ISLNK(lst.st_mode)
         flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         try:
@@ -208,8 +211,23 @@ class Transaction:
             return result
         pins = _Pins(self.protected)
         try:
+            unusable: dict[str, SecurityError] = {}
             for op in ops:
-                pins.pin(op.path)
+                exc = unusable.get(op.path)
+                if exc is None:
+                    try:
+                        pins.pin(op.path)
+                        continue
+                    except SecurityError as pin_error:
+                        if not best_effort:
+                            raise
+                        log.warning("%s", pin_error)
+                        exc = unusable[op.path] = pin_error
+                if not (isinstance(exc, LabelSystemError) and exc.errno == errno.ENOENT):
+                    result.errors.append((op, exc))  # a file that is gone has nothing to restore
+            ops = [op for op in ops if op.path not in unusable]
+            if not ops:
+                return result
             locks = None
             if self.remember:
                 remembered = [op.path for op in ops if op.remember and op.path in pins.targets]
@@ -245,7 +263,7 @@ class Transaction:
                 if op.path not in touched:
                     touched.append(op.path)
                 try:
-                    outcome = self.drivers[op.driver].apply(op, pins.targets.get(op.path))
+                    outcome = self.drivers[op.driver].apply(op, pins.targets[op.path])
                 except SvirtError as exc:
                     if not best_effort:
                         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS mcs_reservations (
     domain TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('dynamic', 'static', 'blocked')),
     pair INTEGER,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    pid INTEGER NOT NULL DEFAULT 0  -- the process that made it (orphans are reclaimed)
 );
 CREATE INDEX IF NOT EXISTS mcs_reservations_domain ON mcs_reservations(domain);
 -- Intent journal: before a transaction mutates anything, the security state of every
@@ -65,7 +67,17 @@ def connect(state_dir: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(
             state_dir / "svirt.db", timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Switching to WAL can report "locked" at once, without the busy handler, while
+        # another process opens the same new database: retry it like a busy lock.
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         with write_transaction(conn):

@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as DET
 
@@ -41,6 +42,7 @@ class DomainRecord:
     pid: int | None  # QEMU's pid when running
     owner: int | None  # svirt process or monitor responsible for the record
     path: Path
+    pending: tuple[str, ...] = ()  # restore-failed: the paths still to restore
 
 
 class DomainStore:
@@ -53,7 +55,13 @@ class DomainStore:
         return self.dir / f"{name}.xml"
 
     def write(
-        self, domain: Domain, state: str, *, pid: int | None = None, owner: int | None = None
+        self,
+        domain: Domain,
+        state: str,
+        *,
+        pid: int | None = None,
+        owner: int | None = None,
+        pending: Sequence[str] = (),
     ) -> Path:
         """Write the record atomically (temporary file, fsync, rename)."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -63,7 +71,12 @@ class DomainStore:
             attrs += f" pid='{pid}'"
         attrs += f" svirt-owner='{owner if owner is not None else os.getpid()}'"
         body = format_domain(domain, live=True)
-        text = f"<domstatus{attrs}>\n" + "".join(f"  {ln}\n" for ln in body.splitlines())
+        text = f"<domstatus{attrs}>\n"
+        if pending:
+            text += "  <restore-pending>\n"
+            text += "".join(f"    <path>{escape(p)}</path>\n" for p in pending)
+            text += "  </restore-pending>\n"
+        text += "".join(f"  {ln}\n" for ln in body.splitlines())
         text += "</domstatus>\n"
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         with open(tmp, "w") as fh:
@@ -95,6 +108,7 @@ class DomainStore:
             int(pid) if pid and pid.isdigit() else None,
             int(owner) if owner and owner.isdigit() else None,
             p,
+            tuple(e.text or "" for e in root.findall("restore-pending/path")),
         )
 
     def remove(self, name: str) -> None:
@@ -107,7 +121,11 @@ class DomainStore:
         if not self.dir.is_dir():
             return
         for p in sorted(self.dir.glob("*.xml")):
-            yield self._read(p)
+            try:
+                yield self._read(p)
+            except StateError:
+                if p.exists():
+                    raise  # removed meanwhile by another svirt process: not an error
 
     def next_id(self) -> int:
         ids = [r.domain.id for r in self.records() if r.domain.id is not None]

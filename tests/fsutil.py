@@ -1,0 +1,65 @@
+"""Helpers for tests on real files: build domain XML, capture a file's whole security state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from svirt.conf import Config, config_from_mapping
+
+IMAGE_LABEL = "system_u:object_r:virt_image_t:s0"
+
+
+def make_file(
+    path: Path, *, label: str | None = IMAGE_LABEL, uid: int = 0, gid: int = 0, mode: int = 0o600
+) -> Path:
+    path.write_bytes(b"disk image\n")
+    os.chmod(path, mode)
+    os.chown(path, uid, gid)
+    if label is not None:
+        os.setxattr(path, "security.selinux", label.encode() + b"\0")
+    return path
+
+
+def disk_xml(
+    path: Path | str,
+    target: str,
+    *,
+    shareable: bool = False,
+    readonly: bool = False,
+    device: str = "disk",
+    extra: str = "",
+) -> str:
+    flags = ("<shareable/>" if shareable else "") + ("<readonly/>" if readonly else "")
+    return (
+        f"<disk type='file' device='{device}'><source file='{path}'>{extra}</source>"
+        f"<target dev='{target}'/>{flags}</disk>"
+    )
+
+
+def domain_xml(name: str, disks: list[str], *, dtype: str = "kvm", seclabels: str = "") -> str:
+    return (
+        f"<domain type='{dtype}'><name>{name}</name><memory>65536</memory>{seclabels}"
+        f"<devices>{''.join(disks)}</devices></domain>"
+    )
+
+
+def state(path: Path | str) -> dict[str, object]:
+    """Everything svirt may change on a file: owner, mode, every xattr, getfacl output."""
+    st = os.stat(path)
+    xattrs = {n: os.getxattr(path, n) for n in sorted(os.listxattr(path))}
+    acl = subprocess.run(
+        ["getfacl", "-p", "-n", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return {"uid": st.st_uid, "gid": st.st_gid, "mode": st.st_mode, "xattrs": xattrs, "acl": acl}
+
+
+def svirt_xattrs(path: Path | str) -> list[str]:
+    return [n for n in os.listxattr(path) if n.startswith(("trusted.libvirt.", "trusted.svirt."))]
+
+
+def config(tmp_path: Path, **extra: object) -> Config:
+    data: dict[str, object] = {"security_driver": ["selinux"], "state_dir": str(tmp_path / "state")}
+    data.update(extra)
+    return config_from_mapping(data, source="<test>")

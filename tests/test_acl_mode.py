@@ -1,0 +1,123 @@
+"""DAC by POSIX ACL (dac_mode = "acl"): refcounted named-user entries, exact round trip."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fsutil import config, disk_xml, domain_xml, make_file, state, svirt_xattrs
+from svirt.domain import parse_domain
+from svirt.host.acl import Acl, can_access, read_acl
+from svirt.host.ids import resolve_uid
+from svirt.security.manager import SecurityManager
+
+QEMU_UID = resolve_uid("svirt-qemu")
+
+
+def getfacl(path: Path) -> str:
+    return subprocess.run(
+        ["getfacl", "-p", "-n", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_acl_codec_round_trip(tmp_path: Path) -> None:
+    f = make_file(tmp_path / "f")
+    subprocess.run(["setfacl", "-m", "u:4242:r,g:4343:rw", str(f)], check=True)
+    acl, stored = read_acl(str(f))
+    assert stored
+    assert acl.named_user(4242) is not None and acl.named_user(4242).perm == 4  # type: ignore[union-attr]
+    assert Acl.decode(acl.encode()) == acl
+    assert os.getxattr(f, "system.posix_acl_access") == acl.encode()
+
+
+def test_can_access_follows_posix_rules(tmp_path: Path) -> None:
+    f = make_file(tmp_path / "f", uid=1000, gid=1000, mode=0o640)
+    st = os.stat(f)
+    acl, _ = read_acl(str(f))
+    assert can_access(st, acl, 1000, frozenset({1000}), 6)
+    assert can_access(st, acl, 2000, frozenset({1000}), 4)  # group read
+    assert not can_access(st, acl, 2000, frozenset({1000}), 6)
+    assert not can_access(st, acl, 3000, frozenset({3000}), 4)
+    subprocess.run(["setfacl", "-m", "u:3000:rw,m::r", str(f)], check=True)
+    acl, _ = read_acl(str(f))
+    assert can_access(os.stat(f), acl, 3000, frozenset(), 4)
+    assert not can_access(os.stat(f), acl, 3000, frozenset(), 6)  # the mask limits it
+
+
+def test_round_trip_leaves_acl_identical(tmp_path: Path) -> None:
+    d = tmp_path / "images"
+    d.mkdir(mode=0o700)
+    img = make_file(d / "a.img", uid=1234, gid=1234, mode=0o640)
+    ro = make_file(d / "ro.iso", uid=1234, gid=1234, mode=0o600)
+    subprocess.run(["setfacl", "-m", "u:4242:r", str(ro)], check=True)  # a pre-existing ACL
+    before = {p: (getfacl(p), state(p)) for p in (d, img, ro)}
+    mgr = SecurityManager(config(tmp_path, dac_mode="acl"))
+    dom = parse_domain(domain_xml("vm", [disk_xml(img, "vda"), disk_xml(ro, "hda", readonly=True)]))
+    mgr.label_domain(dom)
+    assert f"user:{QEMU_UID}:rw-" in getfacl(img)
+    assert f"user:{QEMU_UID}:r--" in getfacl(ro)
+    assert f"user:{QEMU_UID}:--x" in getfacl(d)  # search on the directory it needs
+    assert os.stat(img).st_uid == 1234  # no chown in ACL mode
+    mgr.restore_domain("vm")
+    for p, (facl, st) in before.items():
+        assert getfacl(p) == facl, p
+        assert svirt_xattrs(p) == []
+        if p != ro:  # read-only media keep virt_content_t (never restored, as libvirt)
+            assert state(p) == st, p
+
+
+def test_two_domains_share_a_file(tmp_path: Path) -> None:
+    img = make_file(tmp_path / "s.img", uid=1234, gid=1234, mode=0o600)
+    tmp_path.chmod(0o755)
+    before = getfacl(img)
+    mgr = SecurityManager(config(tmp_path, dac_mode="acl"))
+    sl = "<seclabel model='selinux' relabel='no'/>"
+    for name in ("a", "b"):
+        mgr.label_domain(parse_domain(domain_xml(name, [disk_xml(img, "vda", extra=sl)])))
+    ref = os.getxattr(img, f"trusted.svirt.security.acl_{QEMU_UID}").split()[0]
+    assert ref == b"2"
+    mgr.restore_domain("a")
+    assert f"user:{QEMU_UID}:rw-" in getfacl(img)  # b still needs it
+    mgr.restore_domain("b")
+    assert getfacl(img) == before
+    assert svirt_xattrs(img) == []
+
+
+def test_accessible_file_is_left_alone(tmp_path: Path) -> None:
+    iso = make_file(tmp_path / "pub.iso", uid=1000, gid=1000, mode=0o644)
+    tmp_path.chmod(0o755)
+    before = state(iso)
+    mgr = SecurityManager(config(tmp_path, dac_mode="acl"))
+    mgr.label_domain(parse_domain(domain_xml("vm", [disk_xml(iso, "hda", readonly=True)])))
+    assert "system.posix_acl_access" not in os.listxattr(iso)
+    mgr.restore_domain("vm")
+    assert state(iso)["acl"] == before["acl"]
+
+
+def test_no_acl_support_falls_back_to_chown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ramfs has neither POSIX ACLs nor xattrs: svirt chowns instead and says so; with no
+    way to remember the owner, stop gives it back to root:root, as libvirt does."""
+    mnt = tmp_path / "ramfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mnt)], check=True)
+    try:
+        mnt.chmod(0o755)
+        img = make_file(mnt / "a.img", uid=1234, gid=1234, label=None)
+        mgr = SecurityManager(config(tmp_path, dac_mode="acl"))
+        dom = parse_domain(
+            domain_xml(
+                "vm", [disk_xml(img, "vda", extra="<seclabel model='selinux' relabel='no'/>")]
+            )
+        )
+        mgr.label_domain(dom)
+        assert os.stat(img).st_uid == QEMU_UID
+        assert "has no POSIX ACL or xattr support: falling back to chown" in caplog.text
+        mgr.restore_domain("vm")
+        assert (os.stat(img).st_uid, os.stat(img).st_gid) == (0, 0)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -1,0 +1,250 @@
+"""Stacked drivers, transactions, crash safety and symlink safety (issue 4).
+
+The crash test kills a real child process with SIGKILL after each mutation step k (the
+only fake: where the crash happens is chosen by a hook), then runs recovery in the parent
+and checks every file is exactly as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from fsutil import config, disk_xml, domain_xml, make_file, state, svirt_xattrs
+from svirt.domain import parse_domain
+from svirt.errors import SecurityError
+from svirt.security.manager import SecurityManager
+from svirt.state.domains import DomainStore
+
+
+def _domain(tmp_path: Path, n: int = 3, name: str = "vm") -> tuple[str, list[Path]]:
+    imgs = [make_file(tmp_path / f"{name}{i}.img", uid=1000 + i, gid=2000 + i) for i in range(n)]
+    iso = make_file(tmp_path / f"{name}.iso", mode=0o600)
+    disks = [disk_xml(p, f"vd{chr(97 + i)}") for i, p in enumerate(imgs)]
+    disks.append(disk_xml(iso, "hdc", readonly=True, device="cdrom"))
+    return domain_xml(name, disks), [*imgs, iso]
+
+
+def test_stack_rollback_when_dac_fails(tmp_path: Path) -> None:
+    """SELinux labels the first disk, DAC refuses the second: everything is undone."""
+    cfg = config(tmp_path)
+    mgr = SecurityManager(cfg)
+    shared = make_file(tmp_path / "shared.img", uid=1234, gid=1234)
+    keep = "<seclabel model='selinux' relabel='no'/>"
+    mgr.label_domain(parse_domain(domain_xml("first", [disk_xml(shared, "vda", extra=keep)])))
+    first_state = state(shared)
+    private = make_file(tmp_path / "private.img", uid=1500, gid=1500)
+    private_before = state(private)
+    other = (
+        "<seclabel type='static' model='dac' relabel='yes'><label>+4000:+4000</label></seclabel>"
+    )
+    dom = domain_xml(
+        "second", [disk_xml(private, "vda"), disk_xml(shared, "vdb", extra=keep)], seclabels=other
+    )
+    with pytest.raises(SecurityError, match="already in use"):
+        mgr.label_domain(parse_domain(dom))
+    assert state(private) == private_before  # SELinux and DAC both rolled back
+    assert state(shared) == first_state  # the first domain's remembered state survives
+    assert DomainStore(cfg.state_dir).read("second") is None
+    assert mgr.selinux is not None and mgr.selinux.ledger.levels_of("second") == []
+
+
+def test_failed_second_user_keeps_first_users_memory(tmp_path: Path) -> None:
+    """The libvirt defect of platform.md: a second domain that fails on an image in use
+    must not erase the remembered original owner and label of the first."""
+    cfg = config(tmp_path)
+    img = make_file(tmp_path / "img", uid=1234, gid=1234)
+    original = state(img)
+    mgr = SecurityManager(cfg)
+    mgr.label_domain(parse_domain(domain_xml("a", [disk_xml(img, "vda")])))
+    with pytest.raises(SecurityError, match=r"Setting different SELinux label on .* in use"):
+        mgr.label_domain(parse_domain(domain_xml("b", [disk_xml(img, "vda")])))
+    assert (
+        os.getxattr(img, "trusted.libvirt.security.selinux") == b"system_u:object_r:virt_image_t:s0"
+    )
+    assert os.getxattr(img, "trusted.libvirt.security.dac") == b"+1234:+1234"
+    mgr.restore_domain("a")
+    assert state(img) == original
+
+
+def _label_and_die(cfg_dir: str, xml: str, k: int) -> None:
+    tmp = Path(cfg_dir)
+    mgr = SecurityManager(config(tmp))
+
+    def hook(step: int) -> None:
+        if step == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    mgr.label_domain(parse_domain(xml), step_hook=hook)
+    os._exit(0)
+
+
+def test_crash_at_every_step_is_recovered(tmp_path: Path) -> None:
+    xml, files = _domain(tmp_path)
+    before = {f: state(f) for f in files}
+    nops = len(
+        SecurityManager(config(tmp_path)).set_ops(
+            SecurityManager(config(tmp_path)).gen_labels(parse_domain(xml))
+        )
+    )
+    SecurityManager(config(tmp_path)).selinux.ledger.release("vm")  # type: ignore[union-attr]
+    assert nops >= 8  # SELinux and DAC ops for 3 disks and a CD-ROM
+    ctx = multiprocessing.get_context("fork")
+    for k in range(nops):
+        child = ctx.Process(target=_label_and_die, args=(str(tmp_path), xml, k))
+        child.start()
+        child.join()
+        assert child.exitcode == -signal.SIGKILL, k
+        changed = [f for f in files if state(f) != before[f]]
+        if k < nops - 1:
+            assert changed, f"step {k}: the crash left nothing to recover?"
+        mgr = SecurityManager(config(tmp_path))
+        actions = mgr.recover()
+        assert any(a.what == "restore" for a in actions), k
+        for f in files:
+            assert state(f) == before[f], (k, f)
+            assert svirt_xattrs(f) == []
+        assert DomainStore(tmp_path / "state").read("vm") is None, k
+        assert mgr.selinux is not None and list(mgr.selinux.ledger.reservations()) == []
+
+
+def test_crash_after_commit_is_not_undone(tmp_path: Path) -> None:
+    xml, files = _domain(tmp_path, n=1)
+    mgr = SecurityManager(config(tmp_path))
+    mgr.label_domain(parse_domain(xml))
+    labelled = {f: state(f) for f in files}
+    assert SecurityManager(config(tmp_path)).recover() == []
+    assert {f: state(f) for f in files} == labelled
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """renameat2(RENAME_EXCHANGE): the two names swap atomically; neither is ever absent."""
+    if _libc.renameat2(_AT_FDCWD, bytes(a), _AT_FDCWD, bytes(b), _RENAME_EXCHANGE) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+
+
+def _swapper(path: Path, target: Path, stop: threading.Event) -> None:
+    link = path.with_name(path.name + ".link")
+    link.symlink_to(target)
+    while not stop.is_set():
+        _exchange(path, link)  # path is now the symlink to the outside target
+        _exchange(path, link)  # and the regular file again
+
+
+def test_symlink_swap_race_never_touches_outside_target(tmp_path: Path) -> None:
+    protected = tmp_path / "protected"
+    protected.mkdir()
+    target = make_file(protected / "secret", uid=0, gid=0, label="system_u:object_r:shadow_t:s0")
+    target_before = state(target)
+    img = make_file(tmp_path / "img", uid=1234, gid=1234)
+    cfg = config(tmp_path, protected_paths=[str(protected)])
+    mgr = SecurityManager(cfg)
+    xml = domain_xml("vm", [disk_xml(img, "vda")])
+    stop = threading.Event()
+    t = threading.Thread(target=_swapper, args=(img, target, stop), daemon=True)
+    t.start()
+    outcomes = {"labelled": 0, "refused": 0}
+    try:
+        for _ in range(150):
+            try:
+                mgr.label_domain(parse_domain(xml))
+            except SecurityError as exc:
+                assert "refusing to label" in str(exc)
+                outcomes["refused"] += 1
+                continue
+            outcomes["labelled"] += 1
+            # Restore may meet the symlink too: it refuses that path and is retried.
+            while True:
+                try:
+                    mgr.restore_domain("vm")
+                    break
+                except SecurityError:
+                    continue
+    finally:
+        stop.set()
+        t.join()
+    assert state(target) == target_before
+    assert outcomes["labelled"] > 0
+    real = img if not img.is_symlink() else img.with_name("img.link")
+    assert not real.is_symlink()
+    assert svirt_xattrs(real) == []
+
+
+def test_protected_path_refused(tmp_path: Path) -> None:
+    mgr = SecurityManager(config(tmp_path))
+    with pytest.raises(
+        SecurityError,
+        match="refusing to label /etc/passwd: /etc/passwd is under the protected path /etc",
+    ):
+        mgr.label_domain(parse_domain(domain_xml("vm", [disk_xml("/etc/passwd", "vda")])))
+    link = tmp_path / "link.img"
+    link.symlink_to("/etc/hostname")
+    with pytest.raises(SecurityError, match="protected path /etc"):
+        mgr.label_domain(parse_domain(domain_xml("vm", [disk_xml(link, "vda")])))
+    assert DomainStore(tmp_path / "state").read("vm") is None
+
+
+def test_symlinked_image_is_followed(tmp_path: Path) -> None:
+    img = make_file(tmp_path / "real.img", uid=1234, gid=1234)
+    before = state(img)
+    link = tmp_path / "link.img"
+    link.symlink_to(img)
+    mgr = SecurityManager(config(tmp_path))
+    mgr.label_domain(parse_domain(domain_xml("vm", [disk_xml(link, "vda")])))
+    assert b"svirt_image_t" in os.getxattr(img, "security.selinux")
+    mgr.restore_domain("vm")
+    assert state(img) == before
+
+
+def _label_shared(
+    tmp: str, name: str, img: str, barrier: multiprocessing.synchronize.Barrier
+) -> None:
+    keep = "<seclabel model='selinux' relabel='no'/>"
+    mgr = SecurityManager(config(Path(tmp)))
+    barrier.wait()
+    mgr.label_domain(parse_domain(domain_xml(name, [disk_xml(img, "vda", extra=keep)])))
+
+
+def _restore(tmp: str, name: str, barrier: multiprocessing.synchronize.Barrier) -> None:
+    mgr = SecurityManager(config(Path(tmp)))
+    barrier.wait()
+    mgr.restore_domain(name)
+
+
+def test_concurrent_processes_share_a_file(tmp_path: Path) -> None:
+    img = make_file(tmp_path / "shared.img", uid=1234, gid=1234)
+    before = state(img)
+    ctx = multiprocessing.get_context("fork")
+    for _round in range(3):
+        names = [f"d{i}" for i in range(4)]
+        barrier = ctx.Barrier(len(names))
+        procs = [
+            ctx.Process(target=_label_shared, args=(str(tmp_path), n, str(img), barrier))
+            for n in names
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+            assert p.exitcode == 0
+        assert os.getxattr(img, "trusted.libvirt.security.ref_dac") == b"4"
+        barrier = ctx.Barrier(len(names))
+        procs = [ctx.Process(target=_restore, args=(str(tmp_path), n, barrier)) for n in names]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+            assert p.exitcode == 0
+        assert state(img) == before
