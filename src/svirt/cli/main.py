@@ -21,7 +21,16 @@ from svirt.errors import SvirtError
 
 __all__ = ["COMMAND_MODULES", "entry", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = ("validate", "label", "ls", "policy", "verify", "audit", "demo")
+COMMAND_MODULES: tuple[str, ...] = (
+    "validate",
+    "label",
+    "ls",
+    "lifecycle",
+    "policy",
+    "verify",
+    "audit",
+    "demo",
+)
 
 
 def _common_options(suppress: bool) -> argparse.ArgumentParser:

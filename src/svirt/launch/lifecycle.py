@@ -1,0 +1,441 @@
+"""The daemonless VM lifecycle: ``svirt start``/``stop``, the per-VM monitor, reconciling.
+
+``svirt start`` forks a small monitor process (like podman's conmon) and waits for it to
+say "ready" or "failed". The monitor, detached in its own session:
+
+1. generates the labels (MCS ledger), labels every resource in one transaction;
+2. builds QEMU's command line, binds the QMP socket, and spawns QEMU confined: private
+   ``/dev``, the VM's SELinux exec context where SELinux is enabled, the QEMU identity;
+3. records the domain as running (``<state_dir>/domains/<name>.xml``) and waits until
+   QMP answers, then reports to ``svirt start`` and keeps waiting, for QEMU's exit;
+4. when QEMU exits, for any reason, restores every label and owner, releases the MCS
+   level and removes the record.
+
+Any step failing undoes what was done before it (labels restored, ledger released,
+QEMU killed, record removed) and the reason comes back to ``svirt start`` as one line.
+A monitor that dies is noticed by the next svirt command (:func:`reconcile`), which
+restores the labels of a domain whose QEMU is gone too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from svirt.conf import Config
+from svirt.domain.model import Disk, Domain
+from svirt.domain.resources import disk_resources
+from svirt.errors import PREFIX_OPERATION_INVALID, LaunchError, SvirtError
+from svirt.host import selinux as host_selinux
+from svirt.host.ids import Identity, resolve_identity
+from svirt.host.namespace import (
+    domain_dev_paths,
+    plan_private_dev,
+    populate_in_namespace,
+    remove_from_namespace,
+)
+from svirt.launch.process import bind_monitor_socket, spawn, wait_exit
+from svirt.launch.qemu import (
+    build_command,
+    disk_blockdevs,
+    disk_device,
+    disk_device_id,
+    kvm_usable,
+)
+from svirt.launch.qmp import QMPClient
+from svirt.security.dac import DACDriver
+from svirt.security.manager import SecurityManager
+from svirt.state.domains import DomainRecord, DomainStore
+
+__all__ = [
+    "StartResult",
+    "attach_disk",
+    "detach_disk",
+    "qemu_alive",
+    "reconcile",
+    "runtime_paths",
+    "start_domain",
+    "stop_domain",
+]
+
+log = logging.getLogger(__name__)
+_READY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    name: str
+    pid: int
+    label: str | None
+    imagelabel: str | None
+    enforced: bool
+    notes: tuple[str, ...]
+    seconds: float
+
+
+def runtime_paths(cfg: Config, name: str) -> tuple[Path, Path]:
+    """(QMP socket, QEMU log) of a domain, under the state directory."""
+    d = cfg.state_dir / "qemu"
+    return d / f"{name}.qmp", d / f"{name}.log"
+
+
+def qemu_alive(rec: DomainRecord) -> bool:
+    """The record's QEMU still runs (and the pid was not reused by something else)."""
+    if rec.pid is None:
+        return False
+    try:
+        with open(f"/proc/{rec.pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{rec.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False  # a zombie has exited; only its reaping is pending
+    except (OSError, IndexError):
+        return False
+    return f"guest={rec.domain.name}".encode() in cmdline
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
+    """Restore the labels of domains whose monitor and QEMU are both gone. Returns the
+    names reconciled."""
+    mgr = mgr or SecurityManager(cfg)
+    done = []
+    for rec in list(mgr.store.records()):
+        if rec.state not in ("starting", "running", "stopping"):
+            continue
+        if _alive(rec.owner) or qemu_alive(rec):
+            continue
+        log.warning(
+            "domain %s: its monitor and QEMU are gone; restoring its labels", rec.domain.name
+        )
+        try:
+            mgr.restore_and_release(rec.domain)
+        except SvirtError as exc:
+            log.warning("%s", exc)
+        done.append(rec.domain.name)
+        for p in runtime_paths(cfg, rec.domain.name)[:1]:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    return done
+
+
+def _identity(mgr: SecurityManager, domain: Domain) -> Identity:
+    dac = mgr.drivers["dac"]
+    assert isinstance(dac, DACDriver)
+    uid, gid = dac.process_ids(domain)
+    return resolve_identity(f"+{uid}", f"+{gid}")
+
+
+def _report(fd: int, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload).encode()
+    with contextlib.suppress(OSError):
+        os.write(fd, data)
+        os.close(fd)
+
+
+def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
+    """The per-VM monitor (runs in the detached grandchild; never returns)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    qmp_path, log_path = runtime_paths(cfg, domain.name)
+    qmp_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logging.basicConfig(
+        filename=str(log_path.with_suffix(".monitor.log")),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        force=True,
+    )
+    started = time.monotonic()
+    mgr: SecurityManager | None = None
+    live: Domain | None = None
+    qemu_pid: int | None = None
+    try:
+        mgr = SecurityManager(cfg)
+        reconcile(cfg, mgr)
+        if mgr.store.read(domain.name) is not None:
+            raise LaunchError(
+                PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active"
+            )
+        live = mgr.gen_labels(domain)
+        live = replace(live, id=mgr.store.next_id())
+        mgr.store.write(live, "starting", owner=os.getpid())
+        try:
+            mgr.transaction().run(live.name, mgr.set_ops(live))
+        except SvirtError as exc:
+            raise LaunchError(f"labelling resources: {exc}") from None
+        identity = _identity(mgr, live)
+        dev_plan = None
+        if "mount" in cfg.namespaces:
+            dev_plan = plan_private_dev(domain_dev_paths(live, cfg.cgroup_device_acl))
+        sock = bind_monitor_socket(qmp_path)
+        try:
+            cmd = build_command(
+                live,
+                qmp_fd=sock.fileno(),
+                binary=cfg.qemu_binary,
+                kvm_available=kvm_usable(identity),
+            )
+            sl = live.seclabel("selinux")
+            spawned = spawn(
+                cmd.argv,
+                log_path=log_path,
+                identity=identity,
+                dev_plan=dev_plan,
+                exec_context=sl.label if sl is not None else None,
+                pass_fds=(sock.fileno(),),
+            )
+        finally:
+            sock.close()
+        qemu_pid = spawned.pid
+        mgr.store.write(live, "running", pid=qemu_pid, owner=os.getpid())
+        with QMPClient.connect(qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid) as qmp:
+            qmp.query_status()
+        sl = live.seclabel("selinux")
+        _report(
+            report_fd,
+            {
+                "ok": True,
+                "pid": qemu_pid,
+                "label": sl.label if sl else None,
+                "imagelabel": sl.imagelabel if sl else None,
+                "enforced": spawned.exec_context_enforced,
+                "notes": list(cmd.notes),
+                "seconds": time.monotonic() - started,
+            },
+        )
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, SvirtError) else f"{type(exc).__name__}: {exc}"
+        log.error("start failed: %s", message)
+        if qemu_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(qemu_pid, signal.SIGKILL)
+            wait_exit(qemu_pid)
+        if mgr is not None and live is not None:
+            try:
+                mgr.restore_and_release(live)
+            except SvirtError as cleanup:
+                message += f" (and restoring labels failed: {cleanup})"
+        with contextlib.suppress(FileNotFoundError):
+            qmp_path.unlink()
+        _report(report_fd, {"ok": False, "error": message})
+        os._exit(1)
+    assert mgr is not None and live is not None and qemu_pid is not None
+    code = wait_exit(qemu_pid)
+    log.info("QEMU %d exited with %s; restoring labels", qemu_pid, code)
+    rec = mgr.store.read(live.name)
+    current = rec.domain if rec is not None else live  # hotplugged disks are in the record
+    try:
+        mgr.store.write(current, "stopping", pid=qemu_pid, owner=os.getpid())
+        mgr.restore_and_release(current)
+    except SvirtError as exc:
+        log.error("%s", exc)
+        os._exit(1)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            qmp_path.unlink()
+    os._exit(0)
+
+
+def start_domain(cfg: Config, domain: Domain) -> StartResult:
+    """Start a domain under a detached monitor; returns once QMP answers."""
+    store = DomainStore(cfg.state_dir)
+    if store.path(domain.name).exists():
+        rec = store.read(domain.name)
+        if rec is not None and (_alive(rec.owner) or qemu_alive(rec)):
+            raise LaunchError(
+                PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active"
+            )
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            _monitor(cfg, domain, w)
+        finally:
+            os._exit(1)
+    os.close(w)
+    os.waitpid(pid, 0)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    try:
+        payload = json.loads(b"".join(chunks) or b"{}")
+    except ValueError:
+        payload = {}
+    if not payload.get("ok"):
+        raise LaunchError(payload.get("error") or "the monitor died before reporting")
+    return StartResult(
+        domain.name,
+        int(payload["pid"]),
+        payload.get("label"),
+        payload.get("imagelabel"),
+        bool(payload.get("enforced")),
+        tuple(payload.get("notes") or ()),
+        float(payload.get("seconds") or 0.0),
+    )
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid) or _is_zombie(pid):
+            return True
+        time.sleep(0.01)
+    return not _alive(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float = 10.0) -> str:
+    """Stop a running domain: QMP ``system_powerdown`` (unless ``force``), then ``quit``,
+    then SIGTERM, then SIGKILL; then wait for the monitor to restore every label.
+    Returns how QEMU was stopped."""
+    mgr = SecurityManager(cfg)
+    reconcile(cfg, mgr)
+    rec = mgr.store.read(name)
+    if rec is None or rec.state not in ("starting", "running", "stopping"):
+        raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{name}' is not running")
+    how = "already stopped"
+    qmp_path, _ = runtime_paths(cfg, name)
+    if qemu_alive(rec):
+        assert rec.pid is not None
+        how = "killed"
+        try:
+            with QMPClient.connect(qmp_path, timeout=2.0, pid=rec.pid) as qmp:
+                if not force:
+                    qmp.system_powerdown()
+                    if _wait_gone(rec.pid, timeout):
+                        how = "powered down"
+                if how != "powered down":
+                    qmp.quit()
+                    how = "quit"
+        except SvirtError as exc:
+            log.info("QMP: %s", exc)
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            if _wait_gone(rec.pid, 3.0 if how == "quit" else 0.0):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rec.pid, sig)
+            how = "terminated" if sig == signal.SIGTERM else "killed"
+            if _wait_gone(rec.pid, grace):
+                break
+    # The monitor restores the labels when it sees QEMU exit; wait for it, or do it.
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline and mgr.store.path(name).exists() and _alive(rec.owner):
+        time.sleep(0.01)
+    rec = mgr.store.read(name)
+    if rec is not None:
+        if rec.state == "restore-failed":
+            raise LaunchError(
+                f"domain '{name}' stopped, but some labels could not be restored: "
+                f"{', '.join(rec.pending)}; run 'svirt restore' after fixing the cause"
+            )
+        mgr.restore_and_release(rec.domain)
+    return how
+
+
+def _running(mgr: SecurityManager, name: str) -> DomainRecord:
+    rec = mgr.store.read(name)
+    if rec is None or rec.state != "running" or not qemu_alive(rec):
+        raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{name}' is not running")
+    return rec
+
+
+def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
+    """Hotplug: the node in the VM's namespace, labels, then QEMU over QMP."""
+    mgr = SecurityManager(cfg)
+    rec = _running(mgr, name)
+    domain = rec.domain
+    if any(d.target == disk.target for d in domain.disks):
+        raise LaunchError(PREFIX_OPERATION_INVALID + f"target {disk.target} already exists")
+    assert rec.pid is not None
+    new = replace(domain, disks=(*domain.disks, disk))
+    resources = list(disk_resources(disk))
+    ops = mgr.set_ops(new, resources)
+    created: tuple[str, ...] = ()
+    if "mount" in cfg.namespaces:
+        created = populate_in_namespace(rec.pid, [r.path for r in resources if r.path])
+    mgr.transaction().run(name, ops)
+    qmp_path, _ = runtime_paths(cfg, name)
+    added: list[str] = []
+    try:
+        with QMPClient.connect(qmp_path, timeout=5.0, pid=rec.pid) as qmp:
+            for node in disk_blockdevs(disk):
+                qmp.blockdev_add(node)
+                added.append(str(node["node-name"]))
+            qmp.device_add(disk_device(disk, domain.os.machine or "pc"))
+    except SvirtError:
+        with contextlib.suppress(SvirtError), QMPClient.connect(qmp_path, timeout=5.0) as qmp:
+            for node_name in reversed(added):
+                qmp.blockdev_del(node_name)
+        mgr.transaction().run(name, mgr.restore_ops(new, resources), best_effort=True)
+        if created:
+            remove_from_namespace(rec.pid, created)
+        raise
+    mgr.store.write(new, "running", pid=rec.pid, owner=rec.owner)
+    return new
+
+
+def detach_disk(cfg: Config, name: str, target: str) -> Domain:
+    """Hot-unplug: QEMU lets go of the disk, then its labels are restored."""
+    mgr = SecurityManager(cfg)
+    rec = _running(mgr, name)
+    domain = rec.domain
+    disk = next((d for d in domain.disks if d.target == target), None)
+    if disk is None:
+        raise LaunchError(f"disk {target} not found")
+    assert rec.pid is not None
+    qmp_path, _ = runtime_paths(cfg, name)
+    with QMPClient.connect(qmp_path, timeout=5.0, pid=rec.pid) as qmp:
+        qmp.device_del(disk_device_id(disk))
+        # Bottom layer first in the list: delete from the top (format before storage).
+        for node in reversed(disk_blockdevs(disk)):
+            qmp.blockdev_del(str(node["node-name"]))
+    new = replace(domain, disks=tuple(d for d in domain.disks if d.target != target))
+    result = mgr.transaction().run(
+        name, mgr.restore_ops(domain, list(disk_resources(disk))), best_effort=True
+    )
+    mgr.store.write(new, "running", pid=rec.pid, owner=rec.owner)
+    if result.errors:
+        raise result.errors[0][1]
+    # libvirt leaves the disk's /dev node in the namespace: it may be another disk's
+    # backing layer.
+    return new
+
+
+def process_label_note() -> str:
+    return "" if host_selinux.is_enabled() else " (recorded, not enforced: SELinux is off)"
