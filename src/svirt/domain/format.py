@@ -13,9 +13,22 @@ from collections.abc import Iterable
 
 import defusedxml.ElementTree as DET
 
-from svirt.domain.model import DeviceSeclabel, Domain, Seclabel, SeclabelType
+from svirt.domain.model import (
+    DeviceSeclabel,
+    Disk,
+    Domain,
+    Seclabel,
+    SeclabelType,
+    StorageSource,
+)
 
-__all__ = ["format_device_seclabel", "format_domain", "format_seclabel", "seclabel_element"]
+__all__ = [
+    "disk_element",
+    "format_device_seclabel",
+    "format_domain",
+    "format_seclabel",
+    "seclabel_element",
+]
 
 
 def seclabel_element(sl: Seclabel) -> ET.Element:
@@ -46,6 +59,54 @@ def _device_seclabel_element(sl: DeviceSeclabel) -> ET.Element:
         el.set("relabel", "yes" if sl.relabel else "no")
     if sl.label is not None:
         ET.SubElement(el, "label").text = sl.label
+    return el
+
+
+_SOURCE_ATTR = {"file": "file", "block": "dev", "dir": "dir"}
+
+
+def _source_element(src: StorageSource) -> ET.Element:
+    el = ET.Element("source")
+    attr = _SOURCE_ATTR.get(src.type)
+    if attr is not None and src.path is not None:
+        el.set(attr, src.path)
+    if src.protocol is not None:
+        el.set("protocol", src.protocol)
+    if src.name is not None:
+        el.set("volume" if src.type == "volume" else "name", src.name)
+    if src.pool is not None:
+        el.set("pool", src.pool)
+    for sl in src.seclabels:
+        el.append(_device_seclabel_element(sl))
+    return el
+
+
+def disk_element(disk: Disk) -> ET.Element:
+    """A ``<disk>`` element from the model (for disks that have no original XML)."""
+    top = disk.source
+    el = ET.Element("disk", {"type": top.type if top else "file", "device": disk.device})
+    if disk.driver_name or disk.driver_type:
+        drv = ET.SubElement(el, "driver")
+        if disk.driver_name:
+            drv.set("name", disk.driver_name)
+        if disk.driver_type:
+            drv.set("type", disk.driver_type)
+    if top is not None:
+        el.append(_source_element(top))
+        parent = el
+        for layer in list(top.chain())[1:]:
+            bs = ET.SubElement(parent, "backingStore", {"type": layer.type})
+            if layer.format:
+                ET.SubElement(bs, "format", {"type": layer.format})
+            bs.append(_source_element(layer))
+            parent = bs
+    target = ET.SubElement(el, "target", {"dev": disk.target})
+    if disk.bus:
+        target.set("bus", disk.bus)
+    if disk.readonly:
+        ET.SubElement(el, "readonly")
+    if disk.shareable:
+        ET.SubElement(el, "shareable")
     return el
 
 
@@ -126,15 +187,28 @@ def format_domain(domain: Domain, *, live: bool = True, migratable: bool = False
             continue
         dom.append(seclabel_element(sl))
     devices = dom.find("devices")
-    if devices is not None:
-        for disk_el, disk in zip(devices.findall("disk"), domain.disks, strict=False):
-            if disk.source is None:
-                continue
-            if disk.source.type == "network":
-                # libvirt parses network-source seclabels but never formats them back.
-                _replace_source_seclabels(disk_el.find("source"), (), not live)
-                continue
-            _replace_source_seclabels(disk_el.find("source"), disk.source.seclabels, not live)
+    if devices is None:
+        devices = ET.SubElement(dom, "devices")
+    # Disks: keep the original element of each disk still in the model (it carries what
+    # the model leaves out), drop unplugged ones, append hotplugged ones from the model.
+    by_target = {}
+    for el in devices.findall("disk"):
+        target = el.find("target")
+        by_target[target.get("dev") if target is not None else None] = el
+        devices.remove(el)
+    for disk in domain.disks:
+        disk_el = by_target.get(disk.target)
+        if disk_el is None:
+            devices.append(disk_element(disk))
+            continue
+        devices.append(disk_el)
+        if disk.source is None:
+            continue
+        if disk.source.type == "network":
+            # libvirt parses network-source seclabels but never formats them back.
+            _replace_source_seclabels(disk_el.find("source"), (), not live)
+            continue
+        _replace_source_seclabels(disk_el.find("source"), disk.source.seclabels, not live)
     for el in root.iter():
         if el.tail is not None and not el.tail.strip():
             el.tail = None

@@ -170,6 +170,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     mgr: SecurityManager | None = None
     live: Domain | None = None
     qemu_pid: int | None = None
+    labelled = False
     try:
         mgr = SecurityManager(cfg)
         reconcile(cfg, mgr)
@@ -180,10 +181,10 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         live = mgr.gen_labels(domain)
         live = replace(live, id=mgr.store.next_id())
         mgr.store.write(live, "starting", owner=os.getpid())
-        try:
-            mgr.transaction().run(live.name, mgr.set_ops(live))
-        except SvirtError as exc:
-            raise LaunchError(f"labelling resources: {exc}") from None
+        # A failed labelling transaction has already put every file back as it was;
+        # only after it succeeded is there something of ours to restore.
+        mgr.transaction().run(live.name, mgr.set_ops(live))
+        labelled = True
         identity = _identity(mgr, live)
         dev_plan = None
         if "mount" in cfg.namespaces:
@@ -209,8 +210,18 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
             sock.close()
         qemu_pid = spawned.pid
         mgr.store.write(live, "running", pid=qemu_pid, owner=os.getpid())
-        with QMPClient.connect(qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid) as qmp:
-            qmp.query_status()
+        try:
+            with QMPClient.connect(qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid) as qmp:
+                qmp.query_status()
+        except SvirtError as exc:
+            if wait_exit(qemu_pid, 1.0) is None:
+                raise
+            qemu_pid = None
+            # libvirt's text, with what QEMU said last (e.g. "Could not open ...").
+            raise LaunchError(
+                "internal error: process exited while connecting to monitor: "
+                + (_last_line(log_path) or str(exc))
+            ) from None
         sl = live.seclabel("selinux")
         _report(
             report_fd,
@@ -233,7 +244,11 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
             wait_exit(qemu_pid)
         if mgr is not None and live is not None:
             try:
-                mgr.restore_and_release(live)
+                if labelled:
+                    mgr.restore_and_release(live)
+                else:
+                    mgr.release_labels(live)
+                    mgr.store.remove(live.name)
             except SvirtError as cleanup:
                 message += f" (and restoring labels failed: {cleanup})"
         with contextlib.suppress(FileNotFoundError):
@@ -255,6 +270,16 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             qmp_path.unlink()
     os._exit(0)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(os.fstat(fh.fileno()).st_size - 4096, 0))
+            lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def start_domain(cfg: Config, domain: Domain) -> StartResult:

@@ -1,0 +1,252 @@
+"""End-to-end: real QEMU (TCG, no guest OS) started and stopped under sVirt (issue 5)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fsutil import config, make_file, state, svirt_xattrs
+from svirt.conf import Config
+from svirt.domain import parse_disk, parse_domain
+from svirt.errors import LaunchError
+from svirt.host.ids import resolve_uid
+from svirt.host.namespace import mount_namespace_id
+from svirt.launch.lifecycle import (
+    attach_disk,
+    detach_disk,
+    qemu_alive,
+    reconcile,
+    start_domain,
+    stop_domain,
+)
+from svirt.security.manager import SecurityManager
+from svirt.state.domains import DomainStore
+
+pytestmark = pytest.mark.qemu
+QEMU_UID = resolve_uid("svirt-qemu")
+EXPECTED_DEV = {"full", "kvm", "null", "ptmx", "pts", "random", "shm", "urandom", "zero"}
+
+
+def vm_xml(name: str, disks: list[str], extra: str = "") -> str:
+    return (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>"
+        f"<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os>{extra}"
+        f"<devices>{''.join(disks)}</devices></domain>"
+    )
+
+
+def disk(path: Path, target: str, *, bus: str = "virtio", flags: str = "") -> str:
+    return (
+        f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+        f"<source file='{path}'/><target dev='{target}' bus='{bus}'/>{flags}</disk>"
+    )
+
+
+def image(tmp: Path, name: str, **kw: object) -> Path:
+    p = make_file(tmp / name, **kw)  # type: ignore[arg-type]
+    os.truncate(p, 1 << 20)
+    return p
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Images where the QEMU user can reach them (pytest's own tmp dirs are 0700, and the
+    chown DAC mode, like libvirt, does not open up parent directories)."""
+    d = Path(tempfile.mkdtemp(prefix="svirt-test-", dir="/var/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    return config(tmp_path)
+
+
+def stop_all(cfg: Config) -> None:
+    for rec in list(DomainStore(cfg.state_dir).records()):
+        try:
+            stop_domain(cfg, rec.domain.name, force=True)
+        except LaunchError:
+            pass
+
+
+def wait_until(pred: object, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_two_vms_confined_and_restored(cfg: Config, tmp_path: Path) -> None:
+    a = image(tmp_path, "a.img", uid=1001, gid=1001)
+    b = image(tmp_path, "b.img", uid=1002, gid=1002)
+    shared = image(tmp_path, "shared.img")
+    before = {p: state(p) for p in (a, b)}
+    try:
+        ra = start_domain(
+            cfg,
+            parse_domain(vm_xml("a", [disk(a, "vda"), disk(shared, "vdb", flags="<shareable/>")])),
+        )
+        rb = start_domain(
+            cfg,
+            parse_domain(vm_xml("b", [disk(b, "vda"), disk(shared, "vdb", flags="<shareable/>")])),
+        )
+        la, lb = ra.label, rb.label
+        assert la and lb and la.split(":", 3)[3] != lb.split(":", 3)[3]  # distinct pairs
+        for res, img in ((ra, a), (rb, b)):
+            st = os.stat(f"/proc/{res.pid}")
+            assert st.st_uid == QEMU_UID  # QEMU runs as the unprivileged user
+            assert mount_namespace_id(res.pid) != mount_namespace_id()
+            assert set(os.listdir(f"/proc/{res.pid}/root/dev")) == EXPECTED_DEV
+            assert os.getxattr(img, "security.selinux").rstrip(b"\0").decode() == res.imagelabel
+            assert os.stat(img).st_uid == QEMU_UID
+        # the shareable image has the plain image label: no categories
+        assert os.getxattr(shared, "security.selinux") == b"system_u:object_r:svirt_image_t:s0\0"
+        assert not ra.enforced  # SELinux is off here: the label is recorded, not applied
+        stop_domain(cfg, "a", force=True)
+        stop_domain(cfg, "b", force=True)
+        for p in (a, b):
+            assert state(p) == before[p]
+            assert svirt_xattrs(p) == []
+        assert list(DomainStore(cfg.state_dir).records()) == []
+        mgr = SecurityManager(cfg)
+        assert mgr.selinux is not None and list(mgr.selinux.ledger.reservations()) == []
+    finally:
+        stop_all(cfg)
+
+
+def test_qemu_killed_monitor_restores(cfg: Config, tmp_path: Path) -> None:
+    a = image(tmp_path, "a.img", uid=1001, gid=1001)
+    before = state(a)
+    try:
+        res = start_domain(cfg, parse_domain(vm_xml("k", [disk(a, "vda")])))
+        os.kill(res.pid, signal.SIGKILL)
+        store = DomainStore(cfg.state_dir)
+        assert wait_until(lambda: store.read("k") is None)
+        assert state(a) == before
+    finally:
+        stop_all(cfg)
+
+
+def test_killed_monitor_is_reconciled(cfg: Config, tmp_path: Path) -> None:
+    a = image(tmp_path, "a.img", uid=1001, gid=1001)
+    before = state(a)
+    try:
+        res = start_domain(cfg, parse_domain(vm_xml("m", [disk(a, "vda")])))
+        rec = DomainStore(cfg.state_dir).read("m")
+        assert rec is not None and rec.owner is not None and qemu_alive(rec)
+        os.kill(rec.owner, signal.SIGKILL)  # the monitor dies; QEMU keeps running
+        assert wait_until(lambda: not os.path.exists(f"/proc/{rec.owner}"))
+        assert reconcile(cfg) == []  # QEMU still runs: nothing to reconcile yet
+        os.kill(res.pid, signal.SIGKILL)
+        assert wait_until(lambda: not qemu_alive(rec))
+        assert reconcile(cfg) == ["m"]
+        assert state(a) == before
+    finally:
+        stop_all(cfg)
+
+
+def test_in_use_image_refused_without_disturbing_first(cfg: Config, tmp_path: Path) -> None:
+    a = image(tmp_path, "a.img", uid=1001, gid=1001)
+    original = state(a)
+    try:
+        start_domain(cfg, parse_domain(vm_xml("first", [disk(a, "vda")])))
+        running = state(a)
+        with pytest.raises(LaunchError, match=r"Setting different SELinux label on .* in use"):
+            start_domain(cfg, parse_domain(vm_xml("second", [disk(a, "vda")])))
+        assert state(a) == running  # the first VM's labels and remembered state intact
+        assert DomainStore(cfg.state_dir).read("second") is None
+        stop_domain(cfg, "first", force=True)
+        assert state(a) == original
+    finally:
+        stop_all(cfg)
+
+
+def test_failed_start_leaves_nothing(cfg: Config, tmp_path: Path) -> None:
+    a = image(tmp_path, "a.img", uid=1001, gid=1001)
+    before = state(a)
+    missing = tmp_path / "missing.img"
+    with pytest.raises(LaunchError, match="Cannot access storage file"):
+        start_domain(cfg, parse_domain(vm_xml("bad", [disk(a, "vda"), disk(missing, "vdb")])))
+    assert state(a) == before
+    assert list(DomainStore(cfg.state_dir).records()) == []
+    bad_binary = config(tmp_path, qemu_binary="/nonexistent/qemu")
+    with pytest.raises(LaunchError, match=r"cannot execute binary|/nonexistent/qemu"):
+        start_domain(bad_binary, parse_domain(vm_xml("bad2", [disk(a, "vda")])))
+    assert state(a) == before
+    mgr = SecurityManager(cfg)
+    assert mgr.selinux is not None and list(mgr.selinux.ledger.reservations()) == []
+
+
+def test_attach_detach_round_trip(cfg: Config, tmp_path: Path) -> None:
+    a = image(tmp_path, "a.img", uid=1001, gid=1001)
+    hot = image(tmp_path, "hot.img", uid=1003, gid=1003)
+    hot_before = state(hot)
+    try:
+        res = start_domain(cfg, parse_domain(vm_xml("h", [disk(a, "sda", bus="scsi")])))
+        new = attach_disk(cfg, "h", parse_disk(disk(hot, "sdb", bus="scsi")))
+        assert [d.target for d in new.disks] == ["sda", "sdb"]
+        assert os.getxattr(hot, "security.selinux").rstrip(b"\0").decode() == res.imagelabel
+        assert os.stat(hot).st_uid == QEMU_UID
+        rec = DomainStore(cfg.state_dir).read("h")
+        assert rec is not None and [d.target for d in rec.domain.disks] == ["sda", "sdb"]
+        with pytest.raises(LaunchError, match="target sdb already exists"):
+            attach_disk(cfg, "h", parse_disk(disk(hot, "sdb", bus="scsi")))
+        detach_disk(cfg, "h", "sdb")
+        assert state(hot) == hot_before
+        rec = DomainStore(cfg.state_dir).read("h")
+        assert rec is not None and [d.target for d in rec.domain.disks] == ["sda"]
+    finally:
+        stop_all(cfg)
+
+
+def test_stop_errors(cfg: Config) -> None:
+    with pytest.raises(LaunchError, match="domain 'nope' is not running"):
+        stop_domain(cfg, "nope")
+
+
+def test_cycles_of_parallel_vms_leave_nothing(cfg: Config, tmp_path: Path) -> None:
+    """A short version of the stress run (bench/stress_lifecycle.py runs 20 × 4)."""
+    imgs = [image(tmp_path, f"s{i}.img", uid=1100 + i, gid=1100 + i) for i in range(4)]
+    before = {p: state(p) for p in imgs}
+    mounts_before = Path("/proc/self/mountinfo").read_text()
+    try:
+        for _cycle in range(3):
+            pids = [
+                start_domain(cfg, parse_domain(vm_xml(f"s{i}", [disk(p, "vda")]))).pid
+                for i, p in enumerate(imgs)
+            ]
+            labels = {os.getxattr(p, "security.selinux") for p in imgs}
+            assert len(labels) == 4
+            for i in range(4):
+                stop_domain(cfg, f"s{i}", force=True)
+            for pid in pids:
+                assert not os.path.exists(f"/proc/{pid}") or qemu_gone(pid)
+        for p in imgs:
+            assert state(p) == before[p]
+        assert Path("/proc/self/mountinfo").read_text() == mounts_before
+        assert list(DomainStore(cfg.state_dir).records()) == []
+        mgr = SecurityManager(cfg)
+        assert mgr.selinux is not None and list(mgr.selinux.ledger.reservations()) == []
+    finally:
+        stop_all(cfg)
+
+
+def qemu_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
