@@ -499,8 +499,17 @@ def interpret_record(rec: Record) -> str:
     return f"type={rec.type} msg=audit({_local_stamp(rec)}) : {_interpret_body(ctx, body)}"
 
 
+def _localtime(sec: float) -> time.struct_time | None:
+    """Local time, or None for a time stamp the C library cannot represent."""
+    try:
+        return time.localtime(sec)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _local_stamp(rec: Record) -> str:
-    stamp = time.strftime("%x %T", time.localtime(rec.sec))
+    lt = _localtime(rec.sec)
+    stamp = time.strftime("%x %T", lt) if lt is not None else str(rec.sec)
     return f"{stamp}.{rec.milli:03d}:{rec.serial}"
 
 
@@ -516,7 +525,8 @@ def format_event(event: Event, mode: str = "default") -> str:
     if mode == "interpret":
         lines.extend(interpret_record(r) + " " for r in reversed(event.records))
     else:
-        lines.append(f"time->{time.ctime(event.sec)}")
+        lt = _localtime(event.sec)
+        lines.append(f"time->{time.asctime(lt) if lt is not None else event.sec}")
         lines.extend(_raw_line(r) for r in reversed(event.records))
     return "\n".join(lines) + "\n"
 
@@ -529,7 +539,14 @@ def _fields(rec: Record) -> dict[str, Any]:
 
 def event_to_dict(event: Event, interpret: bool = False) -> dict[str, Any]:
     """A JSON-ready view: the event's time, serial, and each record's decoded fields."""
-    when = datetime.fromtimestamp(event.time, tz=UTC)
+    try:
+        when: str | None = (
+            datetime.fromtimestamp(event.time, tz=UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+    except (OverflowError, OSError, ValueError):
+        when = None
     records: list[dict[str, Any]] = []
     fmt: Callable[[Record], str] = interpret_record if interpret else _raw_line
     for rec in event.records:
@@ -547,7 +564,7 @@ def event_to_dict(event: Event, interpret: bool = False) -> dict[str, Any]:
         records.append(item)
     return {
         "serial": event.serial,
-        "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": when,
         "epoch": event.sec,
         "milli": event.milli,
         "node": event.node,

@@ -273,7 +273,10 @@ def _oracle(args: argparse.Namespace, policy_path: Path | None) -> tuple[Any | N
 
 
 def _when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    except (OverflowError, OSError, ValueError):
+        return f"@{t:.3f}"
 
 
 def _print_explanation(n: int, x: Explanation, out: TextIO) -> None:
