@@ -498,9 +498,7 @@ def test_reserve_label_on_reconnect_uses_the_recorded_label(tmp_path: Path) -> N
     assert drv.ledger.owner("s0:c7,c9") == "running"  # static and none are not reserved
 
 
-def test_unenforced_warning_is_said_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unenforced_warning_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Once per boot for a state directory, not on every command (each CLI run is a new
     process, so a per-process flag would repeat it every time)."""
     with caplog.at_level(logging.WARNING, logger="svirt.security.manager"):
