@@ -9,6 +9,12 @@ Where the kernel has SELinux off but the driver was named explicitly, labels are
 written (they are the ``security.selinux`` xattr) and failures to write them are fatal
 as on an enforcing host, since the VM would be denied on one; the process label is
 recorded, not applied.
+
+svirt's ``relabel='optional'`` (the libvir-list RFC in the seeds) asks the binary policy
+whether the VM's process label can already use read-only or shareable media with the
+label they carry; if it can, the media keep it. The policy oracle is loaded once per
+process (:func:`shared_policy_oracle`) or injected (:meth:`SELinuxDriver.bind_oracle`),
+so a domain start that also runs the pre-flight check reads the policy once.
 """
 
 from __future__ import annotations
@@ -17,32 +23,67 @@ import errno
 import logging
 import os
 import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from svirt.conf import Config
 from svirt.context import MLSRange, SecurityContext
-from svirt.domain.model import Domain, Seclabel, SeclabelType
+from svirt.domain.model import DeviceSeclabel, Domain, Seclabel, SeclabelType
 from svirt.domain.resources import Resource, ResourceKind
 from svirt.errors import (
     PREFIX_INTERNAL,
     ContextError,
     LabelSystemError,
     OperationInvalid,
+    PolicyError,
     SecurityError,
 )
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
+from svirt.policy.oracle import Access, PolicyOracle, default_policy_path, tclass_for_mode
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome
 from svirt.security.mcs import McsLedger
 
-__all__ = ["SELinuxDriver", "VirtContexts", "load_virt_contexts", "mcs_range"]
+__all__ = [
+    "SELinuxDriver",
+    "VirtContexts",
+    "load_virt_contexts",
+    "mcs_range",
+    "shared_policy_oracle",
+]
 
 log = logging.getLogger(__name__)
 _SOFT_ERRNOS = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EROFS)
 _warned_tcg = False
+_oracles: dict[str, tuple[tuple[int, int, int, int], PolicyOracle]] = {}
+_oracles_lock = threading.Lock()
+
+
+def shared_policy_oracle(policy_path: Path | None = None) -> PolicyOracle:
+    """The process's oracle for a binary policy (``None``: the installed one), loaded
+    on first use and again only when the file changes (``semodule -B``, ``setsebool
+    -P``). Raises PolicyError when there is no usable policy."""
+    path = policy_path if policy_path is not None else default_policy_path()
+    if path is None:
+        raise PolicyError(
+            "no binary SELinux policy installed under /etc/selinux "
+            "(install selinux-policy-default, or set policy_path in svirt.conf)"
+        )
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise PolicyError(f"cannot read binary policy {path}: {exc.strerror}") from None
+    version = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    key = os.path.abspath(path)
+    with _oracles_lock:
+        cached = _oracles.get(key)
+        if cached is None or cached[0] != version:
+            cached = (version, PolicyOracle(Path(key)))
+            _oracles[key] = cached
+        return cached[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +190,7 @@ class SELinuxDriver:
 
     name = "selinux"
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, oracle: PolicyOracle | None = None) -> None:
         self.cfg = cfg
         self.contexts = load_virt_contexts(cfg.selinux_root)
         self.daemon_context = self._daemon_context()
@@ -160,6 +201,8 @@ class SELinuxDriver:
         # host. With SELinux permissive, libvirt's lenient policy applies.
         self.strict = self.enforcing or not host_selinux.is_enabled()
         self._ledger: McsLedger | None = None
+        self._oracle: PolicyOracle | None = oracle
+        self.policy_error: str | None = None  # why no oracle could be loaded
 
     def _daemon_context(self) -> str:
         try:
@@ -176,6 +219,21 @@ class SELinuxDriver:
         if self._ledger is None:
             raise SecurityError("internal error: the MCS ledger is not open")
         return self._ledger
+
+    def bind_oracle(self, oracle: PolicyOracle | None) -> None:
+        """Use this oracle for ``relabel='optional'`` and pre-flight (None: load it)."""
+        self._oracle = oracle
+        self.policy_error = None
+
+    def policy_oracle(self) -> PolicyOracle | None:
+        """The bound oracle, else the configured policy's (:func:`shared_policy_oracle`);
+        None when no policy can be loaded, with the reason in :attr:`policy_error`."""
+        if self._oracle is None and self.policy_error is None:
+            try:
+                self._oracle = shared_policy_oracle(self.cfg.policy_path)
+            except PolicyError as exc:
+                self.policy_error = exc.message
+        return self._oracle
 
     # --- labels -------------------------------------------------------------------------
 
@@ -303,6 +361,66 @@ class SELinuxDriver:
             return img
         return self.contexts.content_context
 
+    @staticmethod
+    def _optional_seclabel(res: Resource) -> DeviceSeclabel | None:
+        """The element's own, else its chain top's, ``relabel='optional'`` seclabel."""
+        for labels in (res.seclabels, res.parent_seclabels):
+            for sl in labels:
+                if sl.model in (None, "selinux") and sl.relabel_optional:
+                    return sl
+        return None
+
+    def _keeps_label(self, domain: Domain, res: Resource, path: str) -> bool:
+        """``relabel='optional'``: True when the media keep their current label because
+        the VM's process label can already use them as QEMU needs (read for read-only
+        media and backing layers, read-write for shareable disks). Only read-only and
+        shareable media qualify: a private writable disk must carry the VM's categories,
+        or another VM could reach it (the parser refuses it there too)."""
+        if self._optional_seclabel(res) is None or not (res.readonly or res.shareable):
+            return False
+        sl = domain.seclabel("selinux")
+        process = sl.label if sl is not None else None
+        if process is None:
+            return False
+        oracle = self.policy_oracle()
+        if oracle is None:
+            log.warning(
+                "relabel='optional' on %s: cannot ask the policy (%s); relabelling %s as usual",
+                res.owner,
+                self.policy_error,
+                path,
+            )
+            return False
+        try:
+            st = os.stat(path)
+            current = host_selinux.getfilecon(path)
+        except OSError:
+            return False  # labelling reports the real error
+        if current is None:
+            return False
+        access = Access.READ if res.readonly else Access.READ_WRITE
+        decision = oracle.file_access(process, current, access, tclass_for_mode(st.st_mode))
+        if not decision.allowed:
+            log.debug(
+                "relabel='optional' on %s: %s cannot %s %s labelled %s (%s); relabelling",
+                res.owner,
+                process,
+                access.value,
+                path,
+                current,
+                decision.describe(),
+            )
+            return False
+        log.info(
+            "relabel='optional' on %s: %s keeps its label %s, which %s can already %s",
+            res.owner,
+            path,
+            current,
+            process,
+            access.value,
+        )
+        return True
+
     def _chardev_paths(self, res: Resource) -> list[str]:
         assert res.path is not None
         if res.chardev_type == "pipe":
@@ -345,16 +463,15 @@ class SELinuxDriver:
                     # skips such disks, so labelling them would leave state behind.
                     continue
                 remember = res.chain_top and not res.readonly and not res.shareable
-                add(
-                    res.path,
-                    self._disk_label(res, img),
-                    remember,
-                    res,
-                    readonly=res.readonly or not res.chain_top,
-                )
+                label = self._disk_label(res, img)
+                if label is not None and self._keeps_label(domain, res, res.path):
+                    # Nothing is set, so nothing is remembered; restore_ops never
+                    # touches read-only or shareable media, so nothing is restored.
+                    continue
+                add(res.path, label, remember, res, readonly=res.readonly or not res.chain_top)
             elif res.kind is ResourceKind.HOSTDEV and res.hostdev is not None:
                 h = res.hostdev
-                label: str | None = img
+                label = img
                 if h.type == "scsi":
                     label = (
                         self.contexts.file_context
@@ -404,7 +521,9 @@ class SELinuxDriver:
         for res in resources:
             if res.kind is ResourceKind.DISK:
                 # Only the top of a chain is restored, and never read-only or shareable
-                # media: other VMs may still be using them (libvirt's reasoning).
+                # media: other VMs may still be using them (libvirt's reasoning). This
+                # also keeps relabel='optional' symmetric: media it left alone are never
+                # restored.
                 own = res.seclabel("selinux")
                 if (
                     not res.local
