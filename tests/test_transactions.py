@@ -248,3 +248,24 @@ def test_concurrent_processes_share_a_file(tmp_path: Path) -> None:
             p.join()
             assert p.exitcode == 0
         assert state(img) == before
+
+
+def test_libvirt_running_domains_levels_are_never_handed_out(tmp_path: Path) -> None:
+    """libvirt's live XML under libvirt_run_dir: its level is reserved as libvirt:<name>
+    before svirt allocates, and released once libvirt's domain is gone."""
+    run = tmp_path / "libvirt"
+    run.mkdir()
+    (run / "guest.xml").write_text(
+        "<domstatus state='running' pid='1'><domain type='kvm' id='3'><name>guest</name>"
+        "<seclabel type='dynamic' model='selinux' relabel='yes'>"
+        "<label>system_u:system_r:svirt_t:s0:c1,c2</label>"
+        "<imagelabel>system_u:object_r:svirt_image_t:s0:c1,c2</imagelabel></seclabel>"
+        "</domain></domstatus>"
+    )
+    mgr = SecurityManager(config(tmp_path, libvirt_run_dir=str(run)))
+    mgr.gen_labels(parse_domain(domain_xml("mine", [])))
+    assert mgr.selinux is not None
+    assert mgr.selinux.ledger.owner("s0:c1,c2") == "libvirt:guest"
+    (run / "guest.xml").unlink()
+    mgr.sync_libvirt_levels()
+    assert mgr.selinux.ledger.owner("s0:c1,c2") is None

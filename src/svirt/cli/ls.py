@@ -9,7 +9,8 @@ from typing import Any
 
 from svirt.errors import SvirtError
 from svirt.host import selinux as host_selinux
-from svirt.security.remember import DRIVERS, boot_time, read_remembered
+from svirt.security.dac import ACL_XATTR_PREFIX
+from svirt.security.remember import DRIVERS, boot_time, is_this_boot, read_remembered
 
 from .output import print_json
 
@@ -43,6 +44,21 @@ def describe(path: str) -> dict[str, Any]:
         "mode": f"{st.st_mode & 0o7777:04o}",
         "remembered": {},
     }
+    acls = []
+    for name in os.listxattr(path):
+        if name.startswith(ACL_XATTR_PREFIX):
+            parts = os.getxattr(path, name).decode("utf-8", "replace").split()
+            if len(parts) == 4:
+                acls.append(
+                    {
+                        "uid": int(name[len(ACL_XATTR_PREFIX) :]),
+                        "refcount": parts[0],
+                        "replaced_entry": parts[1],
+                        "replaced_mask": parts[2],
+                        "stale": not is_this_boot(parts[3]),
+                    }
+                )
+    entry["svirt_acl"] = acls
     for drv in DRIVERS:
         info = read_remembered(path, drv)
         if info is not None:
@@ -76,4 +92,10 @@ def run(args: argparse.Namespace) -> int:
                 else "this boot"
             )
             print(f"    remembered {drv}: {r['label']} refcount={r['refcount']} ({note})")
+        for a in e["svirt_acl"]:
+            stale = "STALE: from an earlier boot" if a["stale"] else "this boot"
+            print(
+                f"    svirt ACL entry: user:{a['uid']} refcount={a['refcount']} replaced "
+                f"entry={a['replaced_entry']} mask={a['replaced_mask']} ({stale})"
+            )
     return 1 if failed else 0

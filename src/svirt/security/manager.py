@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from svirt.conf import Config
 from svirt.context import SecurityContext
 from svirt.domain.model import DeviceSeclabel, Domain, Seclabel, SeclabelType
+from svirt.domain.parse import parse_domain_file
 from svirt.domain.resources import Resource, domain_resources
 from svirt.errors import (
     PREFIX_CONFIG_UNSUPPORTED,
@@ -29,6 +30,7 @@ from svirt.errors import (
     PREFIX_XML_ERROR,
     ContextError,
     SecurityError,
+    SvirtError,
     XMLError,
 )
 from svirt.host import selinux as host_selinux
@@ -204,6 +206,7 @@ class SecurityManager:
     def gen_labels(self, domain: Domain) -> Domain:
         """Manager-level GenLabel (spec §2.3): implicit labels, confinement policy, then
         each driver's generation. Labels a live XML already carries are adopted."""
+        self.sync_libvirt_levels()
         labels = list(domain.seclabels)
         done: list[SecurityDriver] = []
         try:
@@ -231,6 +234,40 @@ class SecurityManager:
                 drv.release_label(domain, Seclabel())
             raise
         return replace(domain, seclabels=tuple(labels))
+
+    def sync_libvirt_levels(self) -> None:
+        """Record the MCS levels of libvirt's running domains (its status XML under
+        ``libvirt_run_dir``) in the ledger, as ``libvirt:<name>``, so svirt never hands
+        out a pair a libvirt VM on the same host already uses; forget those gone."""
+        drv = self.selinux
+        run_dir = self.cfg.libvirt_run_dir
+        if drv is None:
+            return
+        seen: set[str] = set()
+        if run_dir.is_dir():
+            for path in sorted(run_dir.glob("*.xml")):
+                try:
+                    dom = parse_domain_file(path, inactive=False)
+                except SvirtError as exc:
+                    log.debug("skipping %s: %s", path, exc)
+                    continue
+                sl = dom.seclabel("selinux")
+                if sl is None or sl.label is None or sl.label.count(":") < 3:
+                    continue
+                owner = f"libvirt:{dom.name}"
+                seen.add(owner)
+                try:
+                    drv.ledger.reserve(
+                        owner,
+                        sl.label.split(":", 3)[3],
+                        label=sl.label,
+                        static=sl.type is SeclabelType.STATIC,
+                    )
+                except SecurityError as exc:
+                    log.warning("libvirt domain %s: %s", dom.name, exc)
+        for owner, _pid in drv.ledger.holders():
+            if owner.startswith("libvirt:") and owner not in seen:
+                drv.ledger.release(owner)
 
     def release_labels(self, domain: Domain) -> Domain:
         labels = []
