@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from svirt.conf import load_config
@@ -78,6 +79,7 @@ def run_start(args: argparse.Namespace) -> int:
                 "enforced": res.enforced,
                 "notes": list(res.notes),
                 "seconds": round(res.seconds, 3),
+                "warnings": list(res.warnings),
             }
         )
         return 0
@@ -88,6 +90,8 @@ def run_start(args: argparse.Namespace) -> int:
         print(f"  image label   {res.imagelabel}")
     for n in res.notes:
         print(f"  note: {n}")
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 

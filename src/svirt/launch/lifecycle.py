@@ -50,6 +50,7 @@ from svirt.launch.qemu import (
     kvm_usable,
 )
 from svirt.launch.qmp import QMPClient
+from svirt.policy.preflight import check_before_start
 from svirt.security.dac import DACDriver
 from svirt.security.manager import SecurityManager
 from svirt.state.domains import DomainRecord, DomainStore
@@ -78,6 +79,7 @@ class StartResult:
     enforced: bool
     notes: tuple[str, ...]
     seconds: float
+    warnings: tuple[str, ...] = ()
 
 
 def runtime_paths(cfg: Config, name: str) -> tuple[Path, Path]:
@@ -185,6 +187,9 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         # only after it succeeded is there something of ours to restore.
         mgr.transaction().run(live.name, mgr.set_ops(live))
         labelled = True
+        # Pre-flight (issue 7): ask the policy whether QEMU can use every resource with
+        # the label it now carries; fails on an enforcing host, else warns.
+        preflight_warnings = check_before_start(cfg, live, mgr.selinux)
         identity = _identity(mgr, live)
         dev_plan = None
         if "mount" in cfg.namespaces:
@@ -233,6 +238,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
                 "enforced": spawned.exec_context_enforced,
                 "notes": list(cmd.notes),
                 "seconds": time.monotonic() - started,
+                "warnings": preflight_warnings,
             },
         )
     except BaseException as exc:
@@ -325,6 +331,7 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
         bool(payload.get("enforced")),
         tuple(payload.get("notes") or ()),
         float(payload.get("seconds") or 0.0),
+        tuple(payload.get("warnings") or ()),
     )
 
 
