@@ -185,7 +185,7 @@ def test_same_events_as_ausearch(
     crit = criteria_from(args)
     inputs = [LogInput(str(path))]
     assert svirt_serials(inputs, crit, "exact") == theirs
-    assert svirt_serials(inputs, crit, "auto") == theirs
+    assert svirt_serials(inputs, crit, "fast") == theirs
 
 
 def _timed(args: list[str], now: float) -> SearchCriteria:
@@ -228,7 +228,7 @@ def test_time_ranges_same_as_ausearch(logs: dict[str, Path], tz: str, args: list
     inputs = [LogInput(str(path))]
     assert theirs, "the case should match something"
     assert svirt_serials(inputs, crit, "exact") == theirs
-    assert svirt_serials(inputs, crit, "auto") == theirs
+    assert svirt_serials(inputs, crit, "fast") == theirs
 
 
 @needs_ausearch
@@ -246,7 +246,7 @@ def test_rotated_sets_and_nodes_same_as_ausearch(
     inputs = expand_inputs([str(path)])
     crit = criteria_from(args)
     assert svirt_serials(inputs, crit, "exact") == theirs
-    assert svirt_serials(inputs, crit, "auto") == theirs
+    assert svirt_serials(inputs, crit, "fast") == theirs
 
 
 @needs_ausearch
@@ -256,7 +256,7 @@ def test_event_id(logs: dict[str, Path], tz: str) -> None:
     theirs = ausearch_serials(str(path), ["-a", str(some)])
     assert theirs == {some}
     crit = criteria_from(["-a", str(some)])
-    assert svirt_serials([LogInput(str(path))], crit, "auto") == theirs
+    assert svirt_serials([LogInput(str(path))], crit, "fast") == theirs
 
 
 def test_fast_engine_across_small_chunks(
@@ -274,7 +274,7 @@ def test_fast_engine_across_small_chunks(
 
 def test_malformed_lines_reported_by_both_engines(logs: dict[str, Path]) -> None:
     crit = criteria_from(["-m", "AVC"])
-    for engine in ("exact", "auto"):
+    for engine in ("exact", "fast"):
         stats = ReadStats()
         list(search([LogInput(str(logs["raw"]))], crit, stats, engine=engine))
         assert stats.malformed == 5, engine
@@ -425,3 +425,17 @@ def test_time_keywords_same_as_ausearch_on_the_real_clock(tmp_path: Path, tz: st
             crit = SearchCriteria(start=t) if opt == "-ts" else SearchCriteria(end=t)
             ours = svirt_serials([LogInput(str(log))], crit, "exact")
             assert ours == theirs, (opt, word)
+
+
+def test_auto_engine_choice(logs: dict[str, Path]) -> None:
+    """Sparse anchors (AVC) go to the fast engine, dense ones (SYSCALL) and unanchored
+    criteria to the exact one, pipes and pasted text always to the exact one."""
+    inputs = [LogInput(str(logs["raw"]))]
+    assert fastscan.prefer_fast(inputs, criteria_from(["-m", "AVC", "-c", "qemu-kvm"]))
+    assert fastscan.prefer_fast(inputs, criteria_from(["-a", "12345"]))
+    assert not fastscan.prefer_fast(inputs, criteria_from(["-m", "SYSCALL"]))
+    assert not fastscan.prefer_fast(inputs, criteria_from(["-c", "qemu"]))
+    assert not fastscan.prefer_fast([LogInput("-")], criteria_from(["-m", "AVC"]))
+    assert not fastscan.prefer_fast(
+        [LogInput(str(DATA / "seed_000_ausearch_i.txt"))], criteria_from(["-m", "AVC"])
+    )

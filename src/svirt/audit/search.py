@@ -1124,14 +1124,13 @@ def search(
     ``engine``: ``"exact"`` reads every line; ``"fast"`` scans for the records the
     criteria anchor on (message types, serial) and assembles only their events (see
     :mod:`svirt.audit.fastscan` for when the two can differ); ``"auto"`` picks fast when
-    the criteria are anchored.
+    the criteria are anchored and the anchoring records are sparse.
     """
     stats = stats if stats is not None else ReadStats()
     if engine not in ("auto", "exact", "fast"):
         raise AuditError(f"unknown search engine '{engine}'")
-    if engine == "fast" or (engine == "auto" and criteria.anchored):
-        from svirt.audit.fastscan import scan_fast
+    from svirt.audit.fastscan import prefer_fast, scan_fast
 
-        if criteria.anchored:
-            return scan_fast(inputs, criteria, stats)
+    if engine == "fast" or (engine == "auto" and prefer_fast(inputs, criteria)):
+        return scan_fast(inputs, criteria, stats)
     return scan_exact(inputs, criteria, stats)
