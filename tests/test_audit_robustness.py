@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from svirt.audit.events import Event
 from svirt.audit.explain import explain
 from svirt.audit.interpret import event_to_dict, format_event, interpret_record
+from svirt.audit.matching import Matcher
 from svirt.audit.reader import LogInput, ReadStats, Record, parse_record
 from svirt.audit.records import (
     parse_avc,
@@ -26,7 +27,7 @@ from svirt.audit.records import (
     parse_proctitle,
     parse_syscall,
 )
-from svirt.audit.search import Matcher, SearchCriteria, parse_message_types, scan_exact
+from svirt.audit.search import SearchCriteria, parse_message_types, scan_exact
 
 TYPES = [
     "AVC",

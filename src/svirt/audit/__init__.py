@@ -4,8 +4,9 @@ explained with sVirt in mind.
 - :mod:`~svirt.audit.reader`: streaming records from files, rotated sets, stdin, gzip
 - :mod:`~svirt.audit.events`: grouping records into events as ausearch does
 - :mod:`~svirt.audit.records`: field parsing and typed AVC/SYSCALL/PATH/PROCTITLE views
-- :mod:`~svirt.audit.search`: ausearch's criteria and matching, ``search()``; the exact
+- :mod:`~svirt.audit.search`: ausearch's criteria and time words, ``search()``; the exact
   engine
+- :mod:`~svirt.audit.matching`: ausearch's per-record extraction rules and the decision
 - :mod:`~svirt.audit.fastscan`: the fast engine for type- or serial-anchored searches
 - :mod:`~svirt.audit.interpret`: ausearch's output formats (raw, default, ``-i``), JSON
 - :mod:`~svirt.audit.owners`: which running VM owns a category set (live domain XML)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from svirt.audit.events import Event, is_single_record_type
+from svirt.audit.matching import Matcher
 from svirt.audit.reader import (
     _BYTES_NAME_TO_ID,
     _RAW_STAMP,
@@ -38,7 +39,7 @@ from svirt.audit.reader import (
     msg_type_name,
     parse_record,
 )
-from svirt.audit.search import Matcher, SearchCriteria, scan_exact
+from svirt.audit.search import SearchCriteria, scan_exact
 
 __all__ = ["READ_SIZE", "WINDOW", "prefer_fast", "scan_fast"]
 

@@ -1,0 +1,705 @@
+"""ausearch's matching: which items an event yields, record by record, and the decision.
+
+ausearch (``ausearch-parse.c``) takes each searchable item from specific record kinds, in
+record order, with its own rules: a SYSCALL record's comm overrides the AVC's, a SYSCALL
+or AVC without a field ausearch requires makes the whole event unmatchable, a userspace
+record's exe is looked for only after its ``acct=``, ``res=1`` is success in kernel
+records and ``res=success`` in userspace ones, and so on. :class:`Matcher` reproduces
+those rules for the criteria svirt supports, on the raw lines of an event, so both search
+engines return exactly the events ausearch returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from svirt.audit.reader import _BYTES_NAME_TO_ID, msg_type_id, msg_type_name, parse_record
+
+if TYPE_CHECKING:
+    from svirt.audit.search import SearchCriteria
+
+__all__ = ["Matcher", "split_line"]
+
+# Success values as ausearch stores them (success_t).
+_UNSET, _FAILED, _SUCCESS = -1, 0, 1
+
+_T = {
+    name: msg_type_id(name)
+    for name in (
+        "SYSCALL",
+        "LOGIN",
+        "USER",
+        "USER_AVC",
+        "AVC",
+        "CONFIG_CHANGE",
+        "DAEMON_START",
+        "DAEMON_END",
+        "DAEMON_ABORT",
+        "DAEMON_CONFIG",
+        "DAEMON_ROTATE",
+        "DAEMON_RESUME",
+        "DAEMON_ACCEPT",
+        "DAEMON_CLOSE",
+        "FEATURE_CHANGE",
+        "ANOM_LINK",
+        "SECCOMP",
+        "ANOM_PROMISCUOUS",
+        "ANOM_ABEND",
+        "MAC_POLICY_LOAD",
+        "MAC_UNLBL_STCDEL",
+        "INTEGRITY_DATA",
+        "INTEGRITY_RULE",
+        "NETFILTER_CFG",
+        "EVENT_LISTENER",
+        "TTY",
+    )
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Matching: ausearch's extraction of searchable items from the records of an event
+
+
+def _strtoul(msg: bytes, pos: int) -> int:
+    n = len(msg)
+    while pos < n and msg[pos] in b" \t":
+        pos += 1
+    start = pos
+    while pos < n and 48 <= msg[pos] <= 57:
+        pos += 1
+    return int(msg[start:pos]) if pos > start else 0
+
+
+def _is_hex(c: int) -> bool:
+    return 48 <= c <= 57 or 65 <= c <= 70 or 97 <= c <= 102
+
+
+def _unescape(msg: bytes, pos: int) -> bytes | None:
+    """ausearch's unescape(): ``(null)``-style words as they are, else the hex run."""
+    n = len(msg)
+    if pos < n and msg[pos] == 40:  # '('
+        close = msg.find(b")", pos)
+        if close < 0:
+            return None
+        return msg[pos : close + 1]
+    end = pos
+    while end < n and _is_hex(msg[end]):
+        end += 1
+    run = msg[pos:end]
+    if len(run) < 2:
+        return None
+    if len(run) % 2:
+        run = run[:-1]
+    raw = bytes.fromhex(run.decode("ascii"))
+    nul = raw.find(b"\0")
+    return raw if nul < 0 else raw[:nul]
+
+
+def _quoted(msg: bytes, pos: int) -> tuple[bytes, int] | None:
+    end = msg.find(b'"', pos + 1)
+    if end < 0:
+        return None
+    return msg[pos + 1 : end], end
+
+
+class _Items:
+    __slots__ = ("comm", "exe", "keys", "pid", "success")
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.comm: bytes | None = None
+        self.exe: bytes | None = None
+        self.keys: list[bytes] | None = None
+        self.success = _UNSET
+
+
+class Matcher:
+    """Decides whether an event matches, with ausearch's rules.
+
+    Works on the raw lines of an event (enriched part and node prefix allowed); only
+    the items a criterion needs are extracted, and a record missing an item ausearch
+    requires makes the event not match, exactly as ausearch does.
+    """
+
+    def __init__(self, criteria: SearchCriteria) -> None:
+        c = criteria
+        self.criteria = c
+        self.want_pid = c.pid is not None
+        self.want_comm = c.comm is not None
+        self.want_exe = c.exe is not None
+        self.want_key = c.key is not None
+        self.want_success = c.success is not None
+        self._comm = c.comm.encode() if c.comm is not None else None
+        self._exe = c.exe.encode() if c.exe is not None else None
+        self._key = c.key.encode() if c.key is not None else None
+        self._types = c.types
+        self._literals: list[tuple[bytes, bytes, bytes]] = []
+        for needle, name in ((c.comm, b"comm="), (c.exe, b"exe="), (c.key, b"key=")):
+            if needle:
+                self._literals.append((needle.encode(), name, name + b'"'))
+        self._pid_digits = str(c.pid).encode() if c.pid is not None else None
+        self._type_prefixes: tuple[bytes, ...] | None = None
+        if c.types is not None:
+            self._type_prefixes = tuple(
+                b"type=" + msg_type_name(t).encode() + b" " for t in sorted(c.types)
+            )
+
+    # -- string comparison (strmatch) -------------------------------------------------
+    def _strmatch(self, needle: bytes, haystack: bytes) -> bool:
+        if self.criteria.whole_word:
+            return needle == haystack
+        return needle in haystack
+
+    # -- per-record parsers (only what svirt's criteria use) -----------------------------
+    def _task_info(self, msg: bytes, it: _Items) -> int:
+        term = 0
+        if self.want_pid:
+            i = msg.find(b" pid=", term)
+            if i < 0:
+                return 16
+            sp = msg.find(b" ", i + 5)
+            if sp < 0:
+                return 17
+            it.pid = _strtoul(msg, i + 5)
+            term = sp
+        if self.want_comm:
+            i = msg.find(b"comm=", term)
+            if i < 0:
+                return 38
+            it.comm = None
+            v = i + 5
+            if msg[v : v + 1] == b'"':
+                q = _quoted(msg, v)
+                if q is None:
+                    return 37
+                it.comm, term = q
+            else:
+                it.comm = _unescape(msg, v)
+        if self.want_exe:
+            i = msg.find(b"exe=")
+            if i < 0:
+                return 40
+            v = i + 4
+            if msg[v : v + 1] == b'"':
+                q = _quoted(msg, v)
+                if q is None:
+                    return 39
+                it.exe, term = q
+            else:
+                it.exe = _unescape(msg, v)
+        if self.want_success:
+            i = msg.find(b"res=", term)
+            if i >= 0:
+                it.success = _strtoul(msg, i + 4)
+        return 0
+
+    def _syscall(self, msg: bytes, it: _Items) -> int:
+        i = msg.find(b"syscall=")
+        if i < 0:
+            return 4
+        term = msg.find(b" ", i + 8)
+        if term < 0:
+            return 5
+        if self.want_success:
+            i = msg.find(b"success=", term)
+            if i >= 0:
+                sp = msg.find(b" ", i + 8)
+                if sp < 0:
+                    return 7
+                it.success = _SUCCESS if msg[i + 8 : sp] == b"yes" else _FAILED
+                term = sp
+        for arg in (b"a0=", b"a1="):
+            i = msg.find(arg, term)
+            if i < 0:
+                return 11
+            term = msg.find(b" ", i + 3)
+            if term < 0:
+                return 12
+        rc = self._task_info(msg, it)
+        if rc:
+            return rc
+        if self.want_key:
+            i = msg.find(b"key=", term)
+            if i >= 0:
+                if it.keys is None:
+                    it.keys = []
+                v = i + 4
+                if msg[v : v + 1] == b'"':
+                    q = _quoted(msg, v)
+                    if q is None:
+                        return 44
+                    it.keys.append(q[0])
+                else:
+                    raw = _unescape(msg, v)
+                    if raw is None:
+                        return 45
+                    it.keys.extend(k for k in raw.split(b"\x01") if k)
+        return 0
+
+    def _user(self, msg: bytes, it: _Items) -> int:
+        term = 0
+        n = len(msg)
+        if self.want_pid:
+            i = msg.find(b"pid=")
+            if i < 0:
+                return 1
+            sp = msg.find(b" ", i + 4)
+            if sp < 0:
+                return 2
+            it.pid = _strtoul(msg, i + 4)
+            term = sp
+        mptr = term + 1
+        if self.want_comm:
+            i = msg.find(b"comm=", mptr)
+            if i >= 0:
+                v = i + 5
+                if msg[v : v + 1] == b'"':
+                    q = _quoted(msg, v)
+                    if q is None:
+                        return 16
+                    it.comm, term = q
+                else:
+                    it.comm = _unescape(msg, v)
+        i = msg.find(b"acct=", mptr)
+        if i >= 0:
+            ptr = i + 5
+            term = ptr + 1
+            if msg[ptr : ptr + 1] == b'"':
+                while term < n and msg[term] != 34:
+                    term += 1
+            else:
+                end = ptr
+                while end < n and msg[end] != 32:
+                    end += 1
+                term = end
+        mptr = term + 1
+        if self.want_exe:
+            i = msg.find(b"exe=", mptr)
+            if i >= 0:
+                v = i + 4
+                if msg[v : v + 1] == b'"':
+                    q = _quoted(msg, v)
+                    if q is None:
+                        return 26
+                    it.exe, term = q
+                else:
+                    end = v
+                    while end < n and msg[end] != 32:
+                        end += 1
+                    word = msg[v:end]
+                    legacy = any(not _is_hex(c) for c in word)
+                    it.exe = word if legacy else _unescape(msg, v)
+        if self.want_success:
+            i = msg.find(b"res=", mptr)
+            if i >= 0:
+                if msg.find(b"'", i + 4) < 0:
+                    return 21
+                it.success = _FAILED if msg.startswith(b"failed", i + 4) else _SUCCESS
+            else:
+                i = msg.find(b"result=", mptr)
+                if i >= 0:
+                    close = msg.find(b")", i + 7)
+                    if close < 0:
+                        return 22
+                    word = msg[i + 7 : close].lower()
+                    it.success = _SUCCESS if word == b"success" else _FAILED
+        return 0
+
+    def _avc(self, msg: bytes, type_id: int, it: _Items) -> int:
+        term = 0
+        i = msg.find(b"avc: ")
+        if i >= 0:
+            brace = msg.find(b"{", i + 5)
+            if brace >= 0:
+                if self.want_success:
+                    denied = msg.find(b"denied", i + 5, brace) >= 0
+                    it.success = _FAILED if denied else _SUCCESS
+                close = msg.find(b"}", brace + 1)
+                if close < 0:
+                    return 2
+                term = close
+                while term > 0 and msg[term - 1] == 32:
+                    term -= 1
+        if type_id == _T["USER_AVC"]:
+            rc = self._user(msg, it)
+            return 0 if rc > 20 else rc
+        if self.want_pid:
+            i = msg.find(b"pid=", term)
+            if i >= 0:
+                sp = msg.find(b" ", i + 4)
+                if sp < 0:
+                    return 3
+                it.pid = _strtoul(msg, i + 4)
+                term = sp
+        if self.want_comm and it.comm is None:
+            i = msg.find(b"comm=", term)
+            if i < 0:
+                return 5
+            v = i + 5
+            if msg[v : v + 1] == b'"':
+                q = _quoted(msg, v)
+                if q is None:
+                    return 6
+                it.comm, term = q
+            else:
+                it.comm = _unescape(msg, v)
+                term = v + 6
+        if msg.find(b"tclass=", term) < 0:
+            return 9
+        return 0
+
+    def _login(self, msg: bytes, it: _Items) -> int:
+        term = 0
+        if self.want_pid:
+            i = msg.find(b"pid=")
+            if i < 0:
+                return 1
+            sp = msg.find(b" ", i + 4)
+            if sp < 0:
+                return 2
+            it.pid = _strtoul(msg, i + 4)
+            term = sp
+        if self.want_success:
+            i = msg.find(b"res=", term)
+            it.success = _strtoul(msg, i + 4) if i >= 0 else _SUCCESS
+        return 0
+
+    def _res_word(self, msg: bytes, start: int, it: _Items) -> int:
+        i = msg.find(b"res=", start)
+        if i >= 0:
+            end = i + 4
+            while end < len(msg) and (65 <= msg[end] <= 90 or 97 <= msg[end] <= 122):
+                end += 1
+            if end == i + 4:
+                return 12
+            it.success = _FAILED if msg[i + 4 : end][:6] == b"failed" else _SUCCESS
+        return 0
+
+    def _daemon1(self, msg: bytes, it: _Items) -> int:
+        mptr = msg.find(b")")
+        if mptr < 0:
+            mptr = 0
+        if self.want_pid:
+            i = msg.find(b"pid=", mptr)
+            if i < 0:
+                return 4
+            if msg.find(b" ", i + 4) < 0:
+                return 5
+            it.pid = _strtoul(msg, i + 4)
+        if self.want_success:
+            return self._res_word(msg, mptr, it)
+        return 0
+
+    def _daemon2(self, msg: bytes, it: _Items) -> int:
+        if self.want_success:
+            return 2 if self._res_word(msg, 0, it) else 0
+        return 0
+
+    def _simple(self, msg: bytes, type_id: int, it: _Items) -> int:
+        term = 0
+        if self.want_key:
+            i = msg.find(b"key=")
+            if i >= 0:
+                if it.keys is None:
+                    it.keys = []
+                v = i + 4
+                if msg[v : v + 1] == b'"':
+                    q = _quoted(msg, v)
+                    if q is None:
+                        return 6
+                    it.keys.append(q[0])
+                    term = q[1]
+                else:
+                    raw = _unescape(msg, v)
+                    if raw is None:
+                        return 8
+                    it.keys.extend(k for k in raw.split(b"\x01") if k)
+        if type_id == _T["CONFIG_CHANGE"]:
+            it.success = _SUCCESS
+        if self.want_success:
+            i = msg.find(b"res=", term)
+            if i >= 0:
+                it.success = _strtoul(msg, i + 4)
+        return 0
+
+    @staticmethod
+    def _string_field(
+        msg: bytes, name: bytes, term: int, open_rc: int
+    ) -> tuple[int, bool, bytes | None, int]:
+        """(rc, found, value, term) for a quoted-or-hex field searched from ``term``."""
+        i = msg.find(name, term)
+        if i < 0:
+            return 0, False, None, term
+        v = i + len(name)
+        if msg[v : v + 1] == b'"':
+            q = _quoted(msg, v)
+            if q is None:
+                return open_rc, True, None, term
+            return 0, True, q[0], q[1]
+        return 0, True, _unescape(msg, v), term
+
+    def _kernel_anom(self, msg: bytes, type_id: int, it: _Items) -> int:
+        if type_id == _T["ANOM_PROMISCUOUS"]:
+            return 0
+        term = 0
+        if self.want_pid:
+            i = msg.find(b"pid=", term)
+            if i >= 0:
+                sp = msg.find(b" ", i + 4)
+                if sp < 0:
+                    return 10
+                it.pid = _strtoul(msg, i + 4)
+                term = sp
+        if self.want_comm:
+            rc, found, value, term = self._string_field(msg, b"comm=", term, 12)
+            if rc:
+                return rc
+            if found:
+                it.comm = value
+        if self.want_exe:
+            rc, found, value, term = self._string_field(msg, b"exe=", term, 13)
+            if rc:
+                return rc
+            if found:
+                it.exe = value
+            elif type_id != _T["ANOM_ABEND"]:
+                return 14
+        if type_id == _T["SECCOMP"]:
+            i = msg.find(b"arch=", term)
+            if i < 0:
+                return 0
+            term = msg.find(b" ", i + 5)
+            if term < 0:
+                return 15
+            i = msg.find(b"syscall=", term)
+            if i < 0:
+                return 17
+            term = msg.find(b" ", i + 8)
+            if term < 0:
+                return 18
+        if self.want_success:
+            i = msg.find(b"res=", term)
+            if i >= 0:
+                it.success = _strtoul(msg, i + 4)
+        return 0
+
+    def _integrity(self, msg: bytes, it: _Items) -> int:
+        term = 0
+        i = msg.find(b"pid=")
+        if i >= 0:
+            sp = msg.find(b" ", i + 4)
+            if sp < 0:
+                return 1
+            it.pid = _strtoul(msg, i + 4)
+            term = sp
+        if self.want_comm:
+            rc, found, value, term = self._string_field(msg, b"comm=", term, 7)
+            if rc:
+                return rc
+            if found:
+                it.comm = value
+        if self.want_success:
+            i = msg.find(b"res=", term)
+            if i >= 0:
+                it.success = _strtoul(msg, i + 4)
+        return 0
+
+    def _tty(self, msg: bytes, it: _Items) -> int:
+        term = 0
+        if self.want_pid:
+            i = msg.find(b"pid=")
+            if i >= 0:
+                sp = msg.find(b" ", i + 4)
+                if sp < 0:
+                    return 1
+                it.pid = _strtoul(msg, i + 4)
+                term = sp
+        if self.want_comm:
+            rc, found, value, term = self._string_field(msg, b"comm=", term, 11)
+            if rc:
+                return rc
+            if found:
+                it.comm = value
+        return 0
+
+    def _kernel(self, msg: bytes, it: _Items) -> int:
+        term = 0
+        if self.want_pid and it.pid == -1:
+            i = msg.find(b" pid=")
+            if i < 0:
+                return 54
+            sp = msg.find(b" ", i + 5)
+            if sp < 0:
+                return 52
+            it.pid = _strtoul(msg, i + 5)
+            term = sp
+        if self.want_comm and it.comm is None:
+            rc, found, value, term = self._string_field(msg, b"comm=", term, 65)
+            if rc:
+                return rc
+            if not found:
+                return 66
+            it.comm = value
+        if self.want_exe and it.exe is None:
+            rc, found, value, _t = self._string_field(msg, b"exe=", 0, 67)
+            if rc:
+                return rc
+            it.exe = value if found else b"(null)"
+        if self.want_success:
+            i = msg.find(b"res=", term)
+            if i >= 0:
+                it.success = _strtoul(msg, i + 4)
+        return 0
+
+    def _record(self, msg: bytes, type_id: int, it: _Items) -> int:
+        t = _T
+        if type_id == t["SYSCALL"]:
+            return self._syscall(msg, it)
+        if type_id in (t["AVC"], t["USER_AVC"]):
+            return self._avc(msg, type_id, it)
+        if (
+            type_id == t["USER"]
+            or 1100 <= type_id <= 1106
+            or 1108 <= type_id <= 1199
+            or 2100 <= type_id <= 2999
+        ):
+            return self._user(msg, it)
+        if type_id == t["LOGIN"]:
+            return self._login(msg, it)
+        if type_id in _DAEMON1:
+            return self._daemon1(msg, it)
+        if type_id in (t["DAEMON_ACCEPT"], t["DAEMON_CLOSE"]):
+            return self._daemon2(msg, it)
+        if (
+            type_id == t["CONFIG_CHANGE"]
+            or t["MAC_POLICY_LOAD"] <= type_id <= t["MAC_UNLBL_STCDEL"]
+        ):
+            return self._simple(msg, type_id, it)
+        if type_id in (t["FEATURE_CHANGE"], t["ANOM_LINK"]):
+            return self._task_info(msg, it)
+        if type_id in (t["SECCOMP"], t["ANOM_PROMISCUOUS"], t["ANOM_ABEND"]):
+            return self._kernel_anom(msg, type_id, it)
+        if t["INTEGRITY_DATA"] <= type_id <= t["INTEGRITY_RULE"]:
+            return self._integrity(msg, it)
+        if type_id in (t["NETFILTER_CFG"], t["EVENT_LISTENER"]):
+            return self._kernel(msg, it)
+        if type_id == t["TTY"]:
+            return self._tty(msg, it)
+        return 0
+
+    # -- the decision ----------------------------------------------------------------------
+    def match_lines(self, sec: int, serial: int, lines: Sequence[bytes]) -> bool:
+        """Does the event made of these raw lines match? (``sec``/``serial`` of the event)"""
+        c = self.criteria
+        if c.start is not None and sec < c.start:
+            return False
+        if c.end is not None and sec > c.end:
+            return False
+        if c.event_id is not None and serial != c.event_id:
+            return False
+        types = self._types
+        prefixes = self._type_prefixes
+        if prefixes is not None and not any(
+            line.startswith(prefixes) or not line.startswith(b"type=") for line in lines
+        ):
+            return False
+        if self._cannot_match(lines):
+            return False
+        parsed = [split_line(line) for line in lines]
+        if types is not None and not any(p[0] in types for p in parsed):
+            return False
+        if any(p[2] for p in parsed):
+            return self._match_interpreted(lines)
+        it = _Items()
+        for type_id, msg, _interp in parsed:
+            if self._record(msg, type_id, it):
+                return False
+        return self._compare(it)
+
+    def _cannot_match(self, lines: Sequence[bytes]) -> bool:
+        """A cheap, exact rejection before the full extraction: a quoted value holds the
+        searched string only if the line does, and a number only if its digits appear.
+        Values written in hex (or as words like ``(null)``) are decoded, so a line with
+        any unquoted value of that field keeps the event in the running."""
+        for needle, field, quoted in self._literals:
+            for line in lines:
+                if needle in line or line.count(field) != line.count(quoted):
+                    break
+            else:
+                return True
+        pid = self._pid_digits
+        return pid is not None and not any(pid in line for line in lines)
+
+    def _compare(self, it: _Items) -> bool:
+        c = self.criteria
+        if c.pid is not None and it.pid != c.pid:
+            return False
+        if c.success is not None and it.success != (_SUCCESS if c.success else _FAILED):
+            return False
+        if self._exe is not None and (it.exe is None or not self._strmatch(self._exe, it.exe)):
+            return False
+        if self._comm is not None and (it.comm is None or not self._strmatch(self._comm, it.comm)):
+            return False
+        key = self._key
+        return key is None or bool(it.keys and any(self._strmatch(key, k) for k in it.keys))
+
+    def _match_interpreted(self, lines: Sequence[bytes]) -> bool:
+        """Records pasted from ``ausearch -i``: match the interpreted values directly."""
+        from svirt.audit.records import parse_fields
+
+        it = _Items()
+        for line in lines:
+            rec = parse_record(line)
+            if isinstance(rec, str):
+                continue
+            f = parse_fields(rec.body.decode("utf-8", "replace"))
+            if "pid" in f and f["pid"].isdigit():
+                it.pid = int(f["pid"])
+            for name in ("comm", "exe"):
+                if name in f:
+                    setattr(it, name, f[name].encode())
+            if "key" in f:
+                it.keys = [*(it.keys or []), f["key"].encode()]
+            if "success" in f:
+                it.success = _SUCCESS if f["success"] == "yes" else _FAILED
+            elif "res" in f:
+                it.success = _SUCCESS if f["res"] in ("success", "yes", "1") else _FAILED
+            elif "avc" in f:
+                it.success = _FAILED if f["avc"] == "denied" else _SUCCESS
+        return self._compare(it)
+
+
+_DAEMON1 = frozenset(
+    _T[n]
+    for n in (
+        "DAEMON_START",
+        "DAEMON_END",
+        "DAEMON_ABORT",
+        "DAEMON_CONFIG",
+        "DAEMON_ROTATE",
+        "DAEMON_RESUME",
+    )
+)
+
+
+def split_line(line: bytes) -> tuple[int, bytes, bool]:
+    """(type id, the record without the enriched part, pasted-interpreted?)."""
+    sep = line.find(b"\x1d")
+    msg = line if sep < 0 else line[:sep]
+    pos = 0
+    if msg.startswith(b"node="):
+        pos = msg.find(b" ") + 1
+    if msg.startswith(b"type=", pos):
+        sp = msg.find(b" ", pos)
+        name = msg[pos + 5 : sp] if sp > 0 else b""
+        tid = _BYTES_NAME_TO_ID.get(name)
+        if tid is None:
+            tid = msg_type_id(name.decode("ascii", "replace"))
+        stamp_at = sp + 11
+        interpreted = msg.find(b"/", stamp_at, stamp_at + 12) >= 0
+        return tid, msg, interpreted
+    rec = parse_record(line)
+    if isinstance(rec, str):
+        return -1, msg, False
+    return rec.type_id, msg, rec.interpreted
