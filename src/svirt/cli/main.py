@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lifecycle",
     "policy",
     "verify",
+    "doctor",
     "audit",
     "demo",
 )
