@@ -280,7 +280,11 @@ def test_dynamic_pair_equal_to_a_static_label(cfg: Config, tmp_path: Path) -> No
             "<imagelabel>system_u:object_r:svirt_image_t:s0:c392,c662</imagelabel>"
             "</seclabel></domain></domstatus>"
         )
-        [clash] = [f for f in examine(cfg, [str(img)]).findings if f.kind is Kind.CATEGORY_CLASH]
+        [clash] = [f for f in examine(cfg).findings if f.kind is Kind.CATEGORY_CLASH]
+        assert clash.domains == ("dyn", "static")
+        # Asked about one of the two by name, the clash is reported; about a file, not.
+        assert clash in examine(cfg, ["static"]).findings
+        assert clash not in examine(cfg, [str(img)]).findings
         assert clash.path is None
         assert "libvirt domain dyn runs with the dynamic label" in clash.evidence
         assert "equal to the static label of svirt domain static" in clash.evidence

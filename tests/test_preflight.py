@@ -19,9 +19,9 @@ from svirt.audit.explain import Cause
 from svirt.cli.main import main
 from svirt.conf import Config
 from svirt.domain import Domain, parse_domain
-from svirt.errors import LaunchError
+from svirt.errors import LaunchError, PolicyError
 from svirt.launch.lifecycle import start_domain, stop_domain
-from svirt.policy.oracle import Access, PolicyOracle, Reason
+from svirt.policy.oracle import Access, Decision, PolicyOracle, Reason
 from svirt.policy.preflight import check_before_start, preflight_check, resource_accesses
 from svirt.security.manager import SecurityManager
 from svirt.state.domains import DomainStore
@@ -237,3 +237,23 @@ def test_svirt_start_prints_the_warning(vm_dir: Path, capsys: pytest.CaptureFixt
         assert "an enforcing host would refuse it" in line
     finally:
         assert main(["stop", "--config", str(conf), "--force", "seedcli"]) == 0
+
+
+class _FailingOracle(PolicyOracle):
+    """An injected fault: the policy backend fails mid-check."""
+
+    def decide(self, scon: str, tcon: str, tclass: str, perms: object) -> Decision:  # type: ignore[override]
+        raise PolicyError("libsepol could not compute the decision (code -1)")
+
+
+def test_a_failing_check_warns_and_does_not_block(selinux_config: Config, tmp_path: Path) -> None:
+    img = make_file(tmp_path / "a.img", label=VIRT_IMAGE)
+    mgr = SecurityManager(selinux_config)
+    live = mgr.label_domain(parse_domain(domain_xml("f", [disk(img, "vda")], seclabels=STATIC_NO)))
+    drv = mgr.selinux
+    assert drv is not None
+    drv.bind_oracle(_FailingOracle())
+    drv.enforcing = True
+    assert check_before_start(selinux_config, live, drv) == [
+        "pre-flight failed: libsepol could not compute the decision (code -1)"
+    ]

@@ -58,8 +58,10 @@ from svirt.host import acl as host_acl
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
+from svirt.launch.lifecycle import qemu_alive, reconcile
 from svirt.policy.verify import Skipped, load_live_domain
 from svirt.security.dac import ACL_XATTR_PREFIX, parse_ids
+from svirt.security.manager import SecurityManager
 from svirt.security.remember import XATTR_PREFIX, boot_time, is_this_boot, xattr_names
 from svirt.security.transaction import MetadataLocks
 from svirt.state.domains import DomainRecord, DomainStore
@@ -200,6 +202,7 @@ class Finding:
     manual: str | None = None  # the same fix by hand, where there is one
     family: str | None = None
     repair: RepairKind | None = None  # what ``svirt recover --apply`` does; None: nothing
+    domains: tuple[str, ...] = ()  # the domains a domain-level finding is about
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,6 +213,7 @@ class Finding:
             "fix": self.fix,
             "manual": self.manual,
             "repair": self.repair.value if self.repair else None,
+            "domains": list(self.domains),
         }
 
 
@@ -375,8 +379,6 @@ def _dac_uid(domain: Domain) -> int | None:
 
 
 def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
-    from svirt.launch.lifecycle import qemu_alive  # the lifecycle imports policy/: late
-
     out: list[_Dom] = []
     try:
         records: list[DomainRecord] = list(DomainStore(cfg.state_dir).records())
@@ -684,6 +686,10 @@ def _add_path(out: list[_Target], path: str, ns_pids: Sequence[int]) -> None:
                 out.append(_Target(view, pid))
 
 
+def _is_path(arg: str) -> bool:
+    return "/" in arg or os.path.lexists(arg)
+
+
 def _targets(
     cfg: Config, args: Sequence[str], doms: Sequence[_Dom], ns_pids: Sequence[int]
 ) -> list[_Target]:
@@ -698,7 +704,7 @@ def _targets(
             out.extend(_Target(p, pid) for p in _namespace_nodes(pid))
         return out
     for arg in args:
-        if "/" in arg or os.path.lexists(arg):
+        if _is_path(arg):
             _add_path(out, os.path.abspath(arg) if not arg.startswith("/") else arg, ns_pids)
             continue
         named = [d for d in doms if d.name == arg]
@@ -908,6 +914,7 @@ def _clash_findings(doms: Sequence[_Dom]) -> list[Finding]:
                     f"{other.name}'s QEMU can read and write {dyn.name}'s images",
                     restart(dyn),
                     f"or give {other.name} a static label with other categories",
+                    domains=(dyn.name, other.name),
                 )
             )
     return out
@@ -921,9 +928,8 @@ def _dead_findings(cfg: Config, doms: Sequence[_Dom]) -> list[Finding]:
             f"svirt domain {d.name} is recorded as {d.state} ({d.source}), but its monitor "
             f"(pid {d.owner}) and QEMU are gone: its files still carry its labels",
             _recover_command(cfg, None),
-            None,
-            None,
-            RepairKind.RECONCILE,
+            repair=RepairKind.RECONCILE,
+            domains=(d.name,),
         )
         for d in doms
         if d.dead
@@ -997,8 +1003,12 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
         orphan = _orphan_finding(cfg, f, owners)
         if orphan is not None:
             findings.append(orphan)
-    findings += _clash_findings(doms)
-    findings += _dead_findings(cfg, doms)
+    # Domain-level findings: all of them for a whole-host check, those of the named
+    # domains when names were given, none when only paths were.
+    named = {a for a in args if not _is_path(a)}
+    if not args or named:
+        host = (*_clash_findings(doms), *_dead_findings(cfg, doms))
+        findings += [f for f in host if not args or any(n in f.domains for n in named)]
     return DoctorReport(
         boot_time(),
         tuple(files),
@@ -1224,9 +1234,6 @@ def repair_file(f: FileFacts, *, apply: bool) -> list[RecoverAction]:
 def recover(cfg: Config, args: Sequence[str] = (), *, apply: bool = False) -> RecoverReport:
     """Repair what the doctor finds: journal rollback and dead monitors first, then each
     file. Nothing changes unless ``apply``."""
-    from svirt.launch.lifecycle import qemu_alive, reconcile
-    from svirt.security.manager import SecurityManager
-
     actions: list[RecoverAction] = []
     mgr = SecurityManager(cfg)
     for a in mgr.recover(apply=apply):

@@ -299,7 +299,12 @@ def check_before_start(cfg: Config, domain: Domain, driver: SELinuxDriver | None
     oracle = driver.policy_oracle()
     if oracle is None:
         return [f"pre-flight skipped: cannot ask the policy ({driver.policy_error})"]
-    findings = preflight_check(cfg, domain, oracle)
+    try:
+        findings = preflight_check(cfg, domain, oracle)
+    except SvirtError as exc:
+        # The check is advice about the labels; its own failure must not stop a start.
+        log.warning("pre-flight failed: %s", exc)
+        return [f"pre-flight failed: {exc}"]
     if not findings:
         return []
     if driver.enforcing:
