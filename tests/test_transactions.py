@@ -74,9 +74,9 @@ def test_failed_second_user_keeps_first_users_memory(tmp_path: Path) -> None:
     assert state(img) == original
 
 
-def _label_and_die(cfg_dir: str, xml: str, k: int) -> None:
+def _label_and_die(cfg_dir: str, xml: str, k: int, dac_mode: str) -> None:
     tmp = Path(cfg_dir)
-    mgr = SecurityManager(config(tmp))
+    mgr = SecurityManager(config(tmp, dac_mode=dac_mode))
 
     def hook(step: int) -> None:
         if step == k:
@@ -86,26 +86,27 @@ def _label_and_die(cfg_dir: str, xml: str, k: int) -> None:
     os._exit(0)
 
 
-def test_crash_at_every_step_is_recovered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dac_mode", ["chown", "acl"])
+def test_crash_at_every_step_is_recovered(tmp_path: Path, dac_mode: str) -> None:
     xml, files = _domain(tmp_path)
+    tmp_path.chmod(0o700)
+    files.append(tmp_path)  # ACL mode grants search on the images' directory
     before = {f: state(f) for f in files}
-    nops = len(
-        SecurityManager(config(tmp_path)).set_ops(
-            SecurityManager(config(tmp_path)).gen_labels(parse_domain(xml))
-        )
-    )
-    SecurityManager(config(tmp_path)).selinux.ledger.release("vm")  # type: ignore[union-attr]
+    probe = SecurityManager(config(tmp_path, dac_mode=dac_mode))
+    nops = len(probe.set_ops(probe.gen_labels(parse_domain(xml))))
+    assert probe.selinux is not None
+    probe.selinux.ledger.release("vm")
     assert nops >= 8  # SELinux and DAC ops for 3 disks and a CD-ROM
     ctx = multiprocessing.get_context("fork")
     for k in range(nops):
-        child = ctx.Process(target=_label_and_die, args=(str(tmp_path), xml, k))
+        child = ctx.Process(target=_label_and_die, args=(str(tmp_path), xml, k, dac_mode))
         child.start()
         child.join()
         assert child.exitcode == -signal.SIGKILL, k
         changed = [f for f in files if state(f) != before[f]]
         if k < nops - 1:
             assert changed, f"step {k}: the crash left nothing to recover?"
-        mgr = SecurityManager(config(tmp_path))
+        mgr = SecurityManager(config(tmp_path, dac_mode=dac_mode))
         actions = mgr.recover()
         assert any(a.what == "restore" for a in actions), k
         for f in files:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["FileState", "restore_state", "snapshot"]
 
-_TRACKED_PREFIXES = ("trusted.libvirt.security.",)
+_TRACKED_PREFIXES = ("trusted.libvirt.security.", "trusted.svirt.security.")
 _TRACKED_NAMES = ("security.selinux", "system.posix_acl_access", "system.posix_acl_default")
 
 
@@ -23,6 +24,7 @@ class FileState:
     ino: int
     uid: int
     gid: int
+    mode: int  # permission bits (an ACL change rewrites the group bits)
     xattrs: tuple[tuple[str, bytes], ...]  # tracked xattrs, sorted by name
 
     def to_json(self) -> dict[str, Any]:
@@ -31,6 +33,7 @@ class FileState:
             "ino": self.ino,
             "uid": self.uid,
             "gid": self.gid,
+            "mode": self.mode,
             "xattrs": {k: v.hex() for k, v in self.xattrs},
         }
 
@@ -41,6 +44,7 @@ class FileState:
             int(data["ino"]),
             int(data["uid"]),
             int(data["gid"]),
+            int(data["mode"]),
             tuple(sorted((k, bytes.fromhex(v)) for k, v in data["xattrs"].items())),
         )
 
@@ -66,11 +70,13 @@ def snapshot(path: str) -> FileState:
             except OSError as exc:
                 if exc.errno != errno.ENODATA:
                     raise
-    return FileState(st.st_dev, st.st_ino, st.st_uid, st.st_gid, tuple(values))
+    return FileState(
+        st.st_dev, st.st_ino, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), tuple(values)
+    )
 
 
 def restore_state(path: str, state: FileState) -> None:
-    """Put the tracked xattrs and the owner back exactly as in ``state``."""
+    """Put the tracked xattrs, the owner and the mode back exactly as in ``state``."""
     current = dict(snapshot(path).xattrs)
     wanted = dict(state.xattrs)
     for name in current.keys() - wanted.keys():
@@ -85,7 +91,9 @@ def restore_state(path: str, state: FileState) -> None:
     st = os.stat(path)
     if (st.st_uid, st.st_gid) != (state.uid, state.gid):
         os.chown(path, state.uid, state.gid)
-        # chown clears set-id bits and may rewrite the ACL mask; put the ACL back last.
-        acl = wanted.get("system.posix_acl_access")
-        if acl is not None:
-            os.setxattr(path, "system.posix_acl_access", acl)
+    if stat.S_IMODE(os.stat(path).st_mode) != state.mode:
+        os.chmod(path, state.mode)
+    # chown clears set-id bits and chmod rewrites the ACL mask: put the ACL back last.
+    acl = wanted.get("system.posix_acl_access")
+    if acl is not None and os.getxattr(path, "system.posix_acl_access") != acl:
+        os.setxattr(path, "system.posix_acl_access", acl)
