@@ -439,3 +439,28 @@ def test_auto_engine_choice(logs: dict[str, Path]) -> None:
     assert not fastscan.prefer_fast(
         [LogInput(str(DATA / "seed_000_ausearch_i.txt"))], criteria_from(["-m", "AVC"])
     )
+
+
+def test_fast_engine_in_several_processes(
+    logs: dict[str, Path], tz: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file cut into shares scanned by two processes gives the same events, offsets and
+    malformed-line count as one process (events near the cuts included)."""
+    monkeypatch.setattr(fastscan, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(fastscan, "SHARE", 256 * 1024)
+    inputs = [LogInput(str(logs["raw"]))]
+    assert fastscan.parallel_jobs(inputs) >= 1
+    for args in (["-m", "AVC"], ["-m", "PROCTITLE", "-c", "qemu"], ["-m", "LOGIN"]):
+        crit = criteria_from(args)
+        one, two = ReadStats(), ReadStats()
+        seq = [
+            (e.serial, [r.offset for r in e.records])
+            for e in search(inputs, crit, one, engine="fast", jobs=1)
+        ]
+        par = [
+            (e.serial, [r.offset for r in e.records])
+            for e in search(inputs, crit, two, engine="fast", jobs=2)
+        ]
+        assert par == seq, args
+        assert (two.malformed, two.events, two.bytes) == (one.malformed, one.events, one.bytes)
+    assert fastscan.parallel_jobs([LogInput("-")]) == 1

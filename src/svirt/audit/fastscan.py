@@ -25,7 +25,11 @@ number lines.
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -44,7 +48,7 @@ from svirt.audit.reader import (
 )
 from svirt.audit.search import SearchCriteria, scan_exact
 
-__all__ = ["READ_SIZE", "WINDOW", "prefer_fast", "scan_fast"]
+__all__ = ["PARALLEL_MIN", "READ_SIZE", "WINDOW", "parallel_jobs", "prefer_fast", "scan_fast"]
 
 WINDOW = 32 * 1024
 READ_SIZE = 8 << 20
@@ -154,18 +158,52 @@ def prefer_fast(inputs: Sequence[LogInput], criteria: SearchCriteria) -> bool:
     return hits * _DENSE_BYTES <= len(sample)
 
 
+class _RangeStream:
+    """Bytes ``[start, end)`` of one file (the caller aligns both to line starts)."""
+
+    def __init__(self, path: str, start: int, end: int) -> None:
+        self.files = [_File(path, 0)]
+        self._fh: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._fh.seek(start)
+        self._left = end - start
+
+    def read(self, size: int) -> bytes:
+        if self._fh is None or self._left <= 0:
+            return b""
+        data = self._fh.read(min(size, self._left))
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
 class _Scanner:
+    """``own``: report only events whose first line, and check only lines, starting in
+    these global offsets (a worker's share of a file); the stream then starts at
+    ``base``."""
+
     def __init__(
-        self, inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats
+        self,
+        inputs: Sequence[LogInput],
+        criteria: SearchCriteria,
+        stats: ReadStats,
+        *,
+        stream: _Stream | _RangeStream | None = None,
+        base: int = 0,
+        own: tuple[int, int] | None = None,
     ) -> None:
         self.criteria = criteria
         self.stats = stats
         self.matcher = Matcher(criteria)
-        self.stream = _Stream(inputs, stats)
+        self.stream = stream if stream is not None else _Stream(inputs, stats)
         self.anchors = _anchors(criteria)
         self.by_serial = criteria.event_id is not None
         self.buf = b""
-        self.base = 0  # global offset of buf[0]
+        self.base = base  # global offset of buf[0]
+        self.own = own
         self.reported: dict[int, None] = {}
 
     # -- lines ----------------------------------------------------------------------------
@@ -334,6 +372,8 @@ class _Scanner:
     def _check_lines(self, lo: int, hi: int) -> None:
         """Report the lines of buf[lo:hi] (lo at a line start) that are not records, with
         one regular-expression pass (no per-line Python work when there are none)."""
+        if hi <= lo:
+            return
         buf = self.buf
         self.stats.bytes += hi - lo
         starts: list[int] = []
@@ -394,10 +434,17 @@ class _Scanner:
                     if first in self.reported:
                         continue
                     self.reported[first] = None
+                    if self.own is not None and not self.own[0] <= first < self.own[1]:
+                        continue
                     stats.events += 1
                     if match(sec, serial, [buf[a:b] for a, b in group]):
                         yield self._build(group)
-                self._check_lines(cur, limit)
+                if self.own is None:
+                    self._check_lines(cur, limit)
+                else:
+                    lo = max(cur, self.own[0] - self.base)
+                    hi = min(limit, self.own[1] - self.base)
+                    self._check_lines(lo, hi)
                 cur = limit
                 if len(self.reported) > 4096:
                     floor = self.base + cur - 2 * WINDOW
@@ -406,8 +453,102 @@ class _Scanner:
             self.stream.close()
 
 
+# --- several processes on one large file ------------------------------------------------
+
+PARALLEL_MIN = 256 << 20
+SHARE = 64 << 20
+
+
+@dataclass(slots=True)
+class _Share:
+    """What a worker found in its share: matched events as (offset, line) pairs."""
+
+    events: list[list[tuple[int, bytes]]]
+    assembled: int
+    malformed: int
+    examples: list[str]
+    bytes: int
+
+
+def _line_start_after(fh: BinaryIO, pos: int) -> int:
+    """The first line start at or after ``pos``."""
+    if pos <= 0:
+        return 0
+    fh.seek(pos - 1)
+    while True:
+        chunk = fh.read(1 << 16)
+        if not chunk:
+            return fh.tell()
+        nl = chunk.find(b"\n")
+        if nl >= 0:
+            return pos - 1 + nl + 1
+        pos += len(chunk)
+
+
+def _scan_share(job: tuple[str, SearchCriteria, int, int, int]) -> _Share:
+    """Worker: events whose first line starts in [lo, hi) of the file."""
+    path, criteria, lo, hi, size = job
+    with open(path, "rb") as fh:
+        start = _line_start_after(fh, lo - 2 * WINDOW) if lo else 0
+        end = _line_start_after(fh, hi + 2 * WINDOW) if hi < size else size
+    stats = ReadStats()
+    scanner = _Scanner(
+        [], criteria, stats, stream=_RangeStream(path, start, end), base=start, own=(lo, hi)
+    )
+    events = [
+        [
+            (r.offset, r.line if r.interp is None else r.line + b"\x1d" + r.interp)
+            for r in ev.records
+        ]
+        for ev in scanner.run()
+    ]
+    return _Share(events, stats.events, stats.malformed, stats.malformed_examples, stats.bytes)
+
+
+def parallel_jobs(inputs: Sequence[LogInput]) -> int:
+    """How many processes to scan with: one per CPU (at most 4) for a single plain file
+    of at least :data:`PARALLEL_MIN` bytes, else 1."""
+    if len(inputs) != 1 or inputs[0].is_stdin:
+        return 1
+    path = inputs[0].path
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return 1
+    if not stat.S_ISREG(st.st_mode) or gzipped or st.st_size < PARALLEL_MIN:
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _scan_parallel(
+    path: str, criteria: SearchCriteria, stats: ReadStats, jobs: int
+) -> Iterator[Event]:
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        cuts = sorted({_line_start_after(fh, pos) for pos in range(0, size, SHARE)} | {size})
+    shares = [(path, criteria, lo, hi, size) for lo, hi in itertools.pairwise(cuts)]
+    stats.files.append(path)
+    # spawn, not fork: the caller may have threads; the workers import svirt afresh.
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for share in pool.imap(_scan_share, shares):
+            stats.events += share.assembled
+            stats.bytes += share.bytes
+            stats.malformed += share.malformed
+            room = 5 - len(stats.malformed_examples)
+            stats.malformed_examples.extend(share.examples[: max(0, room)])
+            for pairs in share.events:
+                records = [parse_record(line, path, 0, offset) for offset, line in pairs]
+                yield Event(tuple(r for r in records if isinstance(r, Record)))
+
+
 def scan_fast(
-    inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats | None = None
+    inputs: Sequence[LogInput],
+    criteria: SearchCriteria,
+    stats: ReadStats | None = None,
+    *,
+    jobs: int = 1,
 ) -> Iterator[Event]:
     """Matching events, found from their anchoring records (see the module docstring).
 
@@ -419,4 +560,6 @@ def scan_fast(
         return scan_exact(inputs, criteria, stats)
     if not all(_looks_standard(inp) for inp in inputs):
         return scan_exact(inputs, criteria, stats)
+    if jobs > 1 and parallel_jobs(inputs) > 1:
+        return _scan_parallel(inputs[0].path, criteria, stats, jobs)
     return _Scanner(inputs, criteria, stats).run()

@@ -436,13 +436,17 @@ def search(
     stats: ReadStats | None = None,
     *,
     engine: str = "auto",
+    jobs: int = 1,
 ) -> Iterator[Event]:
     """Matching events from the inputs, in the order they complete.
 
     ``engine``: ``"exact"`` reads every line; ``"fast"`` scans for the records the
     criteria anchor on (message types, serial) and assembles only their events (see
     :mod:`svirt.audit.fastscan` for when the two can differ); ``"auto"`` picks fast when
-    the criteria are anchored and the anchoring records are sparse.
+    the criteria are anchored and the anchoring records are sparse. ``jobs``: processes
+    the fast engine may use on one large file (see
+    :func:`svirt.audit.fastscan.parallel_jobs`; they are started with the spawn method,
+    so the program's main module must be safe to import).
     """
     stats = stats if stats is not None else ReadStats()
     if engine not in ("auto", "exact", "fast"):
@@ -450,5 +454,5 @@ def search(
     from svirt.audit.fastscan import prefer_fast, scan_fast
 
     if engine == "fast" or (engine == "auto" and prefer_fast(inputs, criteria)):
-        return scan_fast(inputs, criteria, stats)
+        return scan_fast(inputs, criteria, stats, jobs=jobs)
     return scan_exact(inputs, criteria, stats)

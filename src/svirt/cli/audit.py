@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from svirt.audit.events import Event
 from svirt.audit.explain import Explanation, explain
+from svirt.audit.fastscan import parallel_jobs
 from svirt.audit.interpret import event_to_dict, format_event
 from svirt.audit.owners import load_live_domains
 from svirt.audit.reader import ReadStats, expand_inputs
@@ -229,7 +230,13 @@ def run_search(args: argparse.Namespace) -> int:
     criteria = _criteria(args, None)
     inputs = _inputs(args)
     stats = ReadStats()
-    events = search(inputs, criteria, stats, engine="exact" if args.exact else "auto")
+    events = search(
+        inputs,
+        criteria,
+        stats,
+        engine="exact" if args.exact else "auto",
+        jobs=parallel_jobs(inputs),
+    )
 
     def go() -> int:
         out = sys.stdout
@@ -356,7 +363,13 @@ def run_explain(args: argparse.Namespace) -> int:
     oracle, policy_note = _oracle(args, cfg.policy_path)
     domains = load_live_domains(cfg.state_dir, cfg.libvirt_run_dir)
     stats = ReadStats()
-    events = search(inputs, criteria, stats, engine="exact" if args.exact else "auto")
+    events = search(
+        inputs,
+        criteria,
+        stats,
+        engine="exact" if args.exact else "auto",
+        jobs=parallel_jobs(inputs),
+    )
     explanations = explain(events, oracle=oracle, domains=domains)
 
     def go() -> int:
