@@ -13,12 +13,45 @@ explained with sVirt in mind.
 - :mod:`~svirt.audit.explain`: why each denial happened, and the fix that keeps isolation
 """
 
-from svirt.audit.events import Event, group_records
-from svirt.audit.explain import Cause, Denial, Explanation, collect_denials, explain
-from svirt.audit.interpret import event_to_dict, format_event, interpret_record
-from svirt.audit.owners import LiveDomain, load_live_domains, owners_of
-from svirt.audit.reader import LogInput, ReadStats, Record, expand_inputs, iter_records
-from svirt.audit.search import SearchCriteria, parse_time
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562): a search or a worker process loads only what it uses,
+# not the explain machinery (live XML parsing, the policy oracle).
+_EXPORTS = {
+    "Cause": "svirt.audit.explain",
+    "Denial": "svirt.audit.explain",
+    "Explanation": "svirt.audit.explain",
+    "collect_denials": "svirt.audit.explain",
+    "explain": "svirt.audit.explain",
+    "Event": "svirt.audit.events",
+    "group_records": "svirt.audit.events",
+    "event_to_dict": "svirt.audit.interpret",
+    "format_event": "svirt.audit.interpret",
+    "interpret_record": "svirt.audit.interpret",
+    "LiveDomain": "svirt.audit.owners",
+    "load_live_domains": "svirt.audit.owners",
+    "owners_of": "svirt.audit.owners",
+    "LogInput": "svirt.audit.reader",
+    "ReadStats": "svirt.audit.reader",
+    "Record": "svirt.audit.reader",
+    "expand_inputs": "svirt.audit.reader",
+    "iter_records": "svirt.audit.reader",
+    "SearchCriteria": "svirt.audit.search",
+    "parse_time": "svirt.audit.search",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'svirt.audit' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Cause",

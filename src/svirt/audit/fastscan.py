@@ -455,8 +455,8 @@ class _Scanner:
 
 # --- several processes on one large file ------------------------------------------------
 
-PARALLEL_MIN = 256 << 20
-SHARE = 64 << 20
+PARALLEL_MIN = 64 << 20
+SHARE = 32 << 20
 
 
 @dataclass(slots=True)
