@@ -851,14 +851,25 @@ def _fixes(
                 "relabel='no', so nothing labelled its images)"
             )
         sl_type = vm_domain.seclabel_type if vm_domain and vm_domain.seclabel_type else "static"
+        if sl_type == "dynamic":
+            # Dynamic labels always relabel: an unlabelled image means this disk opted out.
+            xml_hint = (
+                " (the domain's label is dynamic, so look for relabel='no' in this disk's own "
+                "<seclabel>, or a disk added behind svirt's and libvirt's back)"
+            )
+            seclabel = "<seclabel type='dynamic' model='selinux' relabel='yes'/>"
+        else:
+            seclabel = (
+                f"<seclabel type='{sl_type}' model='selinux' relabel='yes'>"
+                f"<label>{d.scontext}</label></seclabel>"
+            )
         if ttype in IMAGE_STORE_TYPES:
             fixes.append(
                 Fix(
                     f"label the image for {vm_text}, not a policy module: let svirt/libvirt "
                     f"relabel it at start{xml_hint}. With relabel='yes' the image gets "
                     f"svirt_image_t:{level} while the VM runs and its label is restored at stop",
-                    f"<seclabel type='{sl_type}' model='selinux' relabel='yes'>"
-                    f"<label>{d.scontext}</label></seclabel>",
+                    seclabel,
                 )
             )
             fixes.append(
