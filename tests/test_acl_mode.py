@@ -121,3 +121,37 @@ def test_no_acl_support_falls_back_to_chown(
         assert (os.stat(img).st_uid, os.stat(img).st_gid) == (0, 0)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_acl_mode_never_widens_the_mask_for_others(tmp_path: Path) -> None:
+    """uid 1234 has rw limited to r by the mask: adding QEMU's rw entry would raise the
+    mask and let 1234 write, so svirt chowns instead (and puts everything back)."""
+    tmp_path.chmod(0o755)
+    img = make_file(tmp_path / "a.img", uid=4321, gid=4321, mode=0o640)
+    subprocess.run(["setfacl", "-m", "u:1234:rw,m::r", str(img)], check=True)
+    before = getfacl(img)
+    mgr = SecurityManager(config(tmp_path, dac_mode="acl"))
+    mgr.label_domain(parse_domain(domain_xml("vm", [disk_xml(img, "vda")])))
+    assert "mask::r--" in getfacl(img)
+    assert os.stat(img).st_uid == QEMU_UID  # chowned instead
+    mgr.restore_domain("vm")
+    assert getfacl(img) == before
+
+
+def test_two_qemu_users_share_a_file_and_leave_no_mask(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    img = make_file(tmp_path / "s.img", uid=4321, gid=4321, mode=0o640)
+    before = (getfacl(img), oct(os.stat(img).st_mode))
+    keep = "<seclabel model='selinux' relabel='no'/>"
+    mgr = SecurityManager(config(tmp_path, dac_mode="acl"))
+    other = (
+        "<seclabel type='static' model='dac' relabel='yes'><label>+5555:+5555</label></seclabel>"
+    )
+    mgr.label_domain(parse_domain(domain_xml("a", [disk_xml(img, "vda", extra=keep)])))
+    mgr.label_domain(
+        parse_domain(domain_xml("b", [disk_xml(img, "vda", extra=keep)], seclabels=other))
+    )
+    assert "user:5555:rw-" in getfacl(img)
+    mgr.restore_domain("a")
+    mgr.restore_domain("b")
+    assert (getfacl(img), oct(os.stat(img).st_mode)) == before

@@ -116,3 +116,24 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("svirt ")
+
+
+def test_unknown_encoding_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "enc.xml"
+    f.write_text('<?xml version="1.0" encoding="bogus"?><domain/>')
+    assert main(["validate", "--config", str(CONF), str(f)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {f}: XML error: malformed XML: unknown encoding: bogus"
+    )
+
+
+def test_overlong_name_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "long.xml"
+    f.write_text(f"<domain type='kvm'><name>{'a' * 240}</name></domain>")
+    assert main(["validate", "--config", str(CONF), str(f)]) == 1
+    assert "domain name is longer than 200 bytes" in capsys.readouterr().err
+
+
+def test_ls_z_on_files_without_xattrs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls", "-Z", "/proc/self/status"]) == 0
+    assert capsys.readouterr().out.startswith("(no label) ")

@@ -239,9 +239,10 @@ def _record_dead(cfg: Config, name: str) -> None:
     """Make a labelled domain look like one whose monitor died with its QEMU."""
     child = subprocess.Popen(["true"])
     child.wait()  # a pid that no longer exists
-    store = DomainStore(cfg.state_dir)
+    store = SecurityManager(cfg).store  # the authoritative row and the XML view
     rec = store.read(name)
     assert rec is not None
+    store.set_state(name, "running", owner=child.pid)
     store.write(rec.domain, "running", owner=child.pid)
 
 

@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from fsutil import config, disk_xml, domain_xml, make_file, state, svirt_xattrs
 from svirt.domain import parse_domain
-from svirt.errors import SecurityError
+from svirt.errors import SecurityError, StateError
 from svirt.security.manager import SecurityManager
 from svirt.state.domains import DomainStore
 
@@ -270,3 +271,98 @@ def test_libvirt_running_domains_levels_are_never_handed_out(tmp_path: Path) -> 
     (run / "guest.xml").unlink()
     mgr.sync_libvirt_levels()
     assert mgr.selinux.ledger.owner("s0:c1,c2") is None
+
+
+def _label_slowly(
+    tmp: str,
+    xml: str,
+    started: multiprocessing.synchronize.Event,
+    release: multiprocessing.synchronize.Event,
+) -> None:
+    mgr = SecurityManager(config(Path(tmp)))
+
+    def hook(step: int) -> None:
+        if step == 0:
+            started.set()
+            release.wait(30)
+
+    mgr.label_domain(parse_domain(xml), step_hook=hook)
+
+
+def test_second_label_of_the_same_name_fails_before_touching_anything(tmp_path: Path) -> None:
+    img = make_file(tmp_path / "a.img", uid=1234, gid=1234)
+    xml = domain_xml("vm", [disk_xml(img, "vda")])
+    ctx = multiprocessing.get_context("fork")
+    started, release = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_label_slowly, args=(str(tmp_path), xml, started, release))
+    first.start()
+    assert started.wait(30)
+    with pytest.raises(StateError, match="domain 'vm' is already labelling"):
+        SecurityManager(config(tmp_path)).label_domain(parse_domain(xml))
+    release.set()
+    first.join()
+    assert first.exitcode == 0
+    mgr = SecurityManager(config(tmp_path))
+    rec = mgr.store.read("vm")
+    assert rec is not None and rec.state == "labelled"
+    assert mgr.selinux is not None and len(mgr.selinux.ledger.levels_of("vm")) == 1
+    mgr.restore_domain("vm")
+    assert svirt_xattrs(img) == []
+
+
+def _restore_and_die_after_commit(tmp: str) -> None:
+    mgr = SecurityManager(config(Path(tmp)))
+
+    def die(name: str) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    mgr.store.remove = die  # type: ignore[method-assign]  # crash right after the commit
+    mgr.restore_domain("b")
+
+
+def test_crash_after_restore_commit_never_recalls_twice(tmp_path: Path) -> None:
+    """The restore's journal close, the release of the level and the end of the claim
+    commit together: a crash just after cannot make a rerun take a second reference."""
+    kernel = make_file(tmp_path / "vmlinuz", uid=1234, gid=1234)
+    mgr = SecurityManager(config(tmp_path))
+    for name in ("a", "b"):
+        xml = (
+            f"<domain type='kvm'><name>{name}</name><os><type>hvm</type>"
+            f"<kernel>{kernel}</kernel></os></domain>"
+        )
+        mgr.label_domain(parse_domain(xml))
+    assert os.getxattr(kernel, "trusted.libvirt.security.ref_dac") == b"2"
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_restore_and_die_after_commit, args=(str(tmp_path),))
+    child.start()
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
+    assert os.getxattr(kernel, "trusted.libvirt.security.ref_dac") == b"1"
+    mgr = SecurityManager(config(tmp_path))
+    with pytest.raises(SecurityError, match="domain 'b' has no labels to restore"):
+        mgr.restore_domain("b")
+    assert os.getxattr(kernel, "trusted.libvirt.security.ref_dac") == b"1"  # a's reference
+    mgr.restore_domain("a")
+    assert (os.stat(kernel).st_uid, os.stat(kernel).st_gid) == (1234, 1234)
+    assert svirt_xattrs(kernel) == []
+
+
+def test_unrecoverable_journal_entry_does_not_block_other_domains(tmp_path: Path) -> None:
+    img = make_file(tmp_path / "a.img", uid=1234, gid=1234)
+    other = make_file(tmp_path / "b.img", uid=1234, gid=1234)
+    xml = domain_xml("vm", [disk_xml(img, "vda")])
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_label_and_die, args=(str(tmp_path), xml, 0, "chown"))
+    child.start()
+    child.join()
+    subprocess.run(["chattr", "+i", str(img)], check=True)  # cannot be written back now
+    try:
+        mgr = SecurityManager(config(tmp_path))
+        actions = mgr.recover()
+        assert [a.what for a in actions] == ["failed"]
+        mgr.label_domain(parse_domain(domain_xml("other", [disk_xml(other, "vda")])))
+        mgr.restore_domain("other")
+    finally:
+        subprocess.run(["chattr", "-i", str(img)], check=True)
+    assert [a.what for a in SecurityManager(config(tmp_path)).recover()] == ["restore"]
+    assert svirt_xattrs(img) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from typing import Any
@@ -32,43 +33,60 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     p.set_defaults(func=run)
 
 
+def _unsupported(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
 def describe(path: str) -> dict[str, Any]:
     try:
         st = os.stat(path)
+        try:
+            label = host_selinux.getfilecon(path)
+            names = os.listxattr(path)
+        except OSError as exc:
+            if not _unsupported(exc):
+                raise
+            label, names = None, []  # a filesystem without xattrs: no label, nothing kept
+        entry: dict[str, Any] = {
+            "path": path,
+            "label": label,
+            "owner": f"{st.st_uid}:{st.st_gid}",
+            "mode": f"{st.st_mode & 0o7777:04o}",
+            "remembered": {},
+            "svirt_acl": _acl_refs(path, names),
+        }
+        for drv in DRIVERS:
+            info = read_remembered(path, drv) if names else None
+            if info is not None:
+                entry["remembered"][drv] = {
+                    "label": info.label,
+                    "refcount": info.refcount,
+                    "timestamp": info.timestamp,
+                    "stale": info.stale,
+                }
     except OSError as exc:
         raise SvirtError(f"cannot access: {exc.strerror}", source=path) from None
-    entry: dict[str, Any] = {
-        "path": path,
-        "label": host_selinux.getfilecon(path),
-        "owner": f"{st.st_uid}:{st.st_gid}",
-        "mode": f"{st.st_mode & 0o7777:04o}",
-        "remembered": {},
-    }
-    acls = []
-    for name in os.listxattr(path):
-        if name.startswith(ACL_XATTR_PREFIX):
-            parts = os.getxattr(path, name).decode("utf-8", "replace").split()
-            if len(parts) == 4:
-                acls.append(
-                    {
-                        "uid": int(name[len(ACL_XATTR_PREFIX) :]),
-                        "refcount": parts[0],
-                        "replaced_entry": parts[1],
-                        "replaced_mask": parts[2],
-                        "stale": not is_this_boot(parts[3]),
-                    }
-                )
-    entry["svirt_acl"] = acls
-    for drv in DRIVERS:
-        info = read_remembered(path, drv)
-        if info is not None:
-            entry["remembered"][drv] = {
-                "label": info.label,
-                "refcount": info.refcount,
-                "timestamp": info.timestamp,
-                "stale": info.stale,
-            }
     return entry
+
+
+def _acl_refs(path: str, names: list[str]) -> list[dict[str, Any]]:
+    acls = []
+    for name in names:
+        uid = name[len(ACL_XATTR_PREFIX) :] if name.startswith(ACL_XATTR_PREFIX) else ""
+        if not uid.isdigit():
+            continue
+        parts = os.getxattr(path, name).decode("utf-8", "replace").split()
+        if len(parts) == 4:
+            acls.append(
+                {
+                    "uid": int(uid),
+                    "refcount": parts[0],
+                    "replaced_entry": parts[1],
+                    "replaced_mask": parts[2],
+                    "stale": not is_this_boot(parts[3]),
+                }
+            )
+    return acls
 
 
 def run(args: argparse.Namespace) -> int:

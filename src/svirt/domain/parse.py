@@ -48,6 +48,8 @@ __all__ = ["MAX_XML_BYTES", "parse_disk", "parse_domain", "parse_domain_file"]
 
 # virsh refuses XML files above 10 MiB; so do we, before any parsing.
 MAX_XML_BYTES = 10 * 1024 * 1024
+# Records are files named after the domain: keep room within NAME_MAX (255).
+MAX_NAME_BYTES = 200
 _MAX_MODEL_LEN = 256  # longer models are silently treated as absent (libvirt)
 _MAX_LABEL_LEN = 4096  # VIR_SECURITY_LABEL_BUFLEN: longer labels are treated as missing
 
@@ -552,6 +554,8 @@ def _load_root(text: str | bytes) -> ET.Element:
         raise _err("refusing XML external reference") from None
     except ET.ParseError as exc:
         raise _err(f"malformed XML: {exc}") from None
+    except (LookupError, ValueError) as exc:  # e.g. an unknown encoding declaration
+        raise _err(f"malformed XML: {exc}") from None
     return root
 
 
@@ -606,6 +610,8 @@ def _parse_domain_element(
         raise _err("missing name information")
     if "/" in name:
         raise _err(f"name {name} cannot contain '/'")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise _err(f"domain name is longer than {MAX_NAME_BYTES} bytes")
     uuid = _text(dom.find("uuid"))
     if uuid is not None and not _UUID.match(uuid):
         raise _err("malformed uuid element")

@@ -120,11 +120,13 @@ def _alive(pid: int | None) -> bool:
 
 def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
     """Restore the labels of domains whose monitor and QEMU are both gone. Returns the
-    names reconciled."""
+    names reconciled. Crashed transactions are rolled back first (a monitor that died
+    while labelling left a claim the rollback already covers: it is only forgotten)."""
     mgr = mgr or SecurityManager(cfg)
+    mgr.recover()
     done = []
     for rec in list(mgr.store.records()):
-        if rec.state not in ("starting", "running", "stopping"):
+        if rec.state not in ("launching", "running", "stopping"):
             continue
         if _alive(rec.owner) or qemu_alive(rec):
             continue
@@ -136,9 +138,8 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
         except SvirtError as exc:
             log.warning("%s", exc)
         done.append(rec.domain.name)
-        for p in runtime_paths(cfg, rec.domain.name)[:1]:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            runtime_paths(cfg, rec.domain.name)[0].unlink()
     return done
 
 
@@ -172,20 +173,22 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     mgr: SecurityManager | None = None
     live: Domain | None = None
     qemu_pid: int | None = None
-    labelled = False
+    labelled = claimed = False
     try:
         mgr = SecurityManager(cfg)
         reconcile(cfg, mgr)
-        if mgr.store.read(domain.name) is not None:
-            raise LaunchError(
-                PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active"
-            )
+        mgr.store.claim(domain.name, "starting", os.getpid())
+        claimed = True
         live = mgr.gen_labels(domain)
         live = replace(live, id=mgr.store.next_id())
         mgr.store.write(live, "starting", owner=os.getpid())
         # A failed labelling transaction has already put every file back as it was;
         # only after it succeeded is there something of ours to restore.
-        mgr.transaction().run(live.name, mgr.set_ops(live))
+        mgr.transaction().run(
+            live.name,
+            mgr.set_ops(live),
+            on_commit=lambda _r: mgr.store.set_state(live.name, "launching", owner=os.getpid()),
+        )
         labelled = True
         # Pre-flight (issue 7): ask the policy whether QEMU can use every resource with
         # the label it now carries; fails on an enforcing host, else warns.
@@ -214,6 +217,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         finally:
             sock.close()
         qemu_pid = spawned.pid
+        mgr.store.set_state(live.name, "running", pid=qemu_pid, owner=os.getpid())
         mgr.store.write(live, "running", pid=qemu_pid, owner=os.getpid())
         try:
             with QMPClient.connect(qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid) as qmp:
@@ -248,13 +252,14 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(qemu_pid, signal.SIGKILL)
             wait_exit(qemu_pid)
-        if mgr is not None and live is not None:
+        if mgr is not None and claimed:
             try:
-                if labelled:
+                if labelled and live is not None:
                     mgr.restore_and_release(live)
-                else:
-                    mgr.release_labels(live)
-                    mgr.store.remove(live.name)
+                else:  # a failed labelling transaction already put the files back
+                    if live is not None:
+                        mgr.release_labels(live)
+                    mgr.store.remove(domain.name)
             except SvirtError as cleanup:
                 message += f" (and restoring labels failed: {cleanup})"
         with contextlib.suppress(FileNotFoundError):
@@ -267,6 +272,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     rec = mgr.store.read(live.name)
     current = rec.domain if rec is not None else live  # hotplugged disks are in the record
     try:
+        mgr.store.set_state(live.name, "stopping", owner=os.getpid())
         mgr.store.write(current, "stopping", pid=qemu_pid, owner=os.getpid())
         mgr.restore_and_release(current)
     except SvirtError as exc:
@@ -359,7 +365,7 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
     mgr = SecurityManager(cfg)
     reconcile(cfg, mgr)
     rec = mgr.store.read(name)
-    if rec is None or rec.state not in ("starting", "running", "stopping"):
+    if rec is None or rec.state not in ("starting", "launching", "running", "stopping"):
         raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{name}' is not running")
     how = "already stopped"
     qmp_path, _ = runtime_paths(cfg, name)

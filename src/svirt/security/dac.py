@@ -397,6 +397,16 @@ class DACDriver:
             ref, prev, mask, this_boot = state
             ref = ref if this_boot else 0
         granted = (prev_entry.perm if prev_entry else 0) | need
+        new_acl = acl.with_named_user(uid, granted)
+        if _widens_others(acl, new_acl, uid):
+            # The mask limits someone else's entry; raising it for QEMU would give them
+            # more access while the VM runs. Chown instead, as libvirt would.
+            log.warning(
+                "%s: an ACL entry for QEMU would widen the mask for other users; "
+                "falling back to chown",
+                op.path,
+            )
+            return self._set_chown(op, path, uid, gid)
         try:
             os.setxattr(path, name, _format_acl_ref(ref + 1, prev, mask).encode())
         except OSError as exc:
@@ -406,7 +416,7 @@ class DACDriver:
                 f"Unable to set XATTR {name} on {op.path}: {exc.strerror}", exc.errno
             ) from None
         try:
-            host_acl.write_acl(path, acl.with_named_user(uid, granted))
+            host_acl.write_acl(path, new_acl)
         except OSError as exc:
             _write_or_clear_ref(path, uid, state[:3] if state is not None else None)
             if exc.errno in _NO_ACL:
@@ -463,12 +473,30 @@ class DACDriver:
         try:
             acl, _ = host_acl.read_acl(path)
             acl = acl.with_named_user(uid, prev)
-            acl = acl.with_mask(mask) if mask is not None else acl.with_mask()
+            named = any(e.tag in (host_acl.USER, host_acl.GROUP) for e in acl.entries)
+            # The mask we replaced only comes back if named entries still need one (it
+            # may have been there for another QEMU user's entry, now gone).
+            acl = acl.with_mask(mask) if mask is not None and named else acl.with_mask()
             host_acl.write_acl(path, acl)
         except (OSError, ValueError) as exc:
             raise SecurityError(f"Unable to set ACLs on {op.path}: {exc}") from None
         _write_or_clear_ref(path, uid, None)
         return Outcome.DONE
+
+
+def _widens_others(old: host_acl.Acl, new: host_acl.Acl, uid: int) -> bool:
+    """True when the new mask lets any other group-class entry do more than before."""
+    old_mask = old.get(host_acl.MASK)
+    new_mask = new.get(host_acl.MASK)
+    if old_mask is None or new_mask is None:
+        return False  # without a mask before, group-class entries were not limited
+    widened = new_mask.perm & ~old_mask.perm
+    others = (
+        e
+        for e in old.entries
+        if e.tag in (host_acl.GROUP_OBJ, host_acl.GROUP) or (e.tag == host_acl.USER and e.id != uid)
+    )
+    return any(e.perm & widened for e in others)
 
 
 def _format_acl_ref(ref: int, prev: int | None, mask: int | None) -> str:

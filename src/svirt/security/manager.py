@@ -181,7 +181,7 @@ class SecurityManager:
         self.cfg = cfg
         self.conn = conn if conn is not None else connect(cfg.state_dir)
         self.journal = Journal(self.conn)
-        self.store = DomainStore(cfg.state_dir)
+        self.store = DomainStore(cfg.state_dir, self.conn)
         self.drivers: dict[str, SecurityDriver] = {}
         for name in primary_drivers(cfg):
             if name == "selinux":
@@ -303,19 +303,41 @@ class SecurityManager:
         )
 
     def recover(self, *, apply: bool = True) -> list[RecoveryAction]:
-        """Roll back crashed transactions, and release MCS levels held for a domain that
-        has no record by a process that is gone (it died between allocating and
-        recording). Cheap enough to run before every mutating command."""
+        """Roll back crashed transactions; then forget claims whose process died before
+        its labelling committed (the rollback already put the files back), MCS levels
+        held by a dead process for an unclaimed name, and XML views without a claim.
+        Cheap enough to run before every mutating command."""
         actions = recover(self.journal, apply=apply)
+        if not apply:
+            return actions
+        rows = self.store.rows()
+        claimed = {name for name, *_ in rows}
+        for name, state, _pid, owner, _pending in rows:
+            if state in ("labelling", "starting") and not _pid_alive(owner):
+                log.info("forgetting %s: its svirt process %d died while labelling", name, owner)
+                self._release_levels(name)
+                self.store.remove(name)
+                claimed.discard(name)
         drv = self.selinux
-        if apply and drv is not None:
+        if drv is not None:
             for domain, pid in drv.ledger.holders():
-                if not _pid_alive(pid) and not self.store.path(domain).exists():
-                    log.info(
-                        "releasing the MCS level of %s: its svirt process %d is gone", domain, pid
-                    )
+                if (
+                    domain not in claimed
+                    and not domain.startswith("libvirt:")
+                    and not (_pid_alive(pid))
+                ):
+                    log.info("releasing the MCS level of %s: process %d is gone", domain, pid)
                     drv.ledger.release(domain)
+        if self.store.dir.is_dir():
+            for view in self.store.dir.glob("*.xml"):
+                if view.stem not in claimed:
+                    view.unlink(missing_ok=True)
         return actions
+
+    def _release_levels(self, name: str) -> None:
+        drv = self.selinux
+        if drv is not None:
+            drv.ledger.release(name)
 
     def plan(self, domain: Domain, ops: Sequence[LabelOp]) -> list[PlannedOp]:
         planned = []
@@ -335,22 +357,23 @@ class SecurityManager:
     ) -> Domain:
         """``svirt label``: generate labels, record the domain, label every resource."""
         self.recover()
-        if self.store.read(domain.name) is not None:
-            raise SecurityError(
-                PREFIX_OPERATION_INVALID
-                + f"domain '{domain.name}' is already labelled or running; "
-                "run 'svirt restore' or 'svirt stop' first"
-            )
-        live = self.gen_labels(domain)
+        # Claiming the name first makes a second process labelling the same domain fail
+        # here, before it allocates or touches anything.
+        self.store.claim(domain.name, "labelling", os.getpid())
         try:
-            self.transaction(step_hook).run(live.name, self.set_ops(live))
-            # Written once, after success: until then the journal (files) and the
-            # ledger's owner pid (the MCS level) are what a crash is recovered from.
-            self.store.write(live, "labelled")
+            live = self.gen_labels(domain)
+            self.store.write(live, "labelling")
+            self.transaction(step_hook).run(
+                live.name,
+                self.set_ops(live),
+                on_commit=lambda _r: self.store.set_state(live.name, "labelled"),
+            )
         except BaseException:
-            self.release_labels(live)
-            self.store.remove(live.name)
+            # The transaction put every file back; give back the level and the name.
+            self._release_levels(domain.name)
+            self.store.remove(domain.name)
             raise
+        self.store.write(live, "labelled")
         return live
 
     def dry_run(self, domain: Domain) -> tuple[Domain, list[PlannedOp]]:
@@ -369,7 +392,7 @@ class SecurityManager:
         """``svirt restore``: restore every label of a labelled domain and release it."""
         self.recover()
         rec = self.store.read(name)
-        if rec is not None and rec.state not in ("labelled", "labelling", "restore-failed"):
+        if rec is not None and rec.state not in ("labelled", "restore-failed"):
             raise SecurityError(
                 PREFIX_OPERATION_INVALID
                 + f"domain '{name}' is {rec.state}; use 'svirt stop' for a running domain"
@@ -407,8 +430,22 @@ class SecurityManager:
         ops = self.restore_ops(domain)
         if pending is not None:
             ops = [op for op in ops if f"{op.driver}:{op.path}" in pending]
-        result = self.transaction().run(domain.name, ops, best_effort=True)
-        failed = sorted({f"{op.driver}:{op.path}" for op, _ in result.errors})
+
+        def failed_of(result: TransactionResult) -> list[str]:
+            return sorted({f"{op.driver}:{op.path}" for op, _ in result.errors})
+
+        def commit(result: TransactionResult) -> None:
+            # In the same database transaction as the journal's close: a crash either
+            # leaves the files labelled and the domain claimed, or both released.
+            failed = failed_of(result)
+            if failed:
+                self.store.set_state(domain.name, "restore-failed", pending=failed)
+            else:
+                self._release_levels(domain.name)
+                self.store.drop(domain.name)
+
+        result = self.transaction().run(domain.name, ops, best_effort=True, on_commit=commit)
+        failed = failed_of(result)
         if failed:
             self.store.write(domain, "restore-failed", pending=failed)
             first = result.errors[0][1]
@@ -416,7 +453,6 @@ class SecurityManager:
                 f"could not restore {len(failed)} path(s) of domain '{domain.name}' "
                 f"(first: {first}); fix the cause and run 'svirt restore' again"
             )
-        self.release_labels(domain)
         self.store.remove(domain.name)
         return result
 

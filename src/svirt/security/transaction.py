@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from svirt.errors import LabelSystemError, SecurityError, SvirtError
 from svirt.host.files import FileState, restore_state, snapshot
 from svirt.security.driver import LabelOp, Outcome, SecurityDriver
+from svirt.state.db import write_transaction
 from svirt.state.journal import Journal
 
 __all__ = ["MetadataLocks", "RecoveryAction", "Transaction", "TransactionResult", "recover"]
@@ -164,6 +165,12 @@ class _Pins:
         self.fds.clear()
 
 
+class _InterruptedBefore(Exception):
+    def __init__(self, domain: str) -> None:
+        super().__init__(domain)
+        self.domain = domain
+
+
 @dataclass
 class TransactionResult:
     outcomes: list[tuple[LabelOp, Outcome]] = field(default_factory=list)
@@ -202,13 +209,52 @@ class Transaction:
         return op
 
     def run(
-        self, domain: str, ops: Sequence[LabelOp], *, best_effort: bool = False
+        self,
+        domain: str,
+        ops: Sequence[LabelOp],
+        *,
+        best_effort: bool = False,
+        on_commit: Callable[[TransactionResult], None] | None = None,
     ) -> TransactionResult:
         """Apply ``ops``. Without ``best_effort`` the first failure rolls everything back
-        and is raised; with it, every operation is tried and failures are returned."""
+        and is raised; with it, every operation is tried and failures are returned.
+        ``on_commit`` runs inside the database transaction that closes the journal entry
+        (state changes that must commit together with the file changes)."""
+        for attempt in range(3):
+            try:
+                return self._attempt(domain, ops, best_effort, on_commit)
+            except _InterruptedBefore as busy:
+                if attempt == 2 or self.journal is None:
+                    raise SecurityError(
+                        f"files of an interrupted transaction of domain '{busy.domain}' "
+                        "could not be put back; run 'svirt recover'"
+                    ) from None
+                # A process that died holding our files' locks left them half done:
+                # put them back (under the locks) before building on them.
+                recover(self.journal)
+        raise AssertionError("unreachable")
+
+    def _commit_only(
+        self, result: TransactionResult, on_commit: Callable[[TransactionResult], None] | None
+    ) -> TransactionResult:
+        if on_commit is not None:
+            if self.journal is not None:
+                with write_transaction(self.journal.conn):
+                    on_commit(result)
+            else:
+                on_commit(result)
+        return result
+
+    def _attempt(
+        self,
+        domain: str,
+        ops: Sequence[LabelOp],
+        best_effort: bool,
+        on_commit: Callable[[TransactionResult], None] | None,
+    ) -> TransactionResult:
         result = TransactionResult()
         if not ops:
-            return result
+            return self._commit_only(result, on_commit)
         pins = _Pins(self.protected)
         try:
             unusable: dict[str, SecurityError] = {}
@@ -227,20 +273,37 @@ class Transaction:
                     result.errors.append((op, exc))  # a file that is gone has nothing to restore
             ops = [op for op in ops if op.path not in unusable]
             if not ops:
-                return result
+                return self._commit_only(result, on_commit)
             locks = None
             if self.remember:
-                remembered = [op.path for op in ops if op.remember and op.path in pins.targets]
-                locks = MetadataLocks(remembered, pins.targets)
+                # Every file this transaction may change is locked, not only the ones
+                # it remembers: a rollback must never write over another process's work.
+                locks = MetadataLocks(list(pins.targets), pins.targets)
                 locks.__enter__()
             try:
-                self._run(domain, ops, pins, locks, result, best_effort)
+                self._check_interrupted(pins)
+                self._run(domain, ops, pins, locks, result, best_effort, on_commit)
             finally:
                 if locks is not None:
                     locks.release()
         finally:
             pins.close()
         return result
+
+    def _check_interrupted(self, pins: _Pins) -> None:
+        """Refuse to build on files a dead process's transaction left half done."""
+        if self.journal is None:
+            return
+        ours = set()
+        for fd in pins.fds.values():
+            st = os.fstat(fd)
+            ours.add((st.st_dev, st.st_ino))
+        for tx in self.journal.open_transactions():
+            if _pid_alive(tx.pid) and tx.pid != os.getpid():
+                continue
+            for entry in self.journal.entries(tx.id):
+                if (entry.before.dev, entry.before.ino) in ours:
+                    raise _InterruptedBefore(tx.domain)
 
     def _run(
         self,
@@ -250,6 +313,7 @@ class Transaction:
         locks: MetadataLocks | None,
         result: TransactionResult,
         best_effort: bool,
+        on_commit: Callable[[TransactionResult], None] | None,
     ) -> None:
         before = {path: snapshot(target) for path, target in pins.targets.items()}
         tx = None
@@ -278,8 +342,11 @@ class Transaction:
             if tx is not None and self.journal is not None:
                 self.journal.finish(tx, "rolledback")
             raise
+        also = (lambda: on_commit(result)) if on_commit is not None else None
         if tx is not None and self.journal is not None:
-            self.journal.finish(tx, "committed")
+            self.journal.finish(tx, "committed", also)
+        elif also is not None:
+            also()
 
     @staticmethod
     def _rollback(
@@ -320,27 +387,51 @@ def _pid_alive(pid: int) -> bool:
 
 
 def recover(journal: Journal, *, apply: bool = True) -> list[RecoveryAction]:
-    """Roll back every transaction left open by a process that no longer exists."""
+    """Roll back every transaction left open by a process that no longer exists, under
+    the metadata locks of its files and through the inode each path names now. A file
+    that cannot be written back is reported (``failed``) and its transaction stays open
+    for ``svirt recover``; nothing is raised."""
     actions: list[RecoveryAction] = []
     for tx in journal.open_transactions():
         if tx.pid != os.getpid() and _pid_alive(tx.pid):
             continue
-        for entry in reversed(journal.entries(tx.id)):
+        entries = journal.entries(tx.id)
+        pins = _Pins(())
+        for entry in entries:
             try:
-                now = snapshot(entry.path)
-            except OSError:
+                pins.pin(entry.path)
+            except SecurityError:
                 actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "missing"))
-                continue
-            if (now.dev, now.ino) != (entry.before.dev, entry.before.ino):
-                # Never write through a path that now names another file.
-                actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "replaced"))
-                continue
-            if now == entry.before:
-                actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "unchanged"))
-                continue
-            actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "restore"))
-            if apply:
-                restore_state(entry.path, entry.before)
-        if apply:
+        locks = MetadataLocks(list(pins.targets), pins.targets) if apply else None
+        failed = False
+        try:
+            if locks is not None:
+                locks.__enter__()
+            for entry in reversed(entries):
+                target = pins.targets.get(entry.path)
+                if target is None:
+                    continue
+                now = snapshot(target)
+                if (now.dev, now.ino) != (entry.before.dev, entry.before.ino):
+                    # Never write through a path that now names another file.
+                    actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "replaced"))
+                    continue
+                if now == entry.before:
+                    actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "unchanged"))
+                    continue
+                if apply:
+                    try:
+                        restore_state(target, entry.before)
+                    except OSError as exc:
+                        log.warning("cannot put back %s: %s", entry.path, exc.strerror)
+                        actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "failed"))
+                        failed = True
+                        continue
+                actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "restore"))
+        finally:
+            if locks is not None:
+                locks.release()
+            pins.close()
+        if apply and not failed:
             journal.finish(tx.id, "rolledback")
     return actions

@@ -39,6 +39,17 @@ CREATE TABLE IF NOT EXISTS mcs_reservations (
     pid INTEGER NOT NULL DEFAULT 0  -- the process that made it (orphans are reclaimed)
 );
 CREATE INDEX IF NOT EXISTS mcs_reservations_domain ON mcs_reservations(domain);
+-- The authoritative state of each domain svirt labelled or started (the XML record
+-- under domains/ is the readable view). Inserting the row claims the name, and it changes
+-- in the same database transaction as the journal entry of the labelling or restore
+-- that justifies the change, so a crash can never leave the two disagreeing.
+CREATE TABLE IF NOT EXISTS domains (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    owner INTEGER NOT NULL,
+    pending TEXT NOT NULL DEFAULT ''
+);
 -- Intent journal: before a transaction mutates anything, the security state of every
 -- file it will touch is recorded, so a crash at any point can be rolled back.
 CREATE TABLE IF NOT EXISTS journal_tx (

@@ -7,18 +7,28 @@
       <domain type='kvm' id='1'> … generated <seclabel>s … </domain>
     </domstatus>
 
-``state`` is ``labelling`` (a ``svirt label`` in progress), ``labelled``, ``starting``,
-``running`` or ``stopping``; ``svirt-owner`` is the pid of the svirt process (or monitor)
-responsible for the record, so a record whose owner died can be reconciled.
+``state`` is ``labelling`` (a ``svirt label`` in progress), ``labelled``, ``starting``
+(the monitor is labelling), ``launching`` (labelled, QEMU not yet up), ``running``,
+``stopping`` or ``restore-failed``; ``svirt-owner`` is the pid of the svirt process (or
+monitor) responsible for the record, so a record whose owner died can be reconciled.
+
+With a database connection the store's authority is the ``domains`` table: inserting a
+row claims the name (two processes cannot label one domain at once), and its state
+changes in the same database transaction as the journal entry of the work that
+justifies it. The XML files are the view every reader (verify, audit, doctor, libvirt
+tooling) uses; without a connection the store reads the files alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -27,12 +37,12 @@ import defusedxml.ElementTree as DET
 from svirt.domain.format import format_domain
 from svirt.domain.model import Domain
 from svirt.domain.parse import parse_domain
-from svirt.errors import StateError, SvirtError
-from svirt.state.db import fsync_dir
+from svirt.errors import PREFIX_OPERATION_INVALID, StateError, SvirtError
+from svirt.state.db import fsync_dir, write_transaction
 
 __all__ = ["DomainRecord", "DomainStore"]
 
-_NAME = re.compile(r"^[^/\0]{1,255}$")
+_NAME = re.compile(r"^[^/\0]{1,200}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +56,68 @@ class DomainRecord:
 
 
 class DomainStore:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, conn: sqlite3.Connection | None = None) -> None:
         self.dir = state_dir / "domains"
+        self.conn = conn
+
+    # --- the authoritative rows (with a connection) -------------------------------------
+
+    def claim(self, name: str, state: str, owner: int) -> None:
+        """Claim a domain name, atomically; raises when it is labelled or active."""
+        self.path(name)
+        assert self.conn is not None
+        with write_transaction(self.conn):
+            row = self.conn.execute("SELECT state FROM domains WHERE name=?", (name,)).fetchone()
+            if row is not None:
+                raise StateError(
+                    PREFIX_OPERATION_INVALID + f"domain '{name}' is already {row[0]}; "
+                    "run 'svirt restore' or 'svirt stop' first"
+                )
+            self.conn.execute(
+                "INSERT INTO domains(name, state, owner) VALUES (?, ?, ?)", (name, state, owner)
+            )
+
+    def set_state(
+        self,
+        name: str,
+        state: str,
+        *,
+        pid: int | None = None,
+        owner: int | None = None,
+        pending: Sequence[str] = (),
+    ) -> None:
+        """Change a row (joins the caller's database transaction when there is one)."""
+        assert self.conn is not None
+        with write_transaction(self.conn):
+            self.conn.execute(
+                "UPDATE domains SET state=?, pid=COALESCE(?, pid), owner=COALESCE(?, owner), "
+                "pending=? WHERE name=?",
+                (state, pid, owner, "\n".join(pending), name),
+            )
+
+    def drop(self, name: str) -> None:
+        """Delete the row (joins the caller's database transaction when there is one)."""
+        assert self.conn is not None
+        with write_transaction(self.conn):
+            self.conn.execute("DELETE FROM domains WHERE name=?", (name,))
+
+    def rows(self) -> list[tuple[str, str, int | None, int, tuple[str, ...]]]:
+        """(name, state, pid, owner, pending) of every claimed domain."""
+        assert self.conn is not None
+        return [
+            (
+                str(n),
+                str(st),
+                None if pid is None else int(pid),
+                int(owner),
+                tuple(p for p in str(pending).split("\n") if p),
+            )
+            for n, st, pid, owner, pending in self.conn.execute(
+                "SELECT name, state, pid, owner, pending FROM domains ORDER BY name"
+            )
+        ]
+
+    # --- the XML view -------------------------------------------------------------------
 
     def path(self, name: str) -> Path:
         if not _NAME.match(name) or name in (".", ".."):
@@ -78,17 +148,33 @@ class DomainStore:
             text += "  </restore-pending>\n"
         text += "".join(f"  {ln}\n" for ln in body.splitlines())
         text += "</domstatus>\n"
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        fsync_dir(self.dir)
+        tmp = self.dir / f".tmp.{os.getpid()}.{time.monotonic_ns()}"
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            fsync_dir(self.dir)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StateError(
+                f"cannot write domain record: {exc.strerror}", source=str(target)
+            ) from None
         return target
 
     def read(self, name: str) -> DomainRecord | None:
         p = self.path(name)
+        if self.conn is not None:
+            row = self.conn.execute(
+                "SELECT state, pid, owner, pending FROM domains WHERE name=?", (name,)
+            ).fetchone()
+            if row is None or not p.exists():
+                return None  # unclaimed (a view left behind), or claimed but not written yet
+            rec = self._read(p)
+            pending = tuple(x for x in str(row[3]).split("\n") if x)
+            return replace(rec, state=str(row[0]), pid=row[1], owner=int(row[2]), pending=pending)
         if not p.exists():
             return None
         return self._read(p)
@@ -112,12 +198,21 @@ class DomainStore:
         )
 
     def remove(self, name: str) -> None:
+        """Forget a domain: its row (with a connection) and its XML view."""
+        if self.conn is not None:
+            self.drop(name)
         try:
             self.path(name).unlink()
         except FileNotFoundError:
             pass
 
     def records(self) -> Iterator[DomainRecord]:
+        if self.conn is not None:
+            for name, *_ in self.rows():
+                rec = self.read(name)
+                if rec is not None:
+                    yield rec
+            return
         if not self.dir.is_dir():
             return
         for p in sorted(self.dir.glob("*.xml")):

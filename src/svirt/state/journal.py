@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from svirt.host.files import FileState
@@ -51,12 +51,16 @@ class Journal:
             )
         return tx
 
-    def finish(self, tx: int, state: str) -> None:
-        """Close a transaction; its file records are no longer needed."""
+    def finish(self, tx: int, state: str, also: Callable[[], None] | None = None) -> None:
+        """Close a transaction; its file records are no longer needed. ``also`` runs in
+        the same database transaction (e.g. the domain's new state), so the two commit
+        together or not at all."""
         with write_transaction(self.conn):
             self.conn.execute("UPDATE journal_tx SET state=? WHERE id=?", (state, tx))
             self.conn.execute("DELETE FROM journal_file WHERE tx=?", (tx,))
             self.conn.execute("DELETE FROM journal_tx WHERE id=?", (tx,))
+            if also is not None:
+                also()
 
     def open_transactions(self) -> Iterator[OpenTransaction]:
         for row in self.conn.execute(
