@@ -137,3 +137,18 @@ def test_overlong_name_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_ls_z_on_files_without_xattrs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ls", "-Z", "/proc/self/status"]) == 0
     assert capsys.readouterr().out.startswith("(no label) ")
+
+
+def test_command_table_matches_the_modules() -> None:
+    """Each command is found in the module the lazy table names, and help lists them all."""
+    import argparse
+
+    from svirt.cli.main import COMMANDS, build_parser
+
+    def commands(parser: argparse.ArgumentParser) -> set[str]:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert commands(build_parser()) == set(COMMANDS)
+    for cmd in COMMANDS:
+        assert cmd in commands(build_parser(["--config", "x.conf", cmd]))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from svirt import __version__
 from svirt.errors import SvirtError
 
-__all__ = ["COMMAND_MODULES", "entry", "main"]
+__all__ = ["COMMANDS", "COMMAND_MODULES", "build_parser", "entry", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     "validate",
@@ -32,6 +32,43 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "demo",
 )
+
+# Which module defines each command: a run imports only the module of its command, so
+# `svirt ls -Z` does not pay for loading QEMU, policy and audit code (help loads all).
+COMMANDS: dict[str, str] = {
+    "validate": "validate",
+    "label": "label",
+    "restore": "label",
+    "ls": "ls",
+    "start": "lifecycle",
+    "stop": "lifecycle",
+    "list": "lifecycle",
+    "dumpxml": "lifecycle",
+    "attach-disk": "lifecycle",
+    "detach-disk": "lifecycle",
+    "policy": "policy",
+    "verify": "verify",
+    "doctor": "doctor",
+    "recover": "doctor",
+    "audit": "audit",
+    "demo": "demo",
+}
+
+
+def _command_module(argv: Sequence[str]) -> str | None:
+    """The module of the first command word in argv, skipping --config's value."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--config":
+            skip = True
+            continue
+        if arg.startswith("-"):
+            continue
+        return COMMANDS.get(arg)
+    return None
 
 
 def _common_options(suppress: bool) -> argparse.ArgumentParser:
@@ -63,7 +100,7 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="svirt",
         description="sVirt for Python: SELinux MCS isolation of QEMU virtual machines.",
@@ -73,14 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     common = _common_options(suppress=True)
-    for name in COMMAND_MODULES:
+    only = _command_module(argv) if argv is not None else None
+    for name in (only,) if only is not None else COMMAND_MODULES:
         module = importlib.import_module(f"svirt.cli.{name}")
         module.register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
