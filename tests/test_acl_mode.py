@@ -155,3 +155,36 @@ def test_two_qemu_users_share_a_file_and_leave_no_mask(tmp_path: Path) -> None:
     mgr.restore_domain("a")
     mgr.restore_domain("b")
     assert (getfacl(img), oct(os.stat(img).st_mode)) == before
+
+
+def _label_in(tmp: str, name: str, img: str) -> None:
+    mgr = SecurityManager(config(Path(tmp), dac_mode="acl"))
+    keep = "<seclabel model='selinux' relabel='no'/>"
+    mgr.label_domain(parse_domain(domain_xml(name, [disk_xml(img, "vda", extra=keep)])))
+
+
+def test_concurrent_acl_grants_on_one_directory_are_counted_exactly(tmp_path: Path) -> None:
+    """Directory ACLs are read-modify-written; flock on the directory serialises them."""
+    import multiprocessing
+
+    d = tmp_path / "images"
+    d.mkdir(mode=0o700)
+    tmp_path.chmod(0o755)
+    imgs = [make_file(d / f"{i}.img", uid=1234, gid=1234) for i in range(4)]
+    before = getfacl(d)
+    ctx = multiprocessing.get_context("fork")
+    procs = [
+        ctx.Process(target=_label_in, args=(str(tmp_path), f"vm{i}", str(p)))
+        for i, p in enumerate(imgs)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert os.getxattr(d, f"trusted.svirt.security.acl_{QEMU_UID}").split()[0] == b"4"
+    mgr = SecurityManager(config(tmp_path, dac_mode="acl"))
+    for i in range(4):
+        mgr.restore_domain(f"vm{i}")
+    assert getfacl(d) == before
+    assert svirt_xattrs(d) == []

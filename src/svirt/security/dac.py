@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import pwd
+import stat
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
@@ -211,12 +212,22 @@ class DACDriver:
         return out
 
     def _search_dirs(self, path: str, ids: str) -> list[str]:
-        """Ancestors the QEMU identity cannot search, outermost first (ACL mode)."""
+        """Ancestors QEMU's identity needs a search entry on, outermost first (ACL mode).
+
+        Decided from what svirt never changes (owner, group and other bits, the owning
+        group's entry), never from named entries, so that labelling and restoring a
+        domain compute the same directories whatever other domains granted meanwhile."""
         uid, gid = parse_ids(ids)
+        gids = self._gids(uid, gid)
         dirs: list[str] = []
         d = os.path.dirname(os.path.abspath(path))
         while True:
-            if self._needs_ref(d, uid, gid, host_acl.X):
+            try:
+                st = os.stat(d)
+                acl, _ = host_acl.read_acl(d)
+            except (OSError, ValueError):
+                st = None
+            if st is not None and not _searchable_without_named(st, acl, uid, gids):
                 dirs.append(d)
             if d == "/":
                 break
@@ -247,19 +258,19 @@ class DACDriver:
 
     def set_ops(self, domain: Domain, resources: Sequence[Resource]) -> list[LabelOp]:
         ops: list[LabelOp] = []
-        seen_dirs: set[str] = set()
+        seen_dirs: set[tuple[str, str]] = set()
         for res, path, ids, remember, readonly in self._entries(domain, resources):
             if self.acl_mode:
                 for d in self._search_dirs(path, ids):
-                    if d not in seen_dirs:
-                        seen_dirs.add(d)
+                    if (d, ids) not in seen_dirs:
+                        seen_dirs.add((d, ids))
                         ops.append(LabelOp("dac", Action.SET, d, ids, True, res.owner, True))
             ops.append(LabelOp("dac", Action.SET, path, ids, remember, res.owner, readonly))
         return ops
 
     def restore_ops(self, domain: Domain, resources: Sequence[Resource]) -> list[LabelOp]:
         ops: list[LabelOp] = []
-        dirs: list[str] = []
+        dirs: list[tuple[str, str]] = []
         for res, path, ids, remember, _readonly in self._entries(domain, resources):
             # chown mode never restores shared media (libvirt: other VMs may use them);
             # ACL references are counted per user, so those are always given back.
@@ -277,17 +288,13 @@ class DACDriver:
             ops.append(LabelOp("dac", Action.RESTORE, path, ids, remember, res.owner))
             if self.acl_mode:
                 uid = parse_ids(ids)[0]
-                d = os.path.dirname(os.path.abspath(path))
-                while True:
-                    if d not in dirs and _has_acl_ref(d, uid):
-                        dirs.append(d)
-                    if d == "/":
-                        break
-                    d = os.path.dirname(d)
+                for d in self._search_dirs(path, ids):
+                    if (d, ids) not in dirs and _has_acl_ref(d, uid):
+                        dirs.append((d, ids))
         # Directories last, innermost first: the reverse of how they were granted.
         ops.extend(
-            LabelOp("dac", Action.RESTORE, d, None, True, "search path")
-            for d in sorted(dirs, key=len, reverse=True)
+            LabelOp("dac", Action.RESTORE, d, ids, True, "search path")
+            for d, ids in sorted(dirs, key=lambda x: len(x[0]), reverse=True)
         )
         return ops
 
@@ -399,6 +406,13 @@ class DACDriver:
         granted = (prev_entry.perm if prev_entry else 0) | need
         new_acl = acl.with_named_user(uid, granted)
         if _widens_others(acl, new_acl, uid):
+            if is_dir:
+                # A directory is never chowned: refuse rather than widen or take it over.
+                raise SecurityError(
+                    f"cannot let QEMU search {op.path}: an ACL entry would widen the "
+                    "access of other users its mask limits; grant it by hand "
+                    f"(setfacl -m u:{uid}:x) or loosen the directory's permissions"
+                )
             # The mask limits someone else's entry; raising it for QEMU would give them
             # more access while the VM runs. Chown instead, as libvirt would.
             log.warning(
@@ -428,6 +442,14 @@ class DACDriver:
         return Outcome.DONE
 
     def _fallback_chown(self, op: LabelOp, path: str, uid: int, gid: int) -> Outcome:
+        if os.path.isdir(path):
+            # Directories are never chowned (others' files live there).
+            log.warning(
+                "%s has no POSIX ACL support: QEMU cannot be granted search "
+                "there; it may be denied access below it",
+                op.path,
+            )
+            return Outcome.SOFT_FAILED
         if _xattrs_supported(path):
             log.warning("%s has no POSIX ACL support: falling back to chown", op.path)
         else:
@@ -482,6 +504,22 @@ class DACDriver:
             raise SecurityError(f"Unable to set ACLs on {op.path}: {exc}") from None
         _write_or_clear_ref(path, uid, None)
         return Outcome.DONE
+
+
+def _searchable_without_named(
+    st: os.stat_result, acl: host_acl.Acl, uid: int, gids: frozenset[int]
+) -> bool:
+    """Can ``uid`` search the directory through its owner, owning group or other bits
+    alone (what svirt never changes)?"""
+    if uid == 0:
+        return True
+    if uid == st.st_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    group = acl.get(host_acl.GROUP_OBJ)
+    if st.st_gid in gids and group is not None and group.perm & host_acl.X:
+        mask = acl.get(host_acl.MASK)
+        return mask is None or bool(mask.perm & host_acl.X)
+    return bool(st.st_mode & stat.S_IXOTH)
 
 
 def _widens_others(old: host_acl.Acl, new: host_acl.Acl, uid: int) -> bool:

@@ -76,7 +76,12 @@ class MetadataLocks:
         except OSError:
             return None  # a path that does not exist is simply not locked
         if stat.S_ISDIR(st.st_mode):
-            return None
+            # libvirt never locks directories; svirt changes their ACLs (search for
+            # QEMU) with a read-modify-write, so it serialises them with flock.
+            try:
+                return os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                return None
         try:
             return os.open(target, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as exc:
@@ -88,9 +93,13 @@ class MetadataLocks:
 
     @staticmethod
     def _lock(path: str, fd: int) -> None:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
         for _ in range(_LOCK_RETRIES):
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1, os.SEEK_SET)
+                if is_dir:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1, os.SEEK_SET)
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EAGAIN):
@@ -105,7 +114,10 @@ class MetadataLocks:
     def release(self) -> None:
         for path, fd in self.fds.items():
             try:
-                fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1, os.SEEK_SET)
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                else:
+                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1, os.SEEK_SET)
                 os.close(fd)
             except OSError as exc:
                 log.warning("unable to unlock %s: %s", path, exc.strerror)
