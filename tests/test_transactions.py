@@ -316,7 +316,7 @@ def _restore_and_die_after_commit(tmp: str) -> None:
     def die(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    mgr.store.remove = die  # type: ignore[method-assign]  # crash right after the commit
+    mgr.store.remove_view = die  # type: ignore[method-assign]  # crash right after the commit
     mgr.restore_domain("b")
 
 

@@ -58,6 +58,7 @@ from svirt.host import acl as host_acl
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
+from svirt.host.procs import pid_alive
 from svirt.launch.lifecycle import qemu_alive, reconcile
 from svirt.policy.verify import Skipped, load_live_domain
 from svirt.security.dac import ACL_XATTR_PREFIX, parse_ids
@@ -83,7 +84,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ACTIVE_STATES = ("starting", "running", "stopping")
+_ACTIVE_STATES = ("starting", "launching", "running", "stopping")
 _PROC_ROOT = re.compile(r"^/proc/(\d+)/root(/.*)$")
 _MAX_DEV_ENTRIES = 10_000  # a VM's private /dev is a 64 KiB tmpfs; refuse to walk a huge one
 
@@ -356,18 +357,6 @@ class _Dom:
         return DomainUse(self.name, self.origin, self.state, self.pid, self.uid)
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _dac_uid(domain: Domain) -> int | None:
     sl = domain.seclabel("dac")
     if sl is None or not sl.label:
@@ -387,7 +376,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
         records = []
     for rec in records:
         alive = qemu_alive(rec)
-        dead = rec.state in _ACTIVE_STATES and not alive and not _pid_alive(rec.owner)
+        dead = rec.state in _ACTIVE_STATES and not alive and not pid_alive(rec.owner)
         out.append(
             _Dom(
                 rec.domain.name,
@@ -1263,7 +1252,7 @@ def recover(cfg: Config, args: Sequence[str] = (), *, apply: bool = False) -> Re
             )
     else:
         for rec in mgr.store.records():
-            if rec.state in _ACTIVE_STATES and not _pid_alive(rec.owner) and not qemu_alive(rec):
+            if rec.state in _ACTIVE_STATES and not pid_alive(rec.owner) and not qemu_alive(rec):
                 actions.append(
                     RecoverAction(
                         "reconcile",

@@ -24,7 +24,7 @@ class FileState:
     ino: int
     uid: int
     gid: int
-    mode: int  # permission bits (an ACL change rewrites the group bits)
+    mode: int  # permission bits (an ACL change rewrites the group bits); -1: not known
     xattrs: tuple[tuple[str, bytes], ...]  # tracked xattrs, sorted by name
 
     def to_json(self) -> dict[str, Any]:
@@ -44,7 +44,7 @@ class FileState:
             int(data["ino"]),
             int(data["uid"]),
             int(data["gid"]),
-            int(data["mode"]),
+            int(data.get("mode", -1)),
             tuple(sorted((k, bytes.fromhex(v)) for k, v in data["xattrs"].items())),
         )
 
@@ -91,7 +91,7 @@ def restore_state(path: str, state: FileState) -> None:
     st = os.stat(path)
     if (st.st_uid, st.st_gid) != (state.uid, state.gid):
         os.chown(path, state.uid, state.gid)
-    if stat.S_IMODE(os.stat(path).st_mode) != state.mode:
+    if state.mode >= 0 and stat.S_IMODE(os.stat(path).st_mode) != state.mode:
         os.chmod(path, state.mode)
     # chown clears set-id bits and chmod rewrites the ACL mask: put the ACL back last.
     acl = wanted.get("system.posix_acl_access")

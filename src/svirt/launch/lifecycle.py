@@ -41,6 +41,7 @@ from svirt.host.namespace import (
     populate_in_namespace,
     remove_from_namespace,
 )
+from svirt.host.procs import find_qemu, pid_alive
 from svirt.launch.process import bind_monitor_socket, spawn, wait_exit
 from svirt.launch.qemu import (
     build_command,
@@ -106,18 +107,6 @@ def qemu_alive(rec: DomainRecord) -> bool:
     return f"guest={rec.domain.name}".encode() in cmdline
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
     """Restore the labels of domains whose monitor and QEMU are both gone. Returns the
     names reconciled. Crashed transactions are rolled back first (a monitor that died
@@ -126,20 +115,28 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
     mgr.recover()
     done = []
     for rec in list(mgr.store.records()):
-        if rec.state not in ("launching", "running", "stopping"):
+        if rec.state not in ("launching", "running", "stopping") or rec.owner is None:
             continue
-        if _alive(rec.owner) or qemu_alive(rec):
+        if pid_alive(rec.owner) or qemu_alive(rec):
             continue
-        log.warning(
-            "domain %s: its monitor and QEMU are gone; restoring its labels", rec.domain.name
-        )
+        name = rec.domain.name
+        if rec.pid is None:
+            # The monitor died between spawning QEMU and recording its pid: find that
+            # QEMU by its guest name and end it before its labels go.
+            for orphan in find_qemu(name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(orphan, signal.SIGKILL)
+                _wait_gone(orphan, 5.0)
+        if not mgr.store.take(name, (rec.state,), rec.owner, "stopping"):
+            continue  # another svirt process is already on it
+        log.warning("domain %s: its monitor and QEMU are gone; restoring its labels", name)
         try:
             mgr.restore_and_release(rec.domain)
         except SvirtError as exc:
             log.warning("%s", exc)
-        done.append(rec.domain.name)
+        done.append(name)
         with contextlib.suppress(FileNotFoundError):
-            runtime_paths(cfg, rec.domain.name)[0].unlink()
+            runtime_paths(cfg, name)[0].unlink()
     return done
 
 
@@ -269,11 +266,13 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     assert mgr is not None and live is not None and qemu_pid is not None
     code = wait_exit(qemu_pid)
     log.info("QEMU %d exited with %s; restoring labels", qemu_pid, code)
-    rec = mgr.store.read(live.name)
-    current = rec.domain if rec is not None else live  # hotplugged disks are in the record
     try:
+        # "stopping" first: from then on no hotplug can change the disk list, so the one
+        # read next is the one to restore.
         mgr.store.set_state(live.name, "stopping", owner=os.getpid())
-        mgr.store.write(current, "stopping", pid=qemu_pid, owner=os.getpid())
+        rec = mgr.store.read(live.name)
+        current = rec.domain if rec is not None else live
+        mgr.store.sync_views()
         mgr.restore_and_release(current)
     except SvirtError as exc:
         log.error("%s", exc)
@@ -299,7 +298,7 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
     store = DomainStore(cfg.state_dir)
     if store.path(domain.name).exists():
         rec = store.read(domain.name)
-        if rec is not None and (_alive(rec.owner) or qemu_alive(rec)):
+        if rec is not None and (pid_alive(rec.owner) or qemu_alive(rec)):
             raise LaunchError(
                 PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active"
             )
@@ -344,18 +343,10 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid) or _is_zombie(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.01)
-    return not _alive(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
+    return not pid_alive(pid)
 
 
 def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float = 10.0) -> str:
@@ -367,6 +358,16 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
     rec = mgr.store.read(name)
     if rec is None or rec.state not in ("starting", "launching", "running", "stopping"):
         raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{name}' is not running")
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while rec is not None and rec.state in ("starting", "launching") and pid_alive(rec.owner):
+        if time.monotonic() > deadline:
+            raise LaunchError(
+                PREFIX_OPERATION_INVALID + f"domain '{name}' is still starting; try again"
+            )
+        time.sleep(0.02)
+        rec = mgr.store.read(name)
+    if rec is None:
+        return "already stopped"
     how = "already stopped"
     qmp_path, _ = runtime_paths(cfg, name)
     if qemu_alive(rec):
@@ -391,18 +392,23 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
             how = "terminated" if sig == signal.SIGTERM else "killed"
             if _wait_gone(rec.pid, grace):
                 break
-    # The monitor restores the labels when it sees QEMU exit; wait for it, or do it.
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline and mgr.store.path(name).exists() and _alive(rec.owner):
+    # The monitor restores the labels when it sees QEMU exit: wait for it. Only if the
+    # monitor is gone does this process restore, after taking the domain over.
+    deadline = time.monotonic() + 60.0
+    while rec is not None and pid_alive(rec.owner) and rec.state != "restore-failed":
+        if time.monotonic() > deadline:
+            raise LaunchError(f"domain '{name}': its monitor has not finished restoring")
         time.sleep(0.01)
-    rec = mgr.store.read(name)
+        rec = mgr.store.read(name)
     if rec is not None:
         if rec.state == "restore-failed":
             raise LaunchError(
                 f"domain '{name}' stopped, but some labels could not be restored: "
                 f"{', '.join(rec.pending)}; run 'svirt restore' after fixing the cause"
             )
-        mgr.restore_and_release(rec.domain)
+        assert rec.owner is not None
+        if mgr.store.take(name, (rec.state,), rec.owner, "stopping"):
+            mgr.restore_and_release(rec.domain)
     return how
 
 
@@ -427,7 +433,11 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
     created: tuple[str, ...] = ()
     if "mount" in cfg.namespaces:
         created = populate_in_namespace(rec.pid, [r.path for r in resources if r.path])
-    mgr.transaction().run(name, ops)
+    # The disk joins the record in the commit of its labels: a crash after it leaves a
+    # disk the monitor restores at stop; once the monitor is stopping, nothing joins.
+    mgr.transaction().run(
+        name, ops, on_commit=lambda _r: mgr.store.set_domain_while(new, "running")
+    )
     qmp_path, _ = runtime_paths(cfg, name)
     added: list[str] = []
     try:
@@ -440,11 +450,16 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
         with contextlib.suppress(SvirtError), QMPClient.connect(qmp_path, timeout=5.0) as qmp:
             for node_name in reversed(added):
                 qmp.blockdev_del(node_name)
-        mgr.transaction().run(name, mgr.restore_ops(new, resources), best_effort=True)
+        mgr.transaction().run(
+            name,
+            mgr.restore_ops(new, resources),
+            best_effort=True,
+            on_commit=lambda _r: mgr.store.set_domain_while(domain, "running"),
+        )
         if created:
             remove_from_namespace(rec.pid, created)
         raise
-    mgr.store.write(new, "running", pid=rec.pid, owner=rec.owner)
+    mgr.store.sync_views()
     return new
 
 
@@ -464,10 +479,15 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
         for node in reversed(disk_blockdevs(disk)):
             qmp.blockdev_del(str(node["node-name"]))
     new = replace(domain, disks=tuple(d for d in domain.disks if d.target != target))
+    # The disk leaves the record in the commit of its restore (if the monitor is
+    # already stopping the VM, this restore is undone and the monitor does it).
     result = mgr.transaction().run(
-        name, mgr.restore_ops(domain, list(disk_resources(disk))), best_effort=True
+        name,
+        mgr.restore_ops(domain, list(disk_resources(disk))),
+        best_effort=True,
+        on_commit=lambda _r: mgr.store.set_domain_while(new, "running"),
     )
-    mgr.store.write(new, "running", pid=rec.pid, owner=rec.owner)
+    mgr.store.sync_views()
     if result.errors:
         raise result.errors[0][1]
     # libvirt leaves the disk's /dev node in the namespace: it may be another disk's

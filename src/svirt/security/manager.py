@@ -34,6 +34,7 @@ from svirt.errors import (
     XMLError,
 )
 from svirt.host import selinux as host_selinux
+from svirt.host.procs import pid_alive
 from svirt.security.dac import DACDriver
 from svirt.security.driver import LabelOp, SecurityDriver
 from svirt.security.mcs import McsLedger
@@ -146,18 +147,6 @@ def check_domain(domain: Domain, cfg: Config) -> None:
             )
     for ch in domain.chardevs:
         _check_device_labels(ch.seclabels, ch.kind.value, available)
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,26 +301,30 @@ class SecurityManager:
             return actions
         rows = self.store.rows()
         claimed = {name for name, *_ in rows}
-        for name, state, _pid, owner, _pending in rows:
-            if state in ("labelling", "starting") and not _pid_alive(owner):
+        for name, state, _pid, owner, pending in rows:
+            if pid_alive(owner):
+                continue
+            if state in ("labelling", "starting"):
                 log.info("forgetting %s: its svirt process %d died while labelling", name, owner)
                 self._release_levels(name)
                 self.store.remove(name)
                 claimed.discard(name)
+            elif state == "restoring":
+                # The rollback above put its files back as they were before the restore.
+                self.store.set_state(
+                    name, "restore-failed" if pending else "labelled", pending=pending
+                )
         drv = self.selinux
         if drv is not None:
             for domain, pid in drv.ledger.holders():
                 if (
                     domain not in claimed
                     and not domain.startswith("libvirt:")
-                    and not (_pid_alive(pid))
+                    and not (pid_alive(pid))
                 ):
                     log.info("releasing the MCS level of %s: process %d is gone", domain, pid)
                     drv.ledger.release(domain)
-        if self.store.dir.is_dir():
-            for view in self.store.dir.glob("*.xml"):
-                if view.stem not in claimed:
-                    view.unlink(missing_ok=True)
+        self.store.sync_views()
         return actions
 
     def _release_levels(self, name: str) -> None:
@@ -410,6 +403,13 @@ class SecurityManager:
                 + f"domain '{name}' was not labelled by svirt on this host; nothing to restore"
             )
         pending = rec.pending if rec is not None and rec.state == "restore-failed" else None
+        if rec is not None and (
+            rec.owner is None or not self.store.take(name, (rec.state,), rec.owner, "restoring")
+        ):
+            raise SecurityError(
+                PREFIX_OPERATION_INVALID
+                + f"domain '{name}' is being changed by another svirt process"
+            )
         result = self.restore_and_release(domain, pending)
         return self.release_labels(domain), result
 
@@ -442,7 +442,7 @@ class SecurityManager:
                 self.store.set_state(domain.name, "restore-failed", pending=failed)
             else:
                 self._release_levels(domain.name)
-                self.store.drop(domain.name)
+                self.store.drop(domain.name, owner=os.getpid())
 
         result = self.transaction().run(domain.name, ops, best_effort=True, on_commit=commit)
         failed = failed_of(result)
@@ -453,7 +453,7 @@ class SecurityManager:
                 f"could not restore {len(failed)} path(s) of domain '{domain.name}' "
                 f"(first: {first}); fix the cause and run 'svirt restore' again"
             )
-        self.store.remove(domain.name)
+        self.store.remove_view(domain.name)
         return result
 
 

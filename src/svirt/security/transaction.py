@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from svirt.errors import LabelSystemError, SecurityError, SvirtError
 from svirt.host.files import FileState, restore_state, snapshot
+from svirt.host.procs import pid_alive
 from svirt.security.driver import LabelOp, Outcome, SecurityDriver
 from svirt.state.db import write_transaction
 from svirt.state.journal import Journal
@@ -53,14 +54,25 @@ class MetadataLocks:
         self.paths = sorted(set(paths))
         self.opener = dict(opener or {})
         self.fds: dict[str, int] = {}
+        self.aliases: dict[str, str] = {}  # path -> the locked path naming the same file
 
     def __enter__(self) -> MetadataLocks:
+        seen: dict[tuple[int, int], str] = {}
         try:
             for path in self.paths:
                 fd = self._open(path, self.opener.get(path, path))
-                if fd is not None:
-                    self._lock(path, fd)
-                    self.fds[path] = fd
+                if fd is None:
+                    continue
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) in seen:
+                    # The same file by another name: it is locked already (a second
+                    # flock on a directory would wait for ourselves).
+                    os.close(fd)
+                    self.aliases[path] = seen[(st.st_dev, st.st_ino)]
+                    continue
+                self._lock(path, fd)
+                self.fds[path] = fd
+                seen[(st.st_dev, st.st_ino)] = path
         except BaseException:
             self.release()
             raise
@@ -109,7 +121,7 @@ class MetadataLocks:
         raise SecurityError(f"unable to lock {path} for metadata change")
 
     def locked(self, path: str) -> bool:
-        return path in self.fds
+        return path in self.fds or path in self.aliases
 
     def release(self) -> None:
         for path, fd in self.fds.items():
@@ -311,7 +323,7 @@ class Transaction:
             st = os.fstat(fd)
             ours.add((st.st_dev, st.st_ino))
         for tx in self.journal.open_transactions():
-            if _pid_alive(tx.pid) and tx.pid != os.getpid():
+            if pid_alive(tx.pid) and tx.pid != os.getpid():
                 continue
             for entry in self.journal.entries(tx.id):
                 if (entry.before.dev, entry.before.ino) in ours:
@@ -355,10 +367,18 @@ class Transaction:
                 self.journal.finish(tx, "rolledback")
             raise
         also = (lambda: on_commit(result)) if on_commit is not None else None
-        if tx is not None and self.journal is not None:
-            self.journal.finish(tx, "committed", also)
-        elif also is not None:
-            also()
+        try:
+            if tx is not None and self.journal is not None:
+                self.journal.finish(tx, "committed", also)
+            elif also is not None:
+                also()
+        except BaseException:
+            # on_commit refused (its database transaction rolled back with the journal's
+            # close): put the files back too, while the locks are still held.
+            self._rollback(touched, before, pins.targets)
+            if tx is not None and self.journal is not None:
+                self.journal.finish(tx, "rolledback")
+            raise
 
     @staticmethod
     def _rollback(
@@ -388,16 +408,6 @@ class RecoveryAction:
     what: str  # "restore", "unchanged", "replaced" (a different inode now), "missing"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(journal: Journal, *, apply: bool = True) -> list[RecoveryAction]:
     """Roll back every transaction left open by a process that no longer exists, under
     the metadata locks of its files and through the inode each path names now. A file
@@ -405,7 +415,7 @@ def recover(journal: Journal, *, apply: bool = True) -> list[RecoveryAction]:
     for ``svirt recover``; nothing is raised."""
     actions: list[RecoveryAction] = []
     for tx in journal.open_transactions():
-        if tx.pid != os.getpid() and _pid_alive(tx.pid):
+        if tx.pid != os.getpid() and pid_alive(tx.pid):
             continue
         entries = journal.entries(tx.id)
         pins = _Pins(())
@@ -419,6 +429,10 @@ def recover(journal: Journal, *, apply: bool = True) -> list[RecoveryAction]:
         try:
             if locks is not None:
                 locks.__enter__()
+                # Another process may have recovered it while we waited for the locks,
+                # and a newer transaction may already have built on the files since.
+                if not journal.is_open(tx.id):
+                    continue
             for entry in reversed(entries):
                 target = pins.targets.get(entry.path)
                 if target is None:
@@ -440,10 +454,10 @@ def recover(journal: Journal, *, apply: bool = True) -> list[RecoveryAction]:
                         failed = True
                         continue
                 actions.append(RecoveryAction(tx.id, tx.domain, entry.path, "restore"))
+            if apply and not failed:
+                journal.finish(tx.id, "rolledback")  # before the locks go
         finally:
             if locks is not None:
                 locks.release()
             pins.close()
-        if apply and not failed:
-            journal.finish(tx.id, "rolledback")
     return actions

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS domains (
     state TEXT NOT NULL,
     pid INTEGER,
     owner INTEGER NOT NULL,
-    pending TEXT NOT NULL DEFAULT ''
+    pending TEXT NOT NULL DEFAULT '',
+    xml TEXT NOT NULL DEFAULT ''  -- the live domain XML (disks change with hotplug)
 );
 -- Intent journal: before a transaction mutates anything, the security state of every
 -- file it will touch is recorded, so a crash at any point can be rolled back.

@@ -28,7 +28,7 @@ import sqlite3
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -62,18 +62,23 @@ class DomainStore:
 
     # --- the authoritative rows (with a connection) -------------------------------------
 
+    def _db(self) -> sqlite3.Connection:
+        if self.conn is None:
+            raise StateError("internal error: the domain store has no database")
+        return self.conn
+
     def claim(self, name: str, state: str, owner: int) -> None:
         """Claim a domain name, atomically; raises when it is labelled or active."""
         self.path(name)
-        assert self.conn is not None
-        with write_transaction(self.conn):
-            row = self.conn.execute("SELECT state FROM domains WHERE name=?", (name,)).fetchone()
+        conn = self._db()
+        with write_transaction(conn):
+            row = conn.execute("SELECT state FROM domains WHERE name=?", (name,)).fetchone()
             if row is not None:
                 raise StateError(
                     PREFIX_OPERATION_INVALID + f"domain '{name}' is already {row[0]}; "
                     "run 'svirt restore' or 'svirt stop' first"
                 )
-            self.conn.execute(
+            conn.execute(
                 "INSERT INTO domains(name, state, owner) VALUES (?, ?, ?)", (name, state, owner)
             )
 
@@ -87,23 +92,57 @@ class DomainStore:
         pending: Sequence[str] = (),
     ) -> None:
         """Change a row (joins the caller's database transaction when there is one)."""
-        assert self.conn is not None
-        with write_transaction(self.conn):
-            self.conn.execute(
+        with write_transaction(self._db()) as conn:
+            conn.execute(
                 "UPDATE domains SET state=?, pid=COALESCE(?, pid), owner=COALESCE(?, owner), "
                 "pending=? WHERE name=?",
                 (state, pid, owner, "\n".join(pending), name),
             )
 
-    def drop(self, name: str) -> None:
-        """Delete the row (joins the caller's database transaction when there is one)."""
-        assert self.conn is not None
-        with write_transaction(self.conn):
-            self.conn.execute("DELETE FROM domains WHERE name=?", (name,))
+    def set_domain(self, domain: Domain) -> None:
+        """Record the domain's live XML in its row (hotplug changes its disks)."""
+        with write_transaction(self._db()) as conn:
+            conn.execute(
+                "UPDATE domains SET xml=? WHERE name=?",
+                (format_domain(domain, live=True), domain.name),
+            )
+
+    def set_domain_while(self, domain: Domain, state: str) -> None:
+        """Record the domain's XML only while its row is in ``state`` (a hotplug's
+        commit: once the monitor is stopping the VM, it alone decides what to restore)."""
+        with write_transaction(self._db()) as conn:
+            cur = conn.execute(
+                "UPDATE domains SET xml=? WHERE name=? AND state=?",
+                (format_domain(domain, live=True), domain.name, state),
+            )
+            if cur.rowcount != 1:
+                raise StateError(
+                    PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is no longer {state}"
+                )
+
+    def take(self, name: str, states: Sequence[str], seen_owner: int, state: str) -> bool:
+        """Become the row's owner, moving it to ``state``, if it is still in one of
+        ``states`` with the owner seen: of two processes racing to restore a domain, one
+        wins and the other does nothing."""
+        with write_transaction(self._db()) as conn:
+            marks = ",".join("?" * len(states))
+            cur = conn.execute(
+                f"UPDATE domains SET state=?, owner=? WHERE name=? AND owner=? "
+                f"AND state IN ({marks})",
+                (state, os.getpid(), name, seen_owner, *states),
+            )
+            return cur.rowcount == 1
+
+    def drop(self, name: str, *, owner: int | None = None) -> None:
+        """Delete the row; with ``owner``, only while that process still owns it."""
+        with write_transaction(self._db()) as conn:
+            if owner is None:
+                conn.execute("DELETE FROM domains WHERE name=?", (name,))
+            else:
+                conn.execute("DELETE FROM domains WHERE name=? AND owner=?", (name, owner))
 
     def rows(self) -> list[tuple[str, str, int | None, int, tuple[str, ...]]]:
         """(name, state, pid, owner, pending) of every claimed domain."""
-        assert self.conn is not None
         return [
             (
                 str(n),
@@ -112,7 +151,7 @@ class DomainStore:
                 int(owner),
                 tuple(p for p in str(pending).split("\n") if p),
             )
-            for n, st, pid, owner, pending in self.conn.execute(
+            for n, st, pid, owner, pending in self._db().execute(
                 "SELECT name, state, pid, owner, pending FROM domains ORDER BY name"
             )
         ]
@@ -124,30 +163,25 @@ class DomainStore:
             raise StateError(f"invalid domain name '{name}'")
         return self.dir / f"{name}.xml"
 
-    def write(
-        self,
-        domain: Domain,
-        state: str,
-        *,
-        pid: int | None = None,
-        owner: int | None = None,
-        pending: Sequence[str] = (),
-    ) -> Path:
-        """Write the record atomically (temporary file, fsync, rename)."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        target = self.path(domain.name)
+    @staticmethod
+    def _text(
+        domain_xml: str, state: str, pid: int | None, owner: int, pending: Sequence[str]
+    ) -> str:
         attrs = f" state='{state}'"
         if pid is not None:
             attrs += f" pid='{pid}'"
-        attrs += f" svirt-owner='{owner if owner is not None else os.getpid()}'"
-        body = format_domain(domain, live=True)
+        attrs += f" svirt-owner='{owner}'"
         text = f"<domstatus{attrs}>\n"
         if pending:
             text += "  <restore-pending>\n"
             text += "".join(f"    <path>{escape(p)}</path>\n" for p in pending)
             text += "  </restore-pending>\n"
-        text += "".join(f"  {ln}\n" for ln in body.splitlines())
-        text += "</domstatus>\n"
+        text += "".join(f"  {ln}\n" for ln in domain_xml.splitlines())
+        return text + "</domstatus>\n"
+
+    def _write_view(self, name: str, text: str) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target = self.path(name)
         tmp = self.dir / f".tmp.{os.getpid()}.{time.monotonic_ns()}"
         try:
             with open(tmp, "w") as fh:
@@ -164,17 +198,67 @@ class DomainStore:
             ) from None
         return target
 
+    def write(
+        self,
+        domain: Domain,
+        state: str,
+        *,
+        pid: int | None = None,
+        owner: int | None = None,
+        pending: Sequence[str] = (),
+    ) -> Path:
+        """Record the domain (its row's XML, with a database) and write its view
+        atomically (temporary file, fsync, rename)."""
+        if self.conn is not None:
+            self.set_domain(domain)
+        body = format_domain(domain, live=True)
+        owner = owner if owner is not None else os.getpid()
+        return self._write_view(domain.name, self._text(body, state, pid, owner, pending))
+
+    def sync_views(self) -> None:
+        """Make every view say what its row says (after a crash between the two), and
+        remove views of names no row claims."""
+        conn = self._db()
+        claimed = set()
+        for name, state, pid, owner, pending, xml in conn.execute(
+            "SELECT name, state, pid, owner, pending, xml FROM domains"
+        ).fetchall():
+            claimed.add(name)
+            if not xml:
+                continue  # claimed, not described yet
+            text = self._text(
+                str(xml),
+                str(state),
+                pid,
+                int(owner),
+                tuple(p for p in str(pending).split("\n") if p),
+            )
+            p = self.path(str(name))
+            try:
+                current = p.read_text()
+            except OSError:
+                current = None
+            if current != text:
+                self._write_view(str(name), text)
+        if self.dir.is_dir():
+            for view in self.dir.glob("*.xml"):
+                if view.stem not in claimed:
+                    view.unlink(missing_ok=True)
+
     def read(self, name: str) -> DomainRecord | None:
         p = self.path(name)
         if self.conn is not None:
             row = self.conn.execute(
-                "SELECT state, pid, owner, pending FROM domains WHERE name=?", (name,)
+                "SELECT state, pid, owner, pending, xml FROM domains WHERE name=?", (name,)
             ).fetchone()
-            if row is None or not p.exists():
-                return None  # unclaimed (a view left behind), or claimed but not written yet
-            rec = self._read(p)
+            if row is None or not row[4]:
+                return None  # unclaimed, or claimed but not described yet
+            try:
+                domain = parse_domain(str(row[4]), inactive=False, source=str(p))
+            except SvirtError as exc:
+                raise StateError(f"unreadable domain record: {exc}", source=str(p)) from None
             pending = tuple(x for x in str(row[3]).split("\n") if x)
-            return replace(rec, state=str(row[0]), pid=row[1], owner=int(row[2]), pending=pending)
+            return DomainRecord(domain, str(row[0]), row[1], int(row[2]), p, pending)
         if not p.exists():
             return None
         return self._read(p)
@@ -201,6 +285,9 @@ class DomainStore:
         """Forget a domain: its row (with a connection) and its XML view."""
         if self.conn is not None:
             self.drop(name)
+        self.remove_view(name)
+
+    def remove_view(self, name: str) -> None:
         try:
             self.path(name).unlink()
         except FileNotFoundError:

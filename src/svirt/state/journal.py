@@ -62,6 +62,10 @@ class Journal:
             if also is not None:
                 also()
 
+    def is_open(self, tx: int) -> bool:
+        row = self.conn.execute("SELECT state FROM journal_tx WHERE id=?", (tx,)).fetchone()
+        return row is not None and row[0] == "open"
+
     def open_transactions(self) -> Iterator[OpenTransaction]:
         for row in self.conn.execute(
             "SELECT id, domain, action, pid, started FROM journal_tx WHERE state='open' "
