@@ -366,3 +366,54 @@ def test_unrecoverable_journal_entry_does_not_block_other_domains(tmp_path: Path
         subprocess.run(["chattr", "-i", str(img)], check=True)
     assert [a.what for a in SecurityManager(config(tmp_path)).recover()] == ["restore"]
     assert svirt_xattrs(img) == []
+
+
+def _reconcile(tmp: str, barrier: multiprocessing.synchronize.Barrier) -> None:
+    from svirt.launch.lifecycle import reconcile
+
+    cfg = config(Path(tmp))
+    mgr = SecurityManager(cfg)
+    barrier.wait()
+    reconcile(cfg, mgr)
+
+
+def test_dead_domain_is_restored_once_however_many_reconcile(tmp_path: Path) -> None:
+    """Two commands reconciling the same dead domain race to take its row; one restores."""
+    shared = make_file(tmp_path / "shared.img", uid=1234, gid=1234)
+    keep = "<seclabel model='selinux' relabel='no'/>"
+    mgr = SecurityManager(config(tmp_path))
+    for name in ("other", "dead"):
+        mgr.label_domain(parse_domain(domain_xml(name, [disk_xml(shared, "vda", extra=keep)])))
+    assert os.getxattr(shared, "trusted.libvirt.security.ref_dac") == b"2"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    mgr.store.set_state("dead", "running", owner=gone.pid)  # its monitor and QEMU died
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(3)
+    procs = [ctx.Process(target=_reconcile, args=(str(tmp_path), barrier)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert os.getxattr(shared, "trusted.libvirt.security.ref_dac") == b"1"  # other's
+    assert [r[0] for r in SecurityManager(config(tmp_path)).store.rows()] == ["other"]
+
+
+def test_take_is_won_once(tmp_path: Path) -> None:
+    mgr = SecurityManager(config(tmp_path))
+    mgr.store.claim("vm", "labelled", 1)
+    assert mgr.store.take("vm", ("labelled",), 1, "restoring")
+    assert not mgr.store.take("vm", ("labelled",), 1, "restoring")
+
+
+def test_views_follow_the_rows(tmp_path: Path) -> None:
+    img = make_file(tmp_path / "a.img")
+    mgr = SecurityManager(config(tmp_path))
+    mgr.label_domain(parse_domain(domain_xml("vm", [disk_xml(img, "vda")])))
+    view = tmp_path / "state" / "domains" / "vm.xml"
+    view.write_text(view.read_text().replace("state='labelled'", "state='labelling'"))
+    (tmp_path / "state" / "domains" / "ghost.xml").write_text("<domstatus/>")
+    SecurityManager(config(tmp_path)).recover()
+    assert "state='labelled'" in view.read_text()
+    assert not (tmp_path / "state" / "domains" / "ghost.xml").exists()
