@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 from svirt.domain.model import Chardev, DeviceSeclabel, Disk, Domain, Hostdev, StorageSource
 
-__all__ = ["Resource", "ResourceKind", "chardev_resource", "disk_resources", "domain_resources"]
+__all__ = [
+    "BOOT_FILES",
+    "Resource",
+    "ResourceKind",
+    "chardev_resource",
+    "disk_resources",
+    "domain_resources",
+]
 
 
 class ResourceKind(enum.Enum):
@@ -30,6 +37,12 @@ class ResourceKind(enum.Enum):
     INPUT = "input"
     MEMORY = "memory"
     TPM = "tpm"
+
+
+# Files QEMU only reads to boot: labelled as content, remembered, restored.
+BOOT_FILES = frozenset(
+    {ResourceKind.KERNEL, ResourceKind.INITRD, ResourceKind.DTB, ResourceKind.ACPI_TABLE}
+)
 
 
 @dataclass(frozen=True, slots=True)

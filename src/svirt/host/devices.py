@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 
 from svirt.domain.model import Hostdev
+from svirt.domain.resources import Resource
 from svirt.errors import SecurityError
 
-__all__ = ["hostdev_paths", "tpm_cancel_path"]
+__all__ = ["chardev_paths", "hostdev_paths", "tpm_cancel_path"]
 
 SYSFS = Path("/sys")
 
@@ -70,3 +71,17 @@ def tpm_cancel_path(device: str, sysfs: Path = SYSFS) -> str:
         if p.exists():
             return str(p)
     raise SecurityError(f"No usable TPM cancel path for device {device}")
+
+
+def chardev_paths(res: Resource) -> list[str]:
+    """The files a chardev source stands for (spec §5.2): a pipe's ``.in``/``.out`` pair
+    when both exist, else the path; a listening unix socket only once it exists."""
+    assert res.path is not None
+    if res.chardev_type == "pipe":
+        pin, pout = res.path + ".in", res.path + ".out"
+        if os.path.exists(pin) and os.path.exists(pout):
+            return [pin, pout]
+        return [res.path]
+    if res.chardev_type == "unix" and res.chardev_mode == "bind":
+        return [res.path] if os.path.exists(res.path) else []
+    return [res.path]

@@ -28,7 +28,7 @@ from typing import Final
 
 from svirt.conf import Config
 from svirt.domain.model import Domain, Seclabel, SeclabelType
-from svirt.domain.resources import Resource, ResourceKind
+from svirt.domain.resources import BOOT_FILES, Resource, ResourceKind
 from svirt.errors import (
     PREFIX_INTERNAL,
     PREFIX_INVALID_ARG,
@@ -150,17 +150,6 @@ class DACDriver:
                 return sl.label if sl.relabel else None
         return img_ids
 
-    @staticmethod
-    def _chardev_paths(res: Resource) -> list[str]:
-        assert res.path is not None
-        if res.chardev_type == "pipe":
-            pin, pout = res.path + ".in", res.path + ".out"
-            if os.path.exists(pin) and os.path.exists(pout):
-                return [pin, pout]
-        if res.chardev_type == "unix" and res.chardev_mode == "bind":
-            return [res.path] if os.path.exists(res.path) else []
-        return [res.path]
-
     def _entries(
         self, domain: Domain, resources: Sequence[Resource]
     ) -> list[tuple[Resource, str, str, bool, bool]]:
@@ -192,22 +181,13 @@ class DACDriver:
                 if chr_sl is not None and not chr_sl.relabel:
                     continue
                 ids = chr_sl.label if chr_sl is not None and chr_sl.label else dom_ids
-                for p in self._chardev_paths(res):
+                for p in host_devices.chardev_paths(res):
                     out.append((res, p, ids, True, False))
             elif res.kind in (ResourceKind.INPUT, ResourceKind.MEMORY) and res.path:
                 out.append((res, res.path, dom_ids, True, False))
             elif res.kind is ResourceKind.NVRAM and res.path:
                 out.append((res, res.path, img_ids, True, False))
-            elif (
-                res.kind
-                in (
-                    ResourceKind.KERNEL,
-                    ResourceKind.INITRD,
-                    ResourceKind.DTB,
-                    ResourceKind.ACPI_TABLE,
-                )
-                and res.path
-            ):
+            elif res.kind in BOOT_FILES and res.path:
                 out.append((res, res.path, img_ids, True, True))
         return out
 

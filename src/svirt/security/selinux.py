@@ -31,7 +31,7 @@ from pathlib import Path
 from svirt.conf import Config
 from svirt.context import MLSRange, SecurityContext
 from svirt.domain.model import DeviceSeclabel, Domain, Seclabel, SeclabelType
-from svirt.domain.resources import Resource, ResourceKind
+from svirt.domain.resources import BOOT_FILES, Resource, ResourceKind
 from svirt.errors import (
     PREFIX_INTERNAL,
     ContextError,
@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_RECALLED = frozenset({ResourceKind.INPUT, ResourceKind.MEMORY, ResourceKind.NVRAM})
 _SOFT_ERRNOS = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EROFS)
 _warned_tcg = False
 _oracles: dict[str, tuple[tuple[int, int, int, int], PolicyOracle]] = {}
@@ -421,17 +422,6 @@ class SELinuxDriver:
         )
         return True
 
-    def _chardev_paths(self, res: Resource) -> list[str]:
-        assert res.path is not None
-        if res.chardev_type == "pipe":
-            pin, pout = res.path + ".in", res.path + ".out"
-            if os.path.exists(pin) and os.path.exists(pout):
-                return [pin, pout]
-            return [res.path]
-        if res.chardev_type == "unix" and res.chardev_mode == "bind":
-            return [res.path] if os.path.exists(res.path) else []
-        return [res.path]
-
     def set_ops(self, domain: Domain, resources: Sequence[Resource]) -> list[LabelOp]:
         sl = domain.seclabel("selinux")
         if sl is None or not sl.relabel or sl.imagelabel is None:
@@ -489,23 +479,14 @@ class SELinuxDriver:
                 if chr_sl is not None and not chr_sl.relabel:
                     continue
                 label = chr_sl.label if chr_sl is not None and chr_sl.label else img
-                for p in self._chardev_paths(res):
+                for p in host_devices.chardev_paths(res):
                     add(p, label, True, res)
             elif (
                 res.kind in (ResourceKind.INPUT, ResourceKind.MEMORY, ResourceKind.NVRAM)
                 and res.path
             ):
                 add(res.path, img, True, res)
-            elif (
-                res.kind
-                in (
-                    ResourceKind.KERNEL,
-                    ResourceKind.INITRD,
-                    ResourceKind.DTB,
-                    ResourceKind.ACPI_TABLE,
-                )
-                and res.path
-            ):
+            elif res.kind in BOOT_FILES and res.path:
                 add(res.path, content, True, res, readonly=True)
         return ops
 
@@ -552,21 +533,9 @@ class SELinuxDriver:
                     continue
                 if res.chardev_type == "unix" and res.chardev_mode != "connect":
                     continue
-                for p in self._chardev_paths(res):
+                for p in host_devices.chardev_paths(res):
                     add(p, True, res)
-            elif (
-                res.kind
-                in (
-                    ResourceKind.INPUT,
-                    ResourceKind.MEMORY,
-                    ResourceKind.NVRAM,
-                    ResourceKind.KERNEL,
-                    ResourceKind.INITRD,
-                    ResourceKind.DTB,
-                    ResourceKind.ACPI_TABLE,
-                )
-                and res.path
-            ):
+            elif (res.kind in BOOT_FILES or res.kind in _RECALLED) and res.path:
                 add(res.path, True, res)
         return ops
 
