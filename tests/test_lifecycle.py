@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -250,3 +251,93 @@ def qemu_gone(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[str]:
+    backing = tmp_path / "loop.img"
+    backing.write_bytes(b"")
+    os.truncate(backing, 4 << 20)
+    dev = subprocess.run(
+        ["losetup", "--find", "--show", str(backing)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        os.setxattr(dev, "security.selinux", b"system_u:object_r:fixed_disk_device_t:s0\0")
+        yield dev
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=True)
+
+
+def test_dev_node_labelled_only_in_the_private_dev(
+    cfg: Config, tmp_path: Path, loop_device: str
+) -> None:
+    """As libvirt: a block device QEMU gets is recreated in its private /dev and only that
+    copy carries the VM's label and owner; the host's node is never touched."""
+    host_before = (
+        os.stat(loop_device),
+        os.getxattr(loop_device, "security.selinux"),
+        os.listxattr(loop_device),
+    )
+    xml = vm_xml(
+        "blk",
+        [
+            f"<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+            f"<source dev='{loop_device}'/><target dev='vda' bus='virtio'/></disk>"
+        ],
+    )
+    try:
+        res = start_domain(cfg, parse_domain(xml))
+        copy = f"/proc/{res.pid}/root{loop_device}"
+        assert os.getxattr(copy, "security.selinux", follow_symlinks=False).rstrip(b"\0") == (
+            (res.imagelabel or "").encode()
+        )
+        assert os.stat(copy).st_uid == QEMU_UID
+        assert os.stat(copy).st_rdev == host_before[0].st_rdev
+        now = (
+            os.stat(loop_device),
+            os.getxattr(loop_device, "security.selinux"),
+            os.listxattr(loop_device),
+        )
+        assert (now[0].st_uid, now[1], now[2]) == (
+            host_before[0].st_uid,
+            host_before[1],
+            host_before[2],
+        )
+        stop_domain(cfg, "blk", force=True)
+        after = (
+            os.stat(loop_device),
+            os.getxattr(loop_device, "security.selinux"),
+            os.listxattr(loop_device),
+        )
+        assert (after[0].st_uid, after[1], after[2]) == (
+            host_before[0].st_uid,
+            host_before[1],
+            host_before[2],
+        )
+    finally:
+        stop_all(cfg)
+
+
+def test_hotplugged_dev_node_is_labelled_in_the_namespace(
+    cfg: Config, tmp_path: Path, loop_device: str
+) -> None:
+    a = image(tmp_path, "a.img", uid=1001, gid=1001)
+    host_label = os.getxattr(loop_device, "security.selinux")
+    try:
+        res = start_domain(cfg, parse_domain(vm_xml("hp", [disk(a, "sda", bus="scsi")])))
+        xml = (
+            f"<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+            f"<source dev='{loop_device}'/><target dev='sdb' bus='scsi'/></disk>"
+        )
+        attach_disk(cfg, "hp", parse_disk(xml))
+        copy = f"/proc/{res.pid}/root{loop_device}"
+        assert os.getxattr(copy, "security.selinux", follow_symlinks=False).rstrip(b"\0") == (
+            (res.imagelabel or "").encode()
+        )
+        assert os.stat(copy).st_uid == QEMU_UID
+        assert os.getxattr(loop_device, "security.selinux") == host_label
+        detach_disk(cfg, "hp", "sdb")
+        assert os.getxattr(loop_device, "security.selinux") == host_label
+    finally:
+        stop_all(cfg)
+    assert os.getxattr(loop_device, "security.selinux") == host_label

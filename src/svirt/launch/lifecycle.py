@@ -24,7 +24,9 @@ import json
 import logging
 import os
 import signal
+import stat
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,14 @@ from svirt.domain.model import Disk, Domain
 from svirt.domain.resources import disk_resources
 from svirt.errors import PREFIX_OPERATION_INVALID, LaunchError, SvirtError
 from svirt.host import selinux as host_selinux
-from svirt.host.ids import Identity, resolve_identity
+from svirt.host.ids import Gid, Identity, Uid, resolve_identity
 from svirt.host.namespace import (
+    DevPlan,
     domain_dev_paths,
     plan_private_dev,
     populate_in_namespace,
     remove_from_namespace,
+    run_in_namespace,
 )
 from svirt.host.procs import find_qemu, pid_alive
 from svirt.launch.process import bind_monitor_socket, spawn, wait_exit
@@ -52,7 +56,8 @@ from svirt.launch.qemu import (
 )
 from svirt.launch.qmp import QMPClient
 from svirt.policy.preflight import check_before_start
-from svirt.security.dac import DACDriver
+from svirt.security.dac import DACDriver, parse_ids
+from svirt.security.driver import LabelOp
 from svirt.security.manager import SecurityManager
 from svirt.state.domains import DomainRecord, DomainStore
 
@@ -87,6 +92,63 @@ def runtime_paths(cfg: Config, name: str) -> tuple[Path, Path]:
     """(QMP socket, QEMU log) of a domain, under the state directory."""
     d = cfg.state_dir / "qemu"
     return d / f"{name}.qmp", d / f"{name}.log"
+
+
+def in_private_dev(cfg: Config, path: str) -> bool:
+    """Whether a labelled path is a device node QEMU sees only as a copy in its private
+    ``/dev``: then, as libvirt does, only the copy is labelled (the host's node is left
+    alone), and nothing needs restoring (the copy goes with the namespace)."""
+    if "mount" not in cfg.namespaces:
+        return False
+    real = os.path.realpath(path)
+    if not real.startswith("/dev/"):
+        return False
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+def _copy_overrides(ops: Sequence[LabelOp]) -> dict[str, tuple[str | None, str | None]]:
+    """realpath -> (SELinux label, DAC ids) the namespace copy must carry."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for op in ops:
+        real = os.path.realpath(op.path)
+        label, ids = out.get(real, (None, None))
+        if op.driver == "selinux":
+            label = op.value
+        elif op.driver == "dac":
+            ids = op.value
+        out[real] = (label, ids)
+    return out
+
+
+def _apply_overrides(plan: DevPlan, overrides: dict[str, tuple[str | None, str | None]]) -> DevPlan:
+    nodes = []
+    for node in plan.nodes:
+        label, ids = overrides.get(node.path, (None, None))
+        if label is not None:
+            node = replace(node, label=label)
+        if ids is not None:
+            uid, gid = parse_ids(ids)
+            node = replace(node, uid=Uid(uid), gid=Gid(gid))
+        nodes.append(node)
+    return replace(plan, nodes=tuple(nodes))
+
+
+def _label_copies(overrides: dict[str, tuple[str | None, str | None]]) -> None:
+    """In the VM's namespace (hotplug): give the copies their labels and owners."""
+    for path, (label, ids) in overrides.items():
+        if label is not None:
+            host_selinux.setfilecon(path, label, follow=False)
+        if ids is not None:
+            uid, gid = parse_ids(ids)
+            os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def _copies_of(cfg: Config) -> Callable[[str], bool]:
+    return lambda path: in_private_dev(cfg, path)
 
 
 def qemu_alive(rec: DomainRecord) -> bool:
@@ -131,7 +193,7 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
             continue  # another svirt process is already on it
         log.warning("domain %s: its monitor and QEMU are gone; restoring its labels", name)
         try:
-            mgr.restore_and_release(rec.domain)
+            mgr.restore_and_release(rec.domain, exclude=_copies_of(cfg))
         except SvirtError as exc:
             log.warning("%s", exc)
         done.append(name)
@@ -181,9 +243,11 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         mgr.store.write(live, "starting", owner=os.getpid())
         # A failed labelling transaction has already put every file back as it was;
         # only after it succeeded is there something of ours to restore.
+        ops = mgr.set_ops(live)
+        copies = [op for op in ops if in_private_dev(cfg, op.path)]
         mgr.transaction().run(
             live.name,
-            mgr.set_ops(live),
+            [op for op in ops if op not in copies],
             on_commit=lambda _r: mgr.store.set_state(live.name, "launching", owner=os.getpid()),
         )
         labelled = True
@@ -194,6 +258,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         dev_plan = None
         if "mount" in cfg.namespaces:
             dev_plan = plan_private_dev(domain_dev_paths(live, cfg.cgroup_device_acl))
+            dev_plan = _apply_overrides(dev_plan, _copy_overrides(copies))
         sock = bind_monitor_socket(qmp_path)
         try:
             cmd = build_command(
@@ -252,7 +317,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         if mgr is not None and claimed:
             try:
                 if labelled and live is not None:
-                    mgr.restore_and_release(live)
+                    mgr.restore_and_release(live, exclude=_copies_of(cfg))
                 else:  # a failed labelling transaction already put the files back
                     if live is not None:
                         mgr.release_labels(live)
@@ -273,7 +338,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         rec = mgr.store.read(live.name)
         current = rec.domain if rec is not None else live
         mgr.store.sync_views()
-        mgr.restore_and_release(current)
+        mgr.restore_and_release(current, exclude=_copies_of(cfg))
     except SvirtError as exc:
         log.error("%s", exc)
         os._exit(1)
@@ -408,7 +473,7 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
             )
         assert rec.owner is not None
         if mgr.store.take(name, (rec.state,), rec.owner, "stopping"):
-            mgr.restore_and_release(rec.domain)
+            mgr.restore_and_release(rec.domain, exclude=_copies_of(cfg))
     return how
 
 
@@ -429,10 +494,15 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
     assert rec.pid is not None
     new = replace(domain, disks=(*domain.disks, disk))
     resources = list(disk_resources(disk))
-    ops = mgr.set_ops(new, resources)
+    all_ops = mgr.set_ops(new, resources)
+    copies = [op for op in all_ops if in_private_dev(cfg, op.path)]
+    ops = [op for op in all_ops if op not in copies]
     created: tuple[str, ...] = ()
     if "mount" in cfg.namespaces:
         created = populate_in_namespace(rec.pid, [r.path for r in resources if r.path])
+        if copies:
+            overrides = _copy_overrides(copies)
+            run_in_namespace(rec.pid, lambda: _label_copies(overrides))
     # The disk joins the record in the commit of its labels: a crash after it leaves a
     # disk the monitor restores at stop; once the monitor is stopping, nothing joins.
     mgr.transaction().run(
@@ -452,7 +522,7 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
                 qmp.blockdev_del(node_name)
         mgr.transaction().run(
             name,
-            mgr.restore_ops(new, resources),
+            [op for op in mgr.restore_ops(new, resources) if not in_private_dev(cfg, op.path)],
             best_effort=True,
             on_commit=lambda _r: mgr.store.set_domain_while(domain, "running"),
         )
@@ -481,9 +551,10 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
     new = replace(domain, disks=tuple(d for d in domain.disks if d.target != target))
     # The disk leaves the record in the commit of its restore (if the monitor is
     # already stopping the VM, this restore is undone and the monitor does it).
+    restore = mgr.restore_ops(domain, list(disk_resources(disk)))
     result = mgr.transaction().run(
         name,
-        mgr.restore_ops(domain, list(disk_resources(disk))),
+        [op for op in restore if not in_private_dev(cfg, op.path)],
         best_effort=True,
         on_commit=lambda _r: mgr.store.set_domain_while(new, "running"),
     )

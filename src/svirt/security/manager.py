@@ -421,7 +421,11 @@ class SecurityManager:
         return drv.ledger.owner(sl.label.split(":", 3)[3]) == domain.name
 
     def restore_and_release(
-        self, domain: Domain, pending: Sequence[str] | None = None
+        self,
+        domain: Domain,
+        pending: Sequence[str] | None = None,
+        *,
+        exclude: Callable[[str], bool] | None = None,
     ) -> TransactionResult:
         """Restore a domain's labels (best effort), then release its MCS level and remove
         its record. Paths that could not be restored are kept in the record, in state
@@ -430,6 +434,8 @@ class SecurityManager:
         ops = self.restore_ops(domain)
         if pending is not None:
             ops = [op for op in ops if f"{op.driver}:{op.path}" in pending]
+        if exclude is not None:  # e.g. device nodes only a VM's private /dev copy carried
+            ops = [op for op in ops if not exclude(op.path)]
 
         def failed_of(result: TransactionResult) -> list[str]:
             return sorted({f"{op.driver}:{op.path}" for op, _ in result.errors})
