@@ -114,9 +114,10 @@ class SparsePool:
     def free(self) -> int:
         return self.store.free_get()
 
-    def _swap(self, p: int, q: int) -> None:
+    def _swap(self, p: int, q: int, ip: int | None = None) -> None:
         s = self.store
-        ip, iq = s.perm_get(p), s.perm_get(q)
+        ip = s.perm_get(p) if ip is None else ip
+        iq = s.perm_get(q)
         s.perm_set(p, iq)
         s.where_set(iq, p)
         s.perm_set(q, ip)
@@ -129,7 +130,7 @@ class SparsePool:
             return None
         pos = rng.randrange(free)
         idx = self.store.perm_get(pos)
-        self._swap(pos, free - 1)
+        self._swap(pos, free - 1, idx)
         self.store.free_set(free - 1)
         return idx
 
