@@ -355,18 +355,18 @@ class SecurityManager:
         self.store.claim(domain.name, "labelling", os.getpid())
         try:
             live = self.gen_labels(domain)
-            self.store.write(live, "labelling")
-            self.transaction(step_hook).run(
-                live.name,
-                self.set_ops(live),
-                on_commit=lambda _r: self.store.set_state(live.name, "labelled"),
-            )
+
+            def commit(_result: TransactionResult) -> None:
+                self.store.set_state(live.name, "labelled")
+                self.store.set_domain(live)
+
+            self.transaction(step_hook).run(live.name, self.set_ops(live), on_commit=commit)
         except BaseException:
             # The transaction put every file back; give back the level and the name.
             self._release_levels(domain.name)
             self.store.remove(domain.name)
             raise
-        self.store.write(live, "labelled")
+        self.store.sync_view(live.name)
         return live
 
     def dry_run(self, domain: Domain) -> tuple[Domain, list[PlannedOp]]:

@@ -99,13 +99,11 @@ class DomainStore:
                 (state, pid, owner, "\n".join(pending), name),
             )
 
-    def set_domain(self, domain: Domain) -> None:
+    def set_domain(self, domain: Domain, body: str | None = None) -> None:
         """Record the domain's live XML in its row (hotplug changes its disks)."""
+        body = format_domain(domain, live=True) if body is None else body
         with write_transaction(self._db()) as conn:
-            conn.execute(
-                "UPDATE domains SET xml=? WHERE name=?",
-                (format_domain(domain, live=True), domain.name),
-            )
+            conn.execute("UPDATE domains SET xml=? WHERE name=?", (body, domain.name))
 
     def set_domain_while(self, domain: Domain, state: str) -> None:
         """Record the domain's XML only while its row is in ``state`` (a hotplug's
@@ -209,20 +207,27 @@ class DomainStore:
     ) -> Path:
         """Record the domain (its row's XML, with a database) and write its view
         atomically (temporary file, fsync, rename)."""
-        if self.conn is not None:
-            self.set_domain(domain)
         body = format_domain(domain, live=True)
+        if self.conn is not None:
+            self.set_domain(domain, body)
         owner = owner if owner is not None else os.getpid()
         return self._write_view(domain.name, self._text(body, state, pid, owner, pending))
 
-    def sync_views(self) -> None:
+    def sync_view(self, name: str) -> None:
+        """Write one domain's view from its row."""
+        self.sync_views(only=name)
+
+    def sync_views(self, only: str | None = None) -> None:
         """Make every view say what its row says (after a crash between the two), and
         remove views of names no row claims."""
         conn = self._db()
         claimed = set()
-        for name, state, pid, owner, pending, xml in conn.execute(
-            "SELECT name, state, pid, owner, pending, xml FROM domains"
-        ).fetchall():
+        query = "SELECT name, state, pid, owner, pending, xml FROM domains"
+        args: tuple[str, ...] = ()
+        if only is not None:
+            query += " WHERE name=?"
+            args = (only,)
+        for name, state, pid, owner, pending, xml in conn.execute(query, args).fetchall():
             claimed.add(name)
             if not xml:
                 continue  # claimed, not described yet
@@ -240,7 +245,7 @@ class DomainStore:
                 current = None
             if current != text:
                 self._write_view(str(name), text)
-        if self.dir.is_dir():
+        if only is None and self.dir.is_dir():
             for view in self.dir.glob("*.xml"):
                 if view.stem not in claimed:
                     view.unlink(missing_ok=True)
