@@ -171,3 +171,37 @@ def test_injected_oracle_is_used_and_the_policy_is_loaded_once(
     a = SELinuxDriver(selinux_config)
     b = SELinuxDriver(selinux_config)
     assert a.policy_oracle() is b.policy_oracle() is shared_policy_oracle(None)
+
+
+def test_domain_level_optional_applies_to_its_media(selinux_config: Config, tmp_path: Path) -> None:
+    """<seclabel type='dynamic' model='selinux' relabel='optional'/>: every read-only or
+    shareable medium of the domain is treated as relabel='optional'; private disks are
+    relabelled as always."""
+    public = make_file(tmp_path / "public.iso", label=PUBLIC, mode=0o644)
+    private = make_file(tmp_path / "disk.img")
+    xml = (
+        "<domain type='kvm'><name>gentle</name>"
+        "<seclabel type='dynamic' model='selinux' relabel='optional'/><devices>"
+        + cdrom(public, "hdc", extra="")
+        + f"<disk type='file'><source file='{private}'/><target dev='vda'/></disk>"
+        "</devices></domain>"
+    )
+    dom = parse_domain(xml)
+    assert dom.seclabels[0].relabel and dom.seclabels[0].relabel_optional
+    mgr = SecurityManager(selinux_config)
+    live = mgr.label_domain(dom)
+    assert label(public) == PUBLIC
+    assert label(private) == live.seclabel("selinux").imagelabel  # type: ignore[union-attr]
+    from svirt.domain import format_domain
+
+    assert "relabel='optional'" in format_domain(live)
+    mgr.restore_domain("gentle")
+    assert label(public) == PUBLIC and svirt_xattrs(private) == []
+
+
+def test_domain_level_optional_is_not_for_none(tmp_path: Path) -> None:
+    with pytest.raises(XMLError, match="not compatible with 'none' label type"):
+        parse_domain(
+            "<domain type='kvm'><name>x</name>"
+            "<seclabel type='none' model='selinux' relabel='optional'/></domain>"
+        )

@@ -44,7 +44,7 @@ def security_view(domain: Domain) -> dict[str, Any]:
             {
                 "model": s.model,
                 "type": s.type.value,
-                "relabel": s.relabel,
+                "relabel": "optional" if s.relabel_optional else s.relabel,
                 "label": s.label,
                 "imagelabel": s.imagelabel,
                 "baselabel": s.baselabel,
@@ -71,6 +71,13 @@ def security_view(domain: Domain) -> dict[str, Any]:
     }
 
 
+def _yes_no(relabel: bool | str) -> str:
+    """``relabel`` as the XML spells it (``optional`` stays as it is)."""
+    if isinstance(relabel, str):
+        return relabel
+    return "yes" if relabel else "no"
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     domain = parse_domain_file(args.xml, inactive=args.inactive, default_model=default_model(cfg))
@@ -88,17 +95,15 @@ def run(args: argparse.Namespace) -> int:
     for s in view["seclabels"]:
         extra = "".join(f" {k}={s[k]}" for k in ("label", "imagelabel", "baselabel") if s[k])
         print(
-            f"seclabel model={s['model']} type={s['type']} "
-            f"relabel={'yes' if s['relabel'] else 'no'}{extra}"
+            f"seclabel model={s['model']} type={s['type']} relabel={_yes_no(s['relabel'])}{extra}"
         )
     rows = []
     for r in view["resources"]:
         notes = list(r["flags"])
         for s in r["seclabels"]:
-            rl = s["relabel"]
-            rl_text = rl if isinstance(rl, str) else ("yes" if rl else "no")
             notes.append(
-                f"{s['model']}:relabel={rl_text}" + (f":{s['label']}" if s["label"] else "")
+                f"{s['model']}:relabel={_yes_no(s['relabel'])}"
+                + (f":{s['label']}" if s["label"] else "")
             )
         rows.append([r["kind"], r["owner"], r["path"] or "-", ",".join(notes)])
     if rows:

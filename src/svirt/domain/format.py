@@ -37,7 +37,7 @@ def seclabel_element(sl: Seclabel) -> ET.Element:
         el.set("model", sl.model)
     if sl.type is SeclabelType.NONE:
         return el
-    el.set("relabel", "yes" if sl.relabel else "no")
+    el.set("relabel", "optional" if sl.relabel_optional else ("yes" if sl.relabel else "no"))
     if sl.label is not None:
         ET.SubElement(el, "label").text = sl.label
     if sl.imagelabel is not None and sl.relabel:

@@ -40,7 +40,9 @@ class Seclabel:
     """A domain-level ``<seclabel>`` (spec §2.1).
 
     ``implicit`` marks a label the manager generated because the XML had none for that
-    driver (it is omitted from migratable output, as libvirt does).
+    driver (it is omitted from migratable output, as libvirt does). ``relabel_optional``
+    is svirt's ``relabel='optional'`` at domain level: relabelling is on, and read-only and
+    shareable media keep a label the policy already lets the VM use.
     """
 
     type: SeclabelType = SeclabelType.DYNAMIC
@@ -50,6 +52,7 @@ class Seclabel:
     imagelabel: str | None = None
     baselabel: str | None = None
     implicit: bool = False
+    relabel_optional: bool = False  # svirt's relabel='optional' for the domain's media
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import defusedxml
@@ -44,7 +45,7 @@ from svirt.errors import (
     XMLError,
 )
 
-__all__ = ["MAX_XML_BYTES", "parse_disk", "parse_domain", "parse_domain_file"]
+__all__ = ["MAX_NAME_BYTES", "MAX_XML_BYTES", "parse_disk", "parse_domain", "parse_domain_file"]
 
 # virsh refuses XML files above 10 MiB; so do we, before any parsing.
 MAX_XML_BYTES = 10 * 1024 * 1024
@@ -150,7 +151,8 @@ def _parse_seclabel(el: ET.Element, inactive: bool) -> Seclabel:
         except ValueError:
             raise _invalid_attr("type", "seclabel", type_attr) from None
     relabel = type_ is SeclabelType.DYNAMIC
-    explicit = _yes_no(el, "relabel")
+    optional = el.get("relabel") == "optional"  # svirt's extension: relabel, but gently
+    explicit = True if optional else _yes_no(el, "relabel")
     if explicit is not None:
         relabel = explicit
     if type_ is SeclabelType.DYNAMIC and not relabel:
@@ -185,7 +187,7 @@ def _parse_seclabel(el: ET.Element, inactive: bool) -> Seclabel:
             raise _err("security imagelabel is missing")
     if type_ is SeclabelType.DYNAMIC:
         baselabel = _label_text(el, "baselabel")  # too long: dropped silently
-    return Seclabel(type_, model, relabel, label, imagelabel, baselabel)
+    return Seclabel(type_, model, relabel, label, imagelabel, baselabel, relabel_optional=optional)
 
 
 def _parse_seclabels(
@@ -208,9 +210,7 @@ def _parse_seclabels(
             if default_model == "none" and inactive:
                 labels[0] = Seclabel(SeclabelType.NONE, "none", False)
             else:
-                labels[0] = Seclabel(
-                    sl.type, default_model, sl.relabel, sl.label, sl.imagelabel, sl.baselabel
-                )
+                labels[0] = replace(sl, model=default_model)
         else:
             raise _err("missing security model in domain seclabel")
     elif len(labels) > 1 and any(sl.model is None for sl in labels):

@@ -377,9 +377,12 @@ class SELinuxDriver:
         media and backing layers, read-write for shareable disks). Only read-only and
         shareable media qualify: a private writable disk must carry the VM's categories,
         or another VM could reach it (the parser refuses it there too)."""
-        if self._optional_seclabel(res) is None or not (res.readonly or res.shareable):
-            return False
         sl = domain.seclabel("selinux")
+        wanted = self._optional_seclabel(res) is not None or (
+            sl is not None and sl.relabel_optional
+        )
+        if not wanted or not (res.readonly or res.shareable):
+            return False
         process = sl.label if sl is not None else None
         if process is None:
             return False
