@@ -152,3 +152,29 @@ def test_command_table_matches_the_modules() -> None:
     assert commands(build_parser()) == set(COMMANDS)
     for cmd in COMMANDS:
         assert cmd in commands(build_parser(["--config", "x.conf", cmd]))
+
+
+def test_validate_preflight_flags_the_seed_static_case(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seed 000: static label, relabel='no', image still virt_image_t: validate
+    --preflight predicts the denial and proposes relabel='yes' (changes nothing)."""
+    import os
+
+    img = tmp_path / "ol810.qcow2"
+    img.write_bytes(b"x")
+    os.setxattr(img, "security.selinux", b"system_u:object_r:virt_image_t:s0\0")
+    xml = tmp_path / "ol810.xml"
+    xml.write_text(
+        "<domain type='kvm'><name>ol810</name><seclabel type='static' model='selinux' "
+        "relabel='no'><label>system_u:system_r:svirt_t:s0:c392,c662</label></seclabel>"
+        f"<devices><disk type='file'><source file='{img}'/><target dev='vda'/></disk>"
+        "</devices></domain>"
+    )
+    conf = tmp_path / "c.conf"
+    conf.write_text(f'security_driver = ["selinux"]\nstate_dir = "{tmp_path}/state"\n')
+    assert main(["validate", "--config", str(conf), "--preflight", str(xml)]) == 1
+    out = capsys.readouterr().out
+    assert "pre-flight: disk vda" in out and "virt_image_t is not accessible to svirt_t" in out
+    assert "relabel='yes'" in out
+    assert os.getxattr(img, "security.selinux") == b"system_u:object_r:virt_image_t:s0\0"

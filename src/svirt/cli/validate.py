@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from svirt.conf import load_config
+from svirt.conf import Config, load_config
 from svirt.domain import Domain, parse_domain_file
 from svirt.domain.resources import domain_resources
 from svirt.errors import SvirtError
@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     )
     mode.add_argument(
         "--inactive", dest="inactive", action="store_true", help="parse as a persistent definition"
+    )
+    p.add_argument(
+        "--preflight",
+        action="store_true",
+        help="also ask the policy what QEMU would be denied with the labels it would get "
+        "(allocates nothing: the plan is computed and rolled back)",
     )
     p.set_defaults(func=run)
 
@@ -71,6 +77,17 @@ def security_view(domain: Domain) -> dict[str, Any]:
     }
 
 
+def _preflight(cfg: Config, domain: Domain) -> list[str]:
+    """What QEMU would be denied with the labels ``svirt start`` would give (a dry run:
+    the MCS pair drawn for it is not kept)."""
+    from svirt.policy.preflight import preflight_check
+    from svirt.security.manager import SecurityManager
+
+    live, plan = SecurityManager(cfg).dry_run(domain)
+    labels = {p.op.path: p.op.value for p in plan if p.op.driver == "selinux" and p.op.value}
+    return [f.summary() for f in preflight_check(cfg, live, labels=labels)]
+
+
 def _yes_no(relabel: bool | str) -> str:
     """``relabel`` as the XML spells it (``optional`` stays as it is)."""
     if isinstance(relabel, str):
@@ -86,9 +103,11 @@ def run(args: argparse.Namespace) -> int:
     except SvirtError as exc:
         raise exc.with_source(args.xml) from None
     view = security_view(domain)
+    if args.preflight:
+        view["preflight"] = _preflight(cfg, domain)
     if args.json:
         print_json(view)
-        return 0
+        return 1 if view.get("preflight") else 0
     print(f"domain {domain.name} ({domain.type}): valid")
     if not domain.seclabels:
         print("seclabels: none in the XML (the host's defaults apply)")
@@ -108,4 +127,11 @@ def run(args: argparse.Namespace) -> int:
         rows.append([r["kind"], r["owner"], r["path"] or "-", ",".join(notes)])
     if rows:
         print(table(rows, ["KIND", "DEVICE", "PATH", "FLAGS"]))
+    if args.preflight:
+        findings = view["preflight"]
+        for line in findings:
+            print(f"pre-flight: {line}")
+        if not findings:
+            print("pre-flight: QEMU would be allowed everything it needs")
+        return 1 if findings else 0
     return 0
