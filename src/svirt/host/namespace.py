@@ -280,6 +280,27 @@ def dev_submounts(mountinfo: str | os.PathLike[str] = "/proc/self/mountinfo") ->
     return tuple(kept)
 
 
+def filesystem_type(
+    path: str, mountinfo: str | os.PathLike[str] = "/proc/self/mountinfo"
+) -> str | None:
+    """The type of the filesystem ``path`` lives on (the deepest mount containing it,
+    the last one mounted there winning), or None when it cannot be told."""
+    try:
+        text = Path(mountinfo).read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = _unescape_mountinfo(fields[4])
+        fstype = line.split(" - ", 1)[1].split(" ", 1)[0]
+        if _is_under(path, point) and (best is None or len(point) >= best[0]):
+            best = (len(point), fstype)
+    return best[1] if best is not None else None
+
+
 # --- planning (host namespace) -----------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from typing import cast
 __all__ = [
     "XATTR_SELINUX",
     "available",
+    "boolean_active",
     "fgetfilecon",
     "fsetfilecon",
     "getcon",
@@ -68,6 +69,17 @@ def getenforce() -> bool:
     if mod is not None:
         return bool(mod.security_getenforce() == 1)
     return Path("/sys/fs/selinux/enforce").read_text().strip() == "1"
+
+
+def boolean_active(name: str) -> bool:
+    """The current value of a policy boolean; OSError where SELinux is not active."""
+    mod = _binding()
+    if mod is None or not is_enabled():
+        raise OSError(errno.ENOENT, "SELinux is not enabled")
+    value = mod.security_get_boolean_active(name)
+    if value < 0:
+        raise OSError(errno.ENOENT, f"no boolean {name}")
+    return bool(value)
 
 
 def getcon() -> str:

@@ -94,11 +94,12 @@ def runtime_paths(cfg: Config, name: str) -> tuple[Path, Path]:
     return d / f"{name}.qmp", d / f"{name}.log"
 
 
-def in_private_dev(cfg: Config, path: str) -> bool:
+def in_private_dev(private_dev: bool, path: str) -> bool:
     """Whether a labelled path is a device node QEMU sees only as a copy in its private
     ``/dev``: then, as libvirt does, only the copy is labelled (the host's node is left
-    alone), and nothing needs restoring (the copy goes with the namespace)."""
-    if "mount" not in cfg.namespaces:
+    alone), and nothing needs restoring (the copy goes with the namespace). Whether a VM
+    has a private ``/dev`` is fixed when it starts and kept in its record."""
+    if not private_dev:
         return False
     real = os.path.realpath(path)
     if not real.startswith("/dev/"):
@@ -147,8 +148,8 @@ def _label_copies(overrides: dict[str, tuple[str | None, str | None]]) -> None:
             os.chown(path, uid, gid, follow_symlinks=False)
 
 
-def _copies_of(cfg: Config) -> Callable[[str], bool]:
-    return lambda path: in_private_dev(cfg, path)
+def _copies_of(private_dev: bool) -> Callable[[str], bool]:
+    return lambda path: in_private_dev(private_dev, path)
 
 
 def qemu_alive(rec: DomainRecord) -> bool:
@@ -193,7 +194,7 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
             continue  # another svirt process is already on it
         log.warning("domain %s: its monitor and QEMU are gone; restoring its labels", name)
         try:
-            mgr.restore_and_release(rec.domain, exclude=_copies_of(cfg))
+            mgr.restore_and_release(rec.domain, exclude=_copies_of(rec.private_dev))
         except SvirtError as exc:
             log.warning("%s", exc)
         done.append(name)
@@ -233,10 +234,11 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     live: Domain | None = None
     qemu_pid: int | None = None
     labelled = claimed = False
+    private_dev = "mount" in cfg.namespaces
     try:
         mgr = SecurityManager(cfg)
         reconcile(cfg, mgr)
-        mgr.store.claim(domain.name, "starting", os.getpid())
+        mgr.store.claim(domain.name, "starting", os.getpid(), private_dev=private_dev)
         claimed = True
         live = mgr.gen_labels(domain)
         live = replace(live, id=mgr.store.next_id())
@@ -244,7 +246,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         # A failed labelling transaction has already put every file back as it was;
         # only after it succeeded is there something of ours to restore.
         ops = mgr.set_ops(live)
-        copies = [op for op in ops if in_private_dev(cfg, op.path)]
+        copies = [op for op in ops if in_private_dev(private_dev, op.path)]
         mgr.transaction().run(
             live.name,
             [op for op in ops if op not in copies],
@@ -256,7 +258,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         preflight_warnings = check_before_start(cfg, live, mgr.selinux)
         identity = _identity(mgr, live)
         dev_plan = None
-        if "mount" in cfg.namespaces:
+        if private_dev:
             dev_plan = plan_private_dev(domain_dev_paths(live, cfg.cgroup_device_acl))
             dev_plan = _apply_overrides(dev_plan, _copy_overrides(copies))
         sock = bind_monitor_socket(qmp_path)
@@ -317,7 +319,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         if mgr is not None and claimed:
             try:
                 if labelled and live is not None:
-                    mgr.restore_and_release(live, exclude=_copies_of(cfg))
+                    mgr.restore_and_release(live, exclude=_copies_of(private_dev))
                 else:  # a failed labelling transaction already put the files back
                     if live is not None:
                         mgr.release_labels(live)
@@ -338,7 +340,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         rec = mgr.store.read(live.name)
         current = rec.domain if rec is not None else live
         mgr.store.sync_views()
-        mgr.restore_and_release(current, exclude=_copies_of(cfg))
+        mgr.restore_and_release(current, exclude=_copies_of(private_dev))
     except SvirtError as exc:
         log.error("%s", exc)
         os._exit(1)
@@ -473,7 +475,7 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
             )
         assert rec.owner is not None
         if mgr.store.take(name, (rec.state,), rec.owner, "stopping"):
-            mgr.restore_and_release(rec.domain, exclude=_copies_of(cfg))
+            mgr.restore_and_release(rec.domain, exclude=_copies_of(rec.private_dev))
     return how
 
 
@@ -495,10 +497,10 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
     new = replace(domain, disks=(*domain.disks, disk))
     resources = list(disk_resources(disk))
     all_ops = mgr.set_ops(new, resources)
-    copies = [op for op in all_ops if in_private_dev(cfg, op.path)]
+    copies = [op for op in all_ops if in_private_dev(rec.private_dev, op.path)]
     ops = [op for op in all_ops if op not in copies]
     created: tuple[str, ...] = ()
-    if "mount" in cfg.namespaces:
+    if rec.private_dev:
         created = populate_in_namespace(rec.pid, [r.path for r in resources if r.path])
         if copies:
             overrides = _copy_overrides(copies)
@@ -522,7 +524,11 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
                 qmp.blockdev_del(node_name)
         mgr.transaction().run(
             name,
-            [op for op in mgr.restore_ops(new, resources) if not in_private_dev(cfg, op.path)],
+            [
+                op
+                for op in mgr.restore_ops(new, resources)
+                if not in_private_dev(rec.private_dev, op.path)
+            ],
             best_effort=True,
             on_commit=lambda _r: mgr.store.set_domain_while(domain, "running"),
         )
@@ -554,7 +560,7 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
     restore = mgr.restore_ops(domain, list(disk_resources(disk)))
     result = mgr.transaction().run(
         name,
-        [op for op in restore if not in_private_dev(cfg, op.path)],
+        [op for op in restore if not in_private_dev(rec.private_dev, op.path)],
         best_effort=True,
         on_commit=lambda _r: mgr.store.set_domain_while(new, "running"),
     )

@@ -42,6 +42,7 @@ from svirt.errors import (
 )
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
+from svirt.host.namespace import filesystem_type
 from svirt.policy.oracle import Access, PolicyOracle, default_policy_path, tclass_for_mode
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome
@@ -106,6 +107,15 @@ def _read_context_file(path: Path, limit: int, message: str) -> list[str]:
     text = data.decode("utf-8", "replace")
     lines = text.split("\n")
     return [ln.strip() for ln in lines]
+
+
+def _boolean_on(name: str) -> bool:
+    """A policy boolean's value where SELinux is active; False where it cannot be read
+    (the hint is then given, which is what a user of such a host needs)."""
+    try:
+        return host_selinux.boolean_active(name)
+    except OSError:
+        return False
 
 
 def load_virt_contexts(selinux_root: Path | None = None) -> VirtContexts:
@@ -561,7 +571,19 @@ class SELinuxDriver:
             host_selinux.setfilecon(target, tcon)
         except OSError as exc:
             if exc.errno in _SOFT_ERRNOS:
-                log.info("Setting security context '%s' on '%s' not supported", tcon, name)
+                real = os.readlink(target) if target.startswith("/proc/") else target
+                if (filesystem_type(real) or "").startswith("nfs") and not _boolean_on(
+                    "virt_use_nfs"
+                ):
+                    log.log(
+                        logging.WARNING if self.enforcing else logging.INFO,
+                        "Setting security context '%s' on '%s' not supported. "
+                        "Consider setting virt_use_nfs",
+                        tcon,
+                        name,
+                    )
+                else:
+                    log.info("Setting security context '%s' on '%s' not supported", tcon, name)
                 return Outcome.SOFT_FAILED
             if exc.errno == errno.ENOENT or self.strict:
                 raise LabelSystemError(

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS domains (
     pid INTEGER,
     owner INTEGER NOT NULL,
     pending TEXT NOT NULL DEFAULT '',
-    xml TEXT NOT NULL DEFAULT ''  -- the live domain XML (disks change with hotplug)
+    xml TEXT NOT NULL DEFAULT '',  -- the live domain XML (disks change with hotplug)
+    private_dev INTEGER NOT NULL DEFAULT 0  -- started with a private /dev (fixed per VM)
 );
 -- Intent journal: before a transaction mutates anything, the security state of every
 -- file it will touch is recorded, so a crash at any point can be rolled back.

@@ -53,6 +53,7 @@ class DomainRecord:
     owner: int | None  # svirt process or monitor responsible for the record
     path: Path
     pending: tuple[str, ...] = ()  # restore-failed: the paths still to restore
+    private_dev: bool = False  # QEMU got a private /dev (decided at start, kept per VM)
 
 
 class DomainStore:
@@ -67,7 +68,7 @@ class DomainStore:
             raise StateError("internal error: the domain store has no database")
         return self.conn
 
-    def claim(self, name: str, state: str, owner: int) -> None:
+    def claim(self, name: str, state: str, owner: int, *, private_dev: bool = False) -> None:
         """Claim a domain name, atomically; raises when it is labelled or active."""
         self.path(name)
         conn = self._db()
@@ -79,7 +80,8 @@ class DomainStore:
                     "run 'svirt restore' or 'svirt stop' first"
                 )
             conn.execute(
-                "INSERT INTO domains(name, state, owner) VALUES (?, ?, ?)", (name, state, owner)
+                "INSERT INTO domains(name, state, owner, private_dev) VALUES (?, ?, ?, ?)",
+                (name, state, owner, int(private_dev)),
             )
 
     def set_state(
@@ -254,7 +256,8 @@ class DomainStore:
         p = self.path(name)
         if self.conn is not None:
             row = self.conn.execute(
-                "SELECT state, pid, owner, pending, xml FROM domains WHERE name=?", (name,)
+                "SELECT state, pid, owner, pending, xml, private_dev FROM domains WHERE name=?",
+                (name,),
             ).fetchone()
             if row is None or not row[4]:
                 return None  # unclaimed, or claimed but not described yet
@@ -263,7 +266,7 @@ class DomainStore:
             except SvirtError as exc:
                 raise StateError(f"unreadable domain record: {exc}", source=str(p)) from None
             pending = tuple(x for x in str(row[3]).split("\n") if x)
-            return DomainRecord(domain, str(row[0]), row[1], int(row[2]), p, pending)
+            return DomainRecord(domain, str(row[0]), row[1], int(row[2]), p, pending, bool(row[5]))
         if not p.exists():
             return None
         return self._read(p)
