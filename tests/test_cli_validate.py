@@ -178,3 +178,13 @@ def test_validate_preflight_flags_the_seed_static_case(
     assert "pre-flight: disk vda" in out and "virt_image_t is not accessible to svirt_t" in out
     assert "relabel='yes'" in out
     assert os.getxattr(img, "security.selinux") == b"system_u:object_r:virt_image_t:s0\0"
+
+
+def test_validate_preflight_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "c.conf"
+    conf.write_text(f'security_driver = ["selinux"]\nstate_dir = "{tmp_path}/state"\n')
+    main(["validate", "--config", str(conf), "--preflight", str(DOMAINS / "ok-none.xml")])
+    capsys.readouterr()
+    assert not (tmp_path / "state").exists()

@@ -341,3 +341,46 @@ def test_hotplugged_dev_node_is_labelled_in_the_namespace(
     finally:
         stop_all(cfg)
     assert os.getxattr(loop_device, "security.selinux") == host_label
+
+
+def test_pty_in_dev_pts_is_labelled_on_the_host(cfg: Config, tmp_path: Path) -> None:
+    """/dev/pts is moved into the private /dev, not copied: its nodes are the host's, so
+    they are labelled (and restored) on the host."""
+    master, slave = os.openpty()
+    pty = os.ttyname(slave)
+    before = (os.stat(pty).st_uid, os.stat(pty).st_gid)
+    a = image(tmp_path, "a.img")
+    serial = f"<serial type='dev'><source path='{pty}'/><target port='0'/></serial>"
+    try:
+        start_domain(cfg, parse_domain(vm_xml("tty", [disk(a, "vda"), serial])))
+        assert os.stat(pty).st_uid == QEMU_UID
+        stop_domain(cfg, "tty", force=True)
+        assert (os.stat(pty).st_uid, os.stat(pty).st_gid) == before
+    finally:
+        stop_all(cfg)
+        os.close(master)
+        os.close(slave)
+
+
+def test_link_outside_dev_to_a_device_is_followed(
+    cfg: Config, tmp_path: Path, loop_device: str
+) -> None:
+    link = tmp_path / "disk-link"
+    link.symlink_to(loop_device)
+    host_label = os.getxattr(loop_device, "security.selinux")
+    xml = vm_xml(
+        "lnk",
+        [
+            f"<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+            f"<source dev='{link}'/><target dev='vda' bus='virtio'/></disk>"
+        ],
+    )
+    try:
+        res = start_domain(cfg, parse_domain(xml))
+        copy = f"/proc/{res.pid}/root{loop_device}"
+        assert os.stat(copy).st_uid == QEMU_UID
+        assert os.getxattr(loop_device, "security.selinux") == host_label
+        stop_domain(cfg, "lnk", force=True)
+    finally:
+        stop_all(cfg)
+    assert os.getxattr(loop_device, "security.selinux") == host_label

@@ -417,3 +417,45 @@ def test_views_follow_the_rows(tmp_path: Path) -> None:
     SecurityManager(config(tmp_path)).recover()
     assert "state='labelled'" in view.read_text()
     assert not (tmp_path / "state" / "domains" / "ghost.xml").exists()
+
+
+def test_restore_is_refused_while_another_process_labels(tmp_path: Path) -> None:
+    img = make_file(tmp_path / "a.img", uid=1234, gid=1234)
+    xml = domain_xml(
+        "vm",
+        [disk_xml(img, "vda")],
+        seclabels="<seclabel type='static' model='selinux' relabel='yes'>"
+        "<label>system_u:system_r:svirt_t:s0:c11,c12</label></seclabel>",
+    )
+    ctx = multiprocessing.get_context("fork")
+    started, release = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_label_slowly, args=(str(tmp_path), xml, started, release))
+    first.start()
+    assert started.wait(30)
+    try:
+        with pytest.raises(SecurityError, match="being changed by another svirt process"):
+            SecurityManager(config(tmp_path)).restore_domain("vm", fallback=parse_domain(xml))
+    finally:
+        release.set()
+        first.join()
+    mgr = SecurityManager(config(tmp_path))
+    assert mgr.store.read("vm") is not None
+    mgr.restore_domain("vm")
+    assert svirt_xattrs(img) == []
+
+
+def test_old_state_database_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    state = tmp_path / "state"
+    state.mkdir()
+    old = sqlite3.connect(state / "svirt.db")
+    old.execute(
+        "CREATE TABLE domains (name TEXT PRIMARY KEY, state TEXT NOT NULL, pid "
+        "INTEGER, owner INTEGER NOT NULL, pending TEXT NOT NULL DEFAULT '')"
+    )
+    old.commit()
+    old.close()
+    mgr = SecurityManager(config(tmp_path))
+    cols = {r[1] for r in mgr.conn.execute("PRAGMA table_info(domains)")}
+    assert {"xml", "private_dev"} <= cols

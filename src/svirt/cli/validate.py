@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from svirt.conf import Config, load_config
@@ -83,7 +86,10 @@ def _preflight(cfg: Config, domain: Domain) -> list[str]:
     from svirt.policy.preflight import preflight_check
     from svirt.security.manager import SecurityManager
 
-    live, plan = SecurityManager(cfg).dry_run(domain)
+    # The plan is made against a scratch state directory: validating writes nothing
+    # (any free pair stands for the one start would draw; the policy treats them alike).
+    with tempfile.TemporaryDirectory(prefix="svirt-preflight-") as scratch:
+        live, plan = SecurityManager(replace(cfg, state_dir=Path(scratch))).dry_run(domain)
     labels = {p.op.path: p.op.value for p in plan if p.op.driver == "selinux" and p.op.value}
     return [f.summary() for f in preflight_check(cfg, live, labels=labels)]
 

@@ -392,13 +392,21 @@ def collect_dev_nodes(
     for requested in paths:
         current = os.path.normpath(requested)
         hops = 0
-        while current.startswith("/dev/") and not any(_is_under(current, m) for m in submounts):
+        while True:
+            # A chain may leave /dev and come back (a disk path that is a link to
+            # /dev/loop0): every hop is followed, and only the hops under /dev (outside
+            # the kept sub-mounts) are reproduced in the private /dev.
+            in_dev = current.startswith("/dev/") and not any(
+                _is_under(current, m) for m in submounts
+            )
             try:
                 st = os.lstat(current)
             except FileNotFoundError:
                 break
             except OSError as exc:
                 raise _system_error(f"Unable to access {current}", exc) from None
+            if not stat.S_ISLNK(st.st_mode) and not in_dev:
+                break
             kind = _node_kind(current, st.st_mode)
             target = None
             if kind is NodeKind.SYMLINK:
@@ -408,7 +416,7 @@ def collect_dev_nodes(
                     raise NamespaceError(
                         f"failed to resolve symlink {current}: {exc.strerror}", exc.errno or 0
                     ) from None
-            if current not in nodes:
+            if in_dev and current not in nodes:
                 nodes[current] = DevNode(
                     path=current,
                     kind=kind,

@@ -39,6 +39,7 @@ from svirt.host import selinux as host_selinux
 from svirt.host.ids import Gid, Identity, Uid, resolve_identity
 from svirt.host.namespace import (
     DevPlan,
+    dev_submounts,
     domain_dev_paths,
     plan_private_dev,
     populate_in_namespace,
@@ -104,6 +105,12 @@ def in_private_dev(private_dev: bool, path: str) -> bool:
     real = os.path.realpath(path)
     if not real.startswith("/dev/"):
         return False
+    try:
+        kept = dev_submounts()
+    except SvirtError:
+        kept = ()
+    if any(real == m or real.startswith(m + "/") for m in kept):
+        return False  # /dev/pts, /dev/shm, ...: moved into the private /dev, not copied
     try:
         mode = os.stat(real).st_mode
     except OSError:

@@ -385,6 +385,12 @@ class SecurityManager:
         """``svirt restore``: restore every label of a labelled domain and release it."""
         self.recover()
         rec = self.store.read(name)
+        if rec is None and any(row[0] == name for row in self.store.rows()):
+            # Claimed but not described yet: another svirt process is labelling it.
+            raise SecurityError(
+                PREFIX_OPERATION_INVALID
+                + f"domain '{name}' is being changed by another svirt process"
+            )
         if rec is not None and rec.state not in ("labelled", "restore-failed"):
             raise SecurityError(
                 PREFIX_OPERATION_INVALID

@@ -97,9 +97,26 @@ def connect(state_dir: Path) -> sqlite3.Connection:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            _migrate(conn)
     except (OSError, sqlite3.Error) as exc:
         raise StateError(f"cannot open state database in {state_dir}: {exc}") from None
     return conn
+
+
+# Columns added after a table was first created: (table, column, declaration).
+_ADDED_COLUMNS = (
+    ("domains", "xml", "TEXT NOT NULL DEFAULT ''"),
+    ("domains", "private_dev", "INTEGER NOT NULL DEFAULT 0"),
+    ("mcs_reservations", "pid", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a state database made by an earlier svirt up to this schema."""
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 @contextlib.contextmanager
