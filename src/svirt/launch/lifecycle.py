@@ -577,7 +577,3 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
     # libvirt leaves the disk's /dev node in the namespace: it may be another disk's
     # backing layer.
     return new
-
-
-def process_label_note() -> str:
-    return "" if host_selinux.is_enabled() else " (recorded, not enforced: SELinux is off)"
