@@ -39,6 +39,7 @@ __all__ = [
     "ReadStats",
     "Record",
     "expand_inputs",
+    "iter_line_blocks",
     "iter_lines",
     "iter_records",
     "msg_type_id",
@@ -307,18 +308,20 @@ def expand_inputs(
     return out
 
 
-def iter_lines(
+def iter_line_blocks(
     stream: BinaryIO, stats: ReadStats, source: str, *, chunk_size: int = CHUNK_SIZE
-) -> Iterator[tuple[int, bytes]]:
-    """``(lineno, line)`` without the newline. Lines longer than :data:`MAX_LINE` are
-    counted as malformed and skipped without being accumulated."""
+) -> Iterator[list[bytes]]:
+    """Lists of complete lines without their newlines, one list per chunk read (the fast
+    engine works on whole blocks). A line too long to end within the next chunk is
+    counted as malformed and skipped without being accumulated; lines longer than
+    :data:`MAX_LINE` that do fit are passed on for the caller to count."""
     rest = b""
-    lineno = 0
     skipping = False
+    lineno = 0
     while True:
         try:
             chunk = stream.read(chunk_size)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
             stats.note_malformed(source, lineno + 1, f"read error: {exc}")
             break
         if not chunk:
@@ -333,20 +336,29 @@ def iter_lines(
         if rest:
             lines[0] = rest + lines[0]
         rest = lines.pop()
+        if len(rest) > MAX_LINE:
+            stats.note_malformed(source, lineno + len(lines) + 1, "line too long")
+            rest = b""
+            skipping = True
+        lineno += len(lines)
+        yield lines
+    if rest and not skipping:
+        yield [rest]
+
+
+def iter_lines(
+    stream: BinaryIO, stats: ReadStats, source: str, *, chunk_size: int = CHUNK_SIZE
+) -> Iterator[tuple[int, bytes]]:
+    """``(lineno, line)`` without the newline. Lines longer than :data:`MAX_LINE` are
+    counted as malformed and skipped."""
+    lineno = 0
+    for lines in iter_line_blocks(stream, stats, source, chunk_size=chunk_size):
         for line in lines:
             lineno += 1
             if len(line) > MAX_LINE:
                 stats.note_malformed(source, lineno, "line too long")
                 continue
             yield lineno, line
-        if len(rest) > MAX_LINE:
-            lineno += 1
-            stats.note_malformed(source, lineno, "line too long")
-            rest = b""
-            skipping = True
-    if rest and not skipping:
-        lineno += 1
-        yield lineno, rest
     stats.lines += lineno
 
 

@@ -27,18 +27,17 @@ import time as _time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from svirt.audit.events import Event, EventGrouper
 from svirt.audit.matching import Matcher
 from svirt.audit.reader import (
     _BYTES_NAME_TO_ID,
     _RAW_STAMP,
-    CHUNK_SIZE,
     MAX_LINE,
     LogInput,
     ReadStats,
     Record,
+    iter_line_blocks,
     msg_type_id,
     parse_record,
 )
@@ -313,39 +312,6 @@ def _event(items: list[_Item], inputs: Sequence[LogInput]) -> Event:
     return Event(tuple(records))
 
 
-def _chunks(fh: BinaryIO, stats: ReadStats, source: str) -> Iterator[list[bytes]]:
-    """Lists of complete lines; an over-long line is counted and skipped."""
-    rest = b""
-    skipping = False
-    lineno = 0
-    while True:
-        try:
-            chunk = fh.read(CHUNK_SIZE)
-        except (OSError, EOFError) as exc:
-            stats.note_malformed(source, lineno + 1, f"read error: {exc}")
-            break
-        if not chunk:
-            break
-        if skipping:
-            nl = chunk.find(b"\n")
-            if nl < 0:
-                continue
-            chunk = chunk[nl + 1 :]
-            skipping = False
-        lines = chunk.split(b"\n")
-        if rest:
-            lines[0] = rest + lines[0]
-        rest = lines.pop()
-        if len(rest) > MAX_LINE:
-            stats.note_malformed(source, lineno + len(lines) + 1, "line too long")
-            rest = b""
-            skipping = True
-        lineno += len(lines)
-        yield lines
-    if rest and not skipping:
-        yield [rest]
-
-
 def scan_exact(
     inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats | None = None
 ) -> Iterator[Event]:
@@ -372,7 +338,7 @@ def scan_exact(
         lineno = 0
         offset = 0
         try:
-            for lines in _chunks(fh, stats, inp.path):
+            for lines in iter_line_blocks(fh, stats, inp.path):
                 for line in lines:
                     lineno += 1
                     at = offset
