@@ -4,6 +4,9 @@ file labels (security.selinux) and trusted.* xattrs are real; process labels are
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,34 @@ def selinux_config(tmp_path: Path) -> Config:
         {"security_driver": ["selinux"], "state_dir": str(tmp_path / "state")},
         source="<test>",
     )
+
+
+@pytest.fixture
+def holder() -> Iterator[Callable[[Path], int]]:
+    """Open a file in a real child process and keep it open until the test ends."""
+    children: list[subprocess.Popen[str]] = []
+
+    def hold(path: Path) -> int:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; f = open(sys.argv[1], 'rb'); print('open', flush=True); "
+                "sys.stdin.read()",
+                str(path),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        children.append(child)
+        assert child.stdout is not None and child.stdout.readline() == "open\n"
+        return child.pid
+
+    yield hold
+    for child in children:
+        child.kill()
+        child.wait()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

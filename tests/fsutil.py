@@ -49,10 +49,15 @@ def state(path: Path | str) -> dict[str, object]:
     """Everything svirt may change on a file: owner, mode, every xattr, getfacl output."""
     st = os.stat(path)
     xattrs = {n: os.getxattr(path, n) for n in sorted(os.listxattr(path))}
-    acl = subprocess.run(
+    acl = getfacl(path)
+    return {"uid": st.st_uid, "gid": st.st_gid, "mode": st.st_mode, "xattrs": xattrs, "acl": acl}
+
+
+def getfacl(path: Path | str) -> str:
+    """``getfacl -p -n`` output: the ACL as a person compares it."""
+    return subprocess.run(
         ["getfacl", "-p", "-n", str(path)], capture_output=True, text=True, check=True
     ).stdout
-    return {"uid": st.st_uid, "gid": st.st_gid, "mode": st.st_mode, "xattrs": xattrs, "acl": acl}
 
 
 def svirt_xattrs(path: Path | str) -> list[str]:

@@ -8,19 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from fsutil import config, disk_xml, domain_xml, make_file, state, svirt_xattrs
+from fsutil import config, disk_xml, domain_xml, getfacl, make_file, state, svirt_xattrs
 from svirt.domain import parse_domain
 from svirt.host.acl import Acl, can_access, read_acl
 from svirt.host.ids import resolve_uid
 from svirt.security.manager import SecurityManager
 
 QEMU_UID = resolve_uid("svirt-qemu")
-
-
-def getfacl(path: Path) -> str:
-    return subprocess.run(
-        ["getfacl", "-p", "-n", str(path)], capture_output=True, text=True, check=True
-    ).stdout
 
 
 def test_acl_codec_round_trip(tmp_path: Path) -> None:

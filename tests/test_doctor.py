@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,34 +61,6 @@ def cfg(tmp_path: Path) -> Config:
         images_dirs=[str(tmp_path / "images")],
         libvirt_run_dir=str(tmp_path / "libvirt"),
     )
-
-
-@pytest.fixture
-def holder() -> Iterator[object]:
-    """Open a file in a real child process and keep it open."""
-    children: list[subprocess.Popen[str]] = []
-
-    def hold(path: Path) -> int:
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; f = open(sys.argv[1], 'rb'); print('open', flush=True); "
-                "sys.stdin.read()",
-                str(path),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        children.append(child)
-        assert child.stdout is not None and child.stdout.readline() == "open\n"
-        return child.pid
-
-    yield hold
-    for child in children:
-        child.kill()
-        child.wait()
 
 
 def kinds(cfg: Config, *args: str) -> list[tuple[Kind, str | None]]:

@@ -8,13 +8,11 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fsutil import config, disk_xml, domain_xml, make_file, state, svirt_xattrs
+from fsutil import config, disk_xml, domain_xml, getfacl, make_file, state, svirt_xattrs
 from svirt.cli.main import main
 from svirt.conf import Config
 from svirt.doctor import examine, recover, repair_file
@@ -51,12 +49,6 @@ def label_of(path: Path) -> str:
     return os.getxattr(path, "security.selinux").rstrip(b"\0").decode()
 
 
-def getfacl(path: Path) -> str:
-    return subprocess.run(
-        ["getfacl", "-p", "-n", str(path)], capture_output=True, text=True, check=True
-    ).stdout
-
-
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return config(
@@ -64,33 +56,6 @@ def cfg(tmp_path: Path) -> Config:
         images_dirs=[str(tmp_path / "images")],
         libvirt_run_dir=str(tmp_path / "libvirt"),
     )
-
-
-@pytest.fixture
-def hold() -> Iterator[object]:
-    children: list[subprocess.Popen[str]] = []
-
-    def start(path: Path) -> int:
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; f = open(sys.argv[1], 'rb'); print('open', flush=True); "
-                "sys.stdin.read()",
-                str(path),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        children.append(child)
-        assert child.stdout is not None and child.stdout.readline() == "open\n"
-        return child.pid
-
-    yield start
-    for child in children:
-        child.kill()
-        child.wait()
 
 
 @pytest.mark.parametrize(
@@ -117,11 +82,11 @@ def test_unused_file_gets_its_original_back(
 
 
 def test_held_file_keeps_its_state_and_gets_its_count(
-    cfg: Config, tmp_path: Path, hold: object
+    cfg: Config, tmp_path: Path, holder: object
 ) -> None:
     img = make_file(tmp_path / "two.img")
     libvirt_xattrs(img, ref="2")
-    hold(img)  # type: ignore[operator]
+    holder(img)  # type: ignore[operator]
     recover(cfg, [str(img)], apply=True)
     assert label_of(img) == VM_LABEL  # still in use: nothing restored
     assert os.stat(img).st_uid == 107
@@ -131,10 +96,10 @@ def test_held_file_keeps_its_state_and_gets_its_count(
     assert os.getxattr(img, LV + "timestamp_selinux") == str(boot_time()).encode()
 
 
-def test_held_stale_file_gets_this_boot(cfg: Config, tmp_path: Path, hold: object) -> None:
+def test_held_stale_file_gets_this_boot(cfg: Config, tmp_path: Path, holder: object) -> None:
     img = make_file(tmp_path / "old.img")
     libvirt_xattrs(img, timestamp=OLD_BOOT)
-    hold(img)  # type: ignore[operator]
+    holder(img)  # type: ignore[operator]
     report = recover(cfg, [str(img)], apply=True)
     assert {a.what for a in report.actions if a.done} == {"refcount"}
     for drv in ("selinux", "dac"):
