@@ -61,7 +61,7 @@ from svirt.host.namespace import mount_namespace_id
 from svirt.host.procs import pid_alive
 from svirt.launch.lifecycle import qemu_alive, reconcile
 from svirt.policy.verify import Skipped, load_live_domain
-from svirt.security.dac import ACL_XATTR_PREFIX, parse_ids
+from svirt.security.dac import ACL_XATTR_PREFIX, parse_acl_ref, parse_ids
 from svirt.security.manager import SecurityManager
 from svirt.security.remember import XATTR_PREFIX, boot_time, is_this_boot, xattr_names
 from svirt.security.transaction import MetadataLocks
@@ -551,21 +551,17 @@ def _remembered(path: str) -> list[Remembered]:
         raw = _get(path, name)
         if raw is None or not suffix.isdigit():
             continue
+        acl_ref = parse_acl_ref(raw)
         parts = raw.split()
-        ok = (
-            len(parts) == 4
-            and parts[0].isdigit()
-            and all(p == "-" or p.isdigit() for p in parts[1:3])
-        )
         out.append(
             Remembered(
                 f"acl_{suffix}",
                 (name,),
-                f"{parts[1]} {parts[2]}" if ok else None,
-                int(parts[0]) if ok else None,
+                f"{parts[1]} {parts[2]}" if acl_ref is not None else None,
+                acl_ref.refcount if acl_ref is not None else None,
                 parts[0] if parts else raw,
-                parts[3] if ok else None,
-                ok and is_this_boot(parts[3]),
+                acl_ref.timestamp if acl_ref is not None else None,
+                acl_ref is not None and acl_ref.this_boot,
                 int(suffix),
             )
         )

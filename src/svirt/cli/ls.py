@@ -10,8 +10,8 @@ from typing import Any
 
 from svirt.errors import SvirtError
 from svirt.host import selinux as host_selinux
-from svirt.security.dac import ACL_XATTR_PREFIX
-from svirt.security.remember import DRIVERS, boot_time, is_this_boot, read_remembered
+from svirt.security.dac import ACL_XATTR_PREFIX, parse_acl_ref
+from svirt.security.remember import DRIVERS, boot_time, read_remembered
 
 from .output import print_json
 
@@ -75,15 +75,15 @@ def _acl_refs(path: str, names: list[str]) -> list[dict[str, Any]]:
         uid = name[len(ACL_XATTR_PREFIX) :] if name.startswith(ACL_XATTR_PREFIX) else ""
         if not uid.isdigit():
             continue
-        parts = os.getxattr(path, name).decode("utf-8", "replace").split()
-        if len(parts) == 4:
+        ref = parse_acl_ref(os.getxattr(path, name).decode("utf-8", "replace"))
+        if ref is not None:
             acls.append(
                 {
                     "uid": int(uid),
-                    "refcount": parts[0],
-                    "replaced_entry": parts[1],
-                    "replaced_mask": parts[2],
-                    "stale": not is_this_boot(parts[3]),
+                    "refcount": str(ref.refcount),
+                    "replaced_entry": "-" if ref.prev is None else str(ref.prev),
+                    "replaced_mask": "-" if ref.mask is None else str(ref.mask),
+                    "stale": not ref.this_boot,
                 }
             )
     return acls

@@ -23,7 +23,7 @@ import os
 import pwd
 import stat
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Final
 
 from svirt.conf import Config
@@ -43,7 +43,14 @@ from svirt.host.ids import resolve_gid, resolve_uid
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome
 
-__all__ = ["ACL_XATTR_PREFIX", "DACDriver", "format_ids", "parse_ids"]
+__all__ = [
+    "ACL_XATTR_PREFIX",
+    "AclRef",
+    "DACDriver",
+    "format_ids",
+    "parse_acl_ref",
+    "parse_ids",
+]
 
 log = logging.getLogger(__name__)
 ACL_XATTR_PREFIX: Final = "trusted.svirt.security.acl_"
@@ -316,7 +323,7 @@ class DACDriver:
             count = rem.remember(path, "dac", format_ids(st.st_uid, st.st_gid), name=op.path)
             counted = count is not None
             if needed and count is not None and count > 1 and (st.st_uid, st.st_gid) != (uid, gid):
-                self._undo(path, op.path)
+                rem.take_back(path, "dac", name=op.path)
                 raise OperationInvalid(
                     f"Setting different DAC user or group on {op.path} which is already in use"
                 )
@@ -327,7 +334,7 @@ class DACDriver:
             return self._chown(op, path, uid, gid)
         except SecurityError:
             if counted:
-                self._undo(path, op.path)
+                rem.take_back(path, "dac", name=op.path)
             raise
 
     def _chown(self, op: LabelOp, path: str, uid: int, gid: int) -> Outcome:
@@ -345,16 +352,6 @@ class DACDriver:
             ) from None
         log.debug("dac: %s -> %d:%d", op.path, uid, gid)
         return Outcome.DONE
-
-    def _undo(self, path: str, name: str) -> None:
-        try:
-            rem.recall(path, "dac", name=name)
-        except (OSError, SecurityError):
-            log.warning(
-                "Unable to restore label on '%s'. XATTRs might have been left in "
-                "inconsistent state.",
-                name,
-            )
 
     def _set_acl(self, op: LabelOp, path: str, uid: int, gid: int) -> Outcome:
         st = self._stat(op, path)
@@ -523,6 +520,37 @@ def _format_acl_ref(ref: int, prev: int | None, mask: int | None) -> str:
     return f"{ref} {p} {m} {rem.boot_time()}"
 
 
+@dataclass(frozen=True, slots=True)
+class AclRef:
+    """svirt's ACL reference on a file, ``trusted.svirt.security.acl_<uid>`` =
+    ``"<refcount> <replaced entry perm|-> <replaced mask|-> <boot time>"``."""
+
+    refcount: int
+    prev: int | None  # the named entry's perm this grant replaced (None: there was none)
+    mask: int | None  # the mask it replaced (None: the ACL had none)
+    timestamp: str
+
+    @property
+    def this_boot(self) -> bool:
+        return rem.is_this_boot(self.timestamp)
+
+
+def parse_acl_ref(raw: str) -> AclRef | None:
+    """The reference, or None when the value is malformed."""
+    parts = raw.split()
+    if (
+        len(parts) != 4
+        or not parts[0].isdigit()
+        or not all(p == "-" or p.isdigit() for p in parts[1:3])
+    ):
+        return None
+
+    def perm(text: str) -> int | None:
+        return None if text == "-" else int(text)
+
+    return AclRef(int(parts[0]), perm(parts[1]), perm(parts[2]), parts[3])
+
+
 def _read_acl_ref(path: str, uid: int) -> tuple[int, int | None, int | None, bool] | None:
     """(refcount, replaced entry perm, replaced mask, from this boot) of svirt's ACL
     reference, or None. A value from an earlier boot has no live users, but still says
@@ -531,18 +559,10 @@ def _read_acl_ref(path: str, uid: int) -> tuple[int, int | None, int | None, boo
         raw = os.getxattr(path, f"{ACL_XATTR_PREFIX}{uid}").decode()
     except OSError:
         return None
-    parts = raw.split()
-    if (
-        len(parts) != 4
-        or not parts[0].isdigit()
-        or not all(p == "-" or p.isdigit() for p in parts[1:3])
-    ):
+    ref = parse_acl_ref(raw)
+    if ref is None:
         raise SecurityError(PREFIX_INTERNAL + f"malformed refcount {raw} on {path}")
-
-    def perm(text: str) -> int | None:
-        return None if text == "-" else int(text)
-
-    return int(parts[0]), perm(parts[1]), perm(parts[2]), rem.is_this_boot(parts[3])
+    return ref.refcount, ref.prev, ref.mask, ref.this_boot
 
 
 def _xattrs_supported(path: str) -> bool:

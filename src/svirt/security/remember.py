@@ -36,6 +36,7 @@ __all__ = [
     "read_remembered",
     "recall",
     "remember",
+    "take_back",
     "xattr_names",
 ]
 
@@ -233,3 +234,16 @@ def read_remembered(path: str, driver: str) -> Remembered | None:
     if all(v is None for v in values):
         return None
     return Remembered(driver, values[0], values[1], values[2])
+
+
+def take_back(path: str, driver: str, *, name: str | None = None) -> None:
+    """Undo one :func:`remember` whose change did not happen (a refused or failed set).
+    Unlike libvirt, this never relabels or chowns the file: nothing was changed, and
+    doing so could disturb the other user the reference count is about."""
+    try:
+        recall(path, driver, name=name)
+    except (OSError, SecurityError):
+        log.warning(
+            "Unable to restore label on '%s'. XATTRs might have been left in inconsistent state.",
+            name or path,
+        )

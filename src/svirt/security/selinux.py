@@ -613,7 +613,7 @@ class SELinuxDriver:
                 count = rem.remember(target, "selinux", econ, name=name)
                 counted = count is not None
                 if count is not None and count > 1 and econ != tcon:
-                    self._undo_remember(name, target)
+                    rem.take_back(target, "selinux", name=name)
                     raise OperationInvalid(
                         f"Setting different SELinux label on {name} which is already in use"
                     )
@@ -621,23 +621,11 @@ class SELinuxDriver:
             outcome = self._setfilecon(name, target, tcon)
         except SecurityError:
             if counted:
-                self._undo_remember(name, target)
+                rem.take_back(target, "selinux", name=name)
             raise
         if outcome is Outcome.SOFT_FAILED and counted:
-            self._undo_remember(name, target)
+            rem.take_back(target, "selinux", name=name)
         return outcome
-
-    def _undo_remember(self, name: str, target: str) -> None:
-        """Take back one remembered use. Unlike libvirt, this never relabels the file:
-        the label was not changed by us, and relabelling could disturb the other user."""
-        try:
-            rem.recall(target, "selinux", name=name)
-        except (OSError, SecurityError):
-            log.warning(
-                "Unable to restore label on '%s'. XATTRs might have been left in "
-                "inconsistent state.",
-                name,
-            )
 
     def _restore(self, name: str, target: str | None, recall: bool) -> Outcome:
         """Restore one path (spec §6.1). Without a pinned ``target`` the path is resolved
