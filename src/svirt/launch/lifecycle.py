@@ -161,18 +161,12 @@ def _copies_of(private_dev: bool) -> Callable[[str], bool]:
 
 def qemu_alive(rec: DomainRecord) -> bool:
     """The record's QEMU still runs (and the pid was not reused by something else)."""
-    if rec.pid is None:
+    if rec.pid is None or not pid_alive(rec.pid):  # a zombie has exited already
         return False
     try:
         with open(f"/proc/{rec.pid}/cmdline", "rb") as fh:
             cmdline = fh.read()
     except OSError:
-        return False
-    try:
-        with open(f"/proc/{rec.pid}/stat") as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False  # a zombie has exited; only its reaping is pending
-    except (OSError, IndexError):
         return False
     return f"guest={rec.domain.name}".encode() in cmdline
 

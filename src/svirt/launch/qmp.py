@@ -21,11 +21,11 @@ import socket
 import stat
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from svirt.errors import PREFIX_INTERNAL, LaunchError
+from svirt.host.procs import pid_alive
 
 __all__ = ["DEFAULT_TIMEOUT", "QMPClient", "QMPError"]
 
@@ -98,7 +98,7 @@ class QMPClient:
                         f"{PREFIX_INTERNAL}failed to connect to monitor socket {target}: "
                         "not a socket"
                     ) from None
-                if pid is not None and not _alive(pid):
+                if pid is not None and not pid_alive(pid):
                     raise QMPError(
                         f"{PREFIX_INTERNAL}QEMU process {pid} exited before its monitor "
                         f"{target} accepted connections"
@@ -329,15 +329,6 @@ def _is_socket(path: str) -> bool:
         return stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        # A zombie still "exists" for kill(0): look at its state instead.
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _short(obj: object) -> str:
