@@ -291,7 +291,10 @@ def test_single_record_kinds_split_as_ausearch_does() -> None:
 def test_two_second_window_completes_events() -> None:
     lines = [_line("SYSCALL", 10, 1), _line("SYSCALL", 13, 2), _line("PROCTITLE", 10, 1)]
     assert sorted(_group(lines)) == [[("PROCTITLE", 1)], [("SYSCALL", 1)], [("SYSCALL", 2)]]
+    # ausearch 3.0.9: an event is complete once a new one starts 2 seconds later or more
     lines = [_line("SYSCALL", 10, 1), _line("SYSCALL", 12, 2), _line("PROCTITLE", 10, 1)]
+    assert sorted(_group(lines)) == [[("PROCTITLE", 1)], [("SYSCALL", 1)], [("SYSCALL", 2)]]
+    lines = [_line("SYSCALL", 10, 1), _line("SYSCALL", 11, 2), _line("PROCTITLE", 10, 1)]
     assert [("SYSCALL", 1), ("PROCTITLE", 1)] in _group(lines)
 
 

@@ -1,7 +1,7 @@
 """``svirt audit explain``: why each SELinux denial happened, and the fix that keeps isolation.
 
-For each distinct denial (same source and target contexts, class and object; repeats are
-counted) it answers:
+For each distinct denial (same source and target contexts, class, permissions and object;
+repeats are counted) it answers:
 
 1. **Did SELinux cause it?** Enforcing denials (``permissive=0``) refused the access;
    the SYSCALL record shows the error the program saw. Permissive ones were only logged.
@@ -130,11 +130,12 @@ class Denial:
     proctitle: tuple[str, ...] = ()
 
     @property
-    def key(self) -> tuple[str, str, str, str | None, bool | None, bool]:
+    def key(self) -> tuple[str, str, str, frozenset[str], str | None, bool | None, bool]:
         return (
             self.scontext,
             self.tcontext,
             self.tclass,
+            frozenset(self.perms),
             self.path or self.name,
             self.permissive,
             self.user_space,
@@ -336,10 +337,15 @@ def collect_denials(events: Iterable[Event]) -> list[Denial]:
                 proctitle = tuple(parse_proctitle(rec))
         for info in avcs:
             path = _event_path(event, info)
+            # The permissions are part of the key: the policy's answer is for a record's
+            # own permissions (a permitted { getattr } and a denied { read } of one file
+            # have different reasons), so a group never mixes reasons; grouping is only
+            # for display.
             key = (
                 info.scontext,
                 info.tcontext,
                 info.tclass,
+                frozenset(info.perms),
                 path or info.name,
                 info.permissive,
                 info.user_space,

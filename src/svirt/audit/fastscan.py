@@ -6,7 +6,7 @@ event contains a record that can be found with a plain substring search
 (``type=AVC msg=audit(``), which runs at memory speed. For each such record this engine
 looks for the other records of its event (same ``msg=audit(STAMP)`` and node) within
 :data:`WINDOW` bytes on each side, splits them into events the way ausearch does
-(single-record kinds, a record more than 2 seconds newer in between), and runs the same
+(single-record kinds, a record 2 or more seconds newer in between), and runs the same
 :class:`~svirt.audit.matching.Matcher` on the result. Lines far from any anchor are
 never split into Python objects. Assembling one event costs about what reading 3 KiB line
 by line costs, so ``search(engine="auto")`` uses this engine only when the anchoring
@@ -249,13 +249,13 @@ class _Scanner:
         return ls, (len(buf) if le < 0 else le), buf[pos + 5 : j - 1]
 
     def _completes(self, lo: int, hi: int, limit: int) -> bool:
-        """Is there a record in buf[lo:hi] newer than ``limit`` seconds that ausearch
+        """Is there a record in buf[lo:hi] of ``limit`` seconds or newer that ausearch
         keeps (inside the time range)? Such a record completes the events being built."""
         c = self.criteria
         for m in _SEC.finditer(self.buf, lo, hi):
             sec = int(m.group(1))
             in_range = (c.start is None or sec >= c.start) and (c.end is None or sec <= c.end)
-            if sec > limit and in_range:
+            if sec >= limit and in_range:
                 return True
         return False
 
@@ -305,7 +305,7 @@ class _Scanner:
             else:
                 j += len(pat)
         # Split as ausearch would: a single-record kind stands alone; a record more than
-        # 2 seconds newer between two of these lines completes the event being built.
+        # 2 or more seconds newer between two of these lines completes the event being built.
         groups: list[list[tuple[int, int]]] = []
         building: list[tuple[int, int]] | None = None
         prev_end = -1

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from svirt.audit._tables import ARCHES, SYSCALLS
+from svirt.audit._tables import ARCHES, MSG_TYPES, SYSCALLS
 from svirt.audit.events import Event
 from svirt.audit.reader import Record
 from svirt.audit.records import HEX_FIELDS, decode_hex, field_pairs, parse_enriched
@@ -517,12 +517,49 @@ def _raw_line(rec: Record) -> str:
     return rec.line.decode("utf-8", "replace")
 
 
+def _exact_interpretation(event: Event) -> str | None:
+    """ausearch's ``-i`` lines for the event through libauparse (None without it, or
+    for records pasted from ``ausearch -i``, which are printed as they are)."""
+    from svirt.audit import auparse_interp
+
+    if not auparse_interp.available() or any(r.interpreted for r in event.records):
+        return None
+    first = event.records[0]
+    parts: list[bytes] = []
+    for rec in reversed(event.records):
+        line = auparse_interp.interpret_line(
+            rec.line,
+            rec.type_id,
+            rec.type if rec.type_id in MSG_TYPES else None,
+            first.sec,
+            first.milli,
+            first.serial,
+            first.node,
+            rec.interp,
+        )
+        if line is None:
+            return None
+        parts.append(line)
+    return b"".join(parts).decode("utf-8", "replace")
+
+
 def format_event(event: Event, mode: str = "default") -> str:
     """The event as ausearch prints it: ``raw``, ``default`` or ``interpret``."""
     if mode == "raw":
+        # ausearch marks a whole event ENRICHED when one of its records is, and then
+        # prints the separator after every record, a bare one where there is no
+        # enriched part.
+        if any(r.interp is not None for r in event.records):
+            return "".join(
+                (r.text if r.interp is not None else _raw_line(r) + "\x1d") + "\n"
+                for r in event.records
+            )
         return "".join(r.text + "\n" for r in event.records)
     lines = ["----"]
     if mode == "interpret":
+        exact = _exact_interpretation(event)
+        if exact is not None:
+            return "----\n" + exact
         lines.extend(interpret_record(r) + " " for r in reversed(event.records))
     else:
         lt = _localtime(event.sec)
