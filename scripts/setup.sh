@@ -43,3 +43,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+
+# --- audit search: the compiled core (src/svirt/audit/_scan.c -> _scan.so, loaded with
+# ctypes by svirt.audit.native). Rebuilt only when the source is newer than the library.
+SCAN_SRC=src/svirt/audit/_scan.c
+SCAN_LIB=src/svirt/audit/_scan.so
+if [ ! -f "$SCAN_LIB" ] || [ "$SCAN_SRC" -nt "$SCAN_LIB" ]; then
+  if ! command -v cc >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
+  fi
+  cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$SCAN_LIB.tmp" "$SCAN_SRC"
+  mv "$SCAN_LIB.tmp" "$SCAN_LIB"
+fi

@@ -111,12 +111,31 @@ def _arg(msg: bytes, name: bytes) -> int:
     return _strtoul(msg[i + len(name) + 2 :], 16) & 0xFFFFFFFFFFFFFFFF
 
 
-class _Walk:
-    __slots__ = ("cur_syscall", "lib", "machine", "out", "rtype")
+# Memoised answers of libauparse (pure functions of their inputs, the ENRICHED names of the
+# record included); cleared when large. ctypes calls cost microseconds, a dict hit less.
+_CACHE_MAX = 1 << 17
+_adjust_cache: dict[tuple[int, bytes, bytes], int] = {}
+_text_cache: dict[tuple[Any, ...], bytes] = {}
+_ARGS = frozenset({b"a0", b"a1", b"a2", b"a3"})
 
-    def __init__(self, lib: _Lib, rtype: int) -> None:
+
+def _adjust(lib: _Lib, rtype: int, name: bytes, val: bytes) -> int:
+    key = (rtype, name, val)
+    found = _adjust_cache.get(key)
+    if found is None:
+        if len(_adjust_cache) > _CACHE_MAX:
+            _adjust_cache.clear()
+        found = _adjust_cache[key] = lib.adjust(rtype, name, val)
+    return found
+
+
+class _Walk:
+    __slots__ = ("cur_syscall", "interp", "lib", "machine", "out", "rtype")
+
+    def __init__(self, lib: _Lib, rtype: int, interp: bytes | None = None) -> None:
         self.lib = lib
         self.rtype = rtype
+        self.interp = interp
         self.machine = -1
         self.cur_syscall = -1
         self.out: list[bytes] = []
@@ -126,8 +145,7 @@ class _Walk:
         name = name.lstrip(b" (")
         if name == b"acct" and val.endswith(b":"):
             val = val[:-1]
-        ftype = lib.adjust(self.rtype, name, val)
-        idata = _IData()
+        ftype = _adjust(lib, self.rtype, name, val)
         if self.rtype in (_SYSCALL, _SECCOMP):
             if self.machine == -1:
                 self.machine = lib.detect_machine()
@@ -135,19 +153,29 @@ class _Walk:
                 self.machine = lib.elf_to_machine(_strtoul(val, 16) & 0xFFFFFFFF)
             if self.cur_syscall < 0 and name == b"syscall":
                 self.cur_syscall = _strtoul(val, 10)
-            idata.syscall = self.cur_syscall
+            syscall = self.cur_syscall
         else:
-            idata.syscall = 0
-        idata.machine = self.machine & 0xFFFFFFFF
-        idata.a0 = _state["a0"]
-        idata.a1 = _state["a1"]
-        idata.cwd = None
-        idata.name = name
-        idata.val = val
-        ptr = lib.do(ftype, ctypes.byref(idata), _ESC_TTY)
-        text = ctypes.string_at(ptr) if ptr else b""
-        if ptr:
-            lib.free(ptr)
+            syscall = 0
+        args = (_state["a0"], _state["a1"]) if name in _ARGS else None
+        key = (ftype, name, val, self.machine, syscall, args, self.interp)
+        cached = _text_cache.get(key)
+        if cached is None:
+            idata = _IData()
+            idata.syscall = syscall
+            idata.machine = self.machine & 0xFFFFFFFF
+            idata.a0 = _state["a0"]
+            idata.a1 = _state["a1"]
+            idata.cwd = None
+            idata.name = name
+            idata.val = val
+            ptr = lib.do(ftype, ctypes.byref(idata), _ESC_TTY)
+            cached = ctypes.string_at(ptr) if ptr else b""
+            if ptr:
+                lib.free(ptr)
+            if len(_text_cache) > _CACHE_MAX:
+                _text_cache.clear()
+            _text_cache[key] = cached
+        text = cached
         out = self.out
         if ftype == _TYPE_UNCLASSIFIED:
             out.append(val + (b"," if comma else b" "))
@@ -193,7 +221,7 @@ def interpret_line(
     lp = s.find(b"(", pos)
     if lp < 0:
         return None
-    w = _Walk(lib, rtype)
+    w = _Walk(lib, rtype, interp)
     out = w.out
     if node is not None:
         out.append(b"node=" + node.encode("utf-8", "surrogateescape") + b" ")
@@ -212,7 +240,8 @@ def interpret_line(
     if rtype == _SYSCALL:
         _state["a0"] = _arg(s, b"a0")
         _state["a1"] = _arg(s, b"a1")
-    lib.load(interp)
+    if interp is not None:
+        lib.load(interp)
     try:
         i: int | None = rp + 1
         found = False
@@ -252,12 +281,12 @@ def interpret_line(
                 c = s.find(b",", ptr, end)
                 sp = s.find(b" ", ptr, end)
                 if c >= 0 and sp >= 0 and c < sp:
-                    if lib.adjust(rtype, name, s[sp:end]) == _TYPE_MAC_LABEL:
+                    if _adjust(lib, rtype, name, s[sp:end]) == _TYPE_MAC_LABEL:
                         val, i = s[ptr:sp], sp + 1
                     else:
                         val, i, comma = s[ptr:c], c + 1, True
                 elif c >= 0 and sp < 0:
-                    if lib.adjust(rtype, name, s[ptr:end]) == _TYPE_MAC_LABEL:
+                    if _adjust(lib, rtype, name, s[ptr:end]) == _TYPE_MAC_LABEL:
                         val, i = s[ptr:end], None
                     else:
                         val, i, comma = s[ptr:c], c + 1, True
@@ -267,7 +296,8 @@ def interpret_line(
                     val, i = s[ptr:end], None
             w.interpret(name, val, comma)
     finally:
-        lib.unload()
+        if interp is not None:
+            lib.unload()
     # nothing to interpret, or a value cut at a comma: the rest as it is
     if i is not None and ((not found and eq < 0) or comma):
         out.append(s[i:end])

@@ -406,7 +406,9 @@ def search(
 ) -> Iterator[Event]:
     """Matching events from the inputs, in the order they complete.
 
-    ``engine``: ``"exact"`` reads every line; ``"fast"`` scans for the records the
+    ``engine``: ``"native"`` is the compiled core (:mod:`svirt.audit.native`, every line,
+    the same grouping; ``"auto"`` takes it whenever it can read the inputs); ``"exact"``
+    reads every line in Python; ``"fast"`` scans for the records the
     criteria anchor on (message types, serial) and assembles only their events (see
     :mod:`svirt.audit.fastscan` for when the two can differ); ``"auto"`` picks fast when
     the criteria are anchored and the anchoring records are sparse. ``jobs``: processes
@@ -415,9 +417,13 @@ def search(
     so the program's main module must be safe to import).
     """
     stats = stats if stats is not None else ReadStats()
-    if engine not in ("auto", "exact", "fast"):
+    if engine not in ("auto", "exact", "fast", "native"):
         raise AuditError(f"unknown search engine '{engine}'")
+    from svirt.audit import native
     from svirt.audit.fastscan import prefer_fast, scan_fast
+
+    if engine == "native" or (engine == "auto" and native.usable(inputs)):
+        return native.scan_events(inputs, criteria, stats)
 
     if engine == "fast" or (engine == "auto" and prefer_fast(inputs, criteria)):
         return scan_fast(inputs, criteria, stats, jobs=jobs)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from svirt.audit import native
 from svirt.audit.events import Event
 from svirt.audit.explain import Explanation, explain
 from svirt.audit.fastscan import parallel_jobs
@@ -112,8 +113,8 @@ def _filters(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--exact",
         action="store_true",
-        help="read and group every line (svirt's fast engine is used otherwise when -m or -a "
-        "is given)",
+        help="read and group every line in Python (otherwise svirt's compiled core reads plain "
+        "log files, and its look-around engine serves -m/-a on other inputs)",
     )
 
 
@@ -230,6 +231,29 @@ def run_search(args: argparse.Namespace) -> int:
     criteria = _criteria(args, None)
     inputs = _inputs(args)
     stats = ReadStats()
+    if not (args.json or args.interpret or args.exact) and native.usable(inputs):
+        fmt = "raw" if args.raw else "default"
+
+        def direct() -> int:
+            sys.stdout.flush()
+            try:
+                fd: int | None = sys.stdout.fileno()
+            except (AttributeError, OSError, ValueError):  # a captured stdout
+                fd = None
+            if fd is not None and native.decided(criteria):
+                # the compiled core matches and writes the output itself
+                count = native.write_decided(inputs, criteria, stats, fmt, fd)
+            else:
+                count = native.write_matching(inputs, criteria, stats, fmt, sys.stdout.buffer)
+                sys.stdout.flush()
+            _warn(stats)
+            if not count:
+                if not args.raw:
+                    print("<no matches>", file=sys.stderr)
+                return 1
+            return 0
+
+        return _guard_pipe(direct)
     events = search(
         inputs,
         criteria,

@@ -1,0 +1,980 @@
+/*
+ * svirt's compiled search core: ausearch 3.0.9's event assembly and order over plain
+ * audit log files, at the speed of reading them.
+ *
+ * Built by scripts/setup.sh (cc -O2 -shared) into _scan.so and used through ctypes by
+ * svirt.audit.native; the Python engines (svirt.audit.search) remain the definition
+ * the tests compare with, and the fallback when this library is missing.
+ *
+ * What it does, per line of each mapped file, with no allocation per line:
+ *   - the header: [node=N ]type=T msg=audit(SEC.MS:SERIAL); other lines are counted
+ *     as malformed (blank lines and ausearch's own separators are not);
+ *   - records outside the -ts/-te range are dropped, as ausearch drops them;
+ *   - events are assembled and let out exactly as svirt.audit.events.EventGrouper
+ *     (ausearch-lol.c): join by node and stamp, complete 2 s later or at once for
+ *     single-record kinds, EOE alone dropped, out in time-stamp order (slot on ties);
+ *   - when the criteria are only record types, a serial and a time range ("decided"),
+ *     it matches and writes --raw or default output itself; otherwise it gathers the
+ *     events that can match (type, serial, a comm=/exe=/key= value holding the string,
+ *     a pid= of the number) in a batch, and Python's Matcher decides.
+ *   - a -ts window is found by bisection (timestamps grow in a log), reading starts
+ *     SEEK_MARGIN seconds before it; reading stops SEEK_MARGIN seconds after -te.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LINE (1 << 20)
+#define WINDOW 2
+#define SEEK_MARGIN 60
+#define MAX_EXAMPLES 5
+#define T_SYSCALL 1300
+#define T_PROCTITLE 1327
+#define T_KERNEL 2000
+#define T_EOE 1320
+#define T_FIRST_ANOM 2100
+#define T_MAC_UNLBL_ALLOW 1406
+#define T_MAC_CALIPSO_DEL 1419
+
+typedef struct {
+	const char *p; /* line start */
+	int32_t raw;   /* length of the record before 0x1D */
+	int32_t full;  /* length of the whole line */
+	int32_t type;
+	int32_t file;
+	int64_t off;
+} rec_t;
+
+typedef struct ev {
+	long long sec;
+	long milli;
+	unsigned long serial;
+	const char *node;
+	int nodelen;
+	int slot;
+	long long seq;
+	int complete;
+	int enriched;
+	int first_type;
+	rec_t *recs;
+	int nrec, cap;
+	struct ev *hnext; /* building hash chain */
+} ev_t;
+
+typedef struct {
+	/* criteria */
+	const int *types;
+	int ntypes;
+	int has_start, has_end, has_serial;
+	long long start, end;
+	unsigned long serial;
+	const char *const *needles; /* pre-check: a value of field k holds needle k */
+	const char *const *fields;
+	int nneedles;
+	int has_pid;
+	unsigned long long pid;
+	int decided; /* 1: C matches and writes; 0: callback */
+	int format;  /* 0 raw, 1 default */
+	int out_fd;
+	/* message type names */
+	const char *const *type_names;
+	const int *type_ids;
+	int ntypenames;
+} opts_t;
+
+typedef struct {
+	long long lines;
+	long long events;
+	long long matched;
+	long long malformed;
+	long long bytes;
+	int nexamples;
+	int example_file[MAX_EXAMPLES];
+	long long example_line[MAX_EXAMPLES];
+	long long example_off[MAX_EXAMPLES];
+	int example_reason[MAX_EXAMPLES]; /* 0 not a record, 1 too long, 2 bad stamp */
+	int stopped;
+	int write_error;
+} stats_t;
+
+typedef struct {
+	char *map;
+	size_t size;
+	size_t pos;
+	long long lineno; /* -1 when unknown (after a seek) */
+	int seeked;
+	int done;
+} file_t;
+
+typedef struct {
+	long long sec;
+	long long seq;
+	ev_t *ev;
+} tnode_t;
+
+typedef struct {
+	opts_t o;
+	stats_t st;
+	/* type name hash */
+	const char **tn;
+	int *tid;
+	int *tnlen;
+	unsigned tmask;
+	/* building events */
+	ev_t **hash;
+	unsigned hmask;
+	int nbuilding;
+	/* timeout heap, held heap, free slots */
+	tnode_t *th;
+	int thn, thcap;
+	ev_t **hh;
+	int hhn, hhcap;
+	int *fs;
+	int fsn, fscap;
+	int next_slot;
+	long long seq;
+	/* files */
+	file_t *files;
+	int nfiles, fcap;
+	/* output */
+	char *out;
+	size_t outn, outcap;
+	/* the batch of candidate events for Python: per record (file, offset, length,
+	 * raw length, type); per event (first record, records, sec, milli, serial) */
+	long long *brec;
+	long long nbrec, brcap;
+	long long *bev;
+	long long nbev, bevcap;
+	char *scratch;
+} scan_t;
+
+/* ---------------------------------------------------------------------------------- */
+
+static unsigned fnv(const char *s, int n)
+{
+	unsigned h = 2166136261u;
+	for (int i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+static int type_id(scan_t *s, const char *name, int n)
+{
+	unsigned h = fnv(name, n) & s->tmask;
+	while (s->tn[h]) {
+		if (s->tnlen[h] == n && memcmp(s->tn[h], name, n) == 0)
+			return s->tid[h];
+		h = (h + 1) & s->tmask;
+	}
+	if (n > 9 && memcmp(name, "UNKNOWN[", 8) == 0 && name[n - 1] == ']') {
+		long v = 0;
+		for (int i = 8; i < n - 1; i++) {
+			if (name[i] < '0' || name[i] > '9')
+				return -1;
+			v = v * 10 + (name[i] - '0');
+		}
+		return (int)v;
+	}
+	if (n > 0 && n < 10) {
+		long v = 0;
+		for (int i = 0; i < n; i++) {
+			if (name[i] < '0' || name[i] > '9')
+				return -1;
+			v = v * 10 + (name[i] - '0');
+		}
+		return (int)v;
+	}
+	return -1;
+}
+
+static int single_record(int t)
+{
+	return t == T_PROCTITLE || t == T_KERNEL || t < T_SYSCALL || t >= T_FIRST_ANOM ||
+	       (t >= T_MAC_UNLBL_ALLOW && t <= T_MAC_CALIPSO_DEL);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* heaps */
+
+static int ev_less(const ev_t *a, const ev_t *b)
+{
+	if (a->sec != b->sec)
+		return a->sec < b->sec;
+	if (a->milli != b->milli)
+		return a->milli < b->milli;
+	if (a->serial != b->serial)
+		return a->serial < b->serial;
+	return a->slot < b->slot;
+}
+
+static void hh_push(scan_t *s, ev_t *e)
+{
+	if (s->hhn == s->hhcap) {
+		s->hhcap = s->hhcap ? s->hhcap * 2 : 1024;
+		s->hh = realloc(s->hh, sizeof(*s->hh) * s->hhcap);
+	}
+	int i = s->hhn++;
+	while (i > 0) {
+		int p = (i - 1) / 2;
+		if (!ev_less(e, s->hh[p]))
+			break;
+		s->hh[i] = s->hh[p];
+		i = p;
+	}
+	s->hh[i] = e;
+}
+
+static ev_t *hh_pop(scan_t *s)
+{
+	ev_t *top = s->hh[0];
+	ev_t *last = s->hh[--s->hhn];
+	int i = 0, n = s->hhn;
+	for (;;) {
+		int c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && ev_less(s->hh[c + 1], s->hh[c]))
+			c++;
+		if (!ev_less(s->hh[c], last))
+			break;
+		s->hh[i] = s->hh[c];
+		i = c;
+	}
+	if (n)
+		s->hh[i] = last;
+	return top;
+}
+
+static int t_less(const tnode_t *a, const tnode_t *b)
+{
+	return a->sec != b->sec ? a->sec < b->sec : a->seq < b->seq;
+}
+
+static void th_push(scan_t *s, tnode_t t)
+{
+	if (s->thn == s->thcap) {
+		s->thcap = s->thcap ? s->thcap * 2 : 1024;
+		s->th = realloc(s->th, sizeof(*s->th) * s->thcap);
+	}
+	int i = s->thn++;
+	while (i > 0) {
+		int p = (i - 1) / 2;
+		if (!t_less(&t, &s->th[p]))
+			break;
+		s->th[i] = s->th[p];
+		i = p;
+	}
+	s->th[i] = t;
+}
+
+static tnode_t th_pop(scan_t *s)
+{
+	tnode_t top = s->th[0];
+	tnode_t last = s->th[--s->thn];
+	int i = 0, n = s->thn;
+	for (;;) {
+		int c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && t_less(&s->th[c + 1], &s->th[c]))
+			c++;
+		if (!t_less(&s->th[c], &last))
+			break;
+		s->th[i] = s->th[c];
+		i = c;
+	}
+	if (n)
+		s->th[i] = last;
+	return top;
+}
+
+static void fs_push(scan_t *s, int v)
+{
+	if (s->fsn == s->fscap) {
+		s->fscap = s->fscap ? s->fscap * 2 : 256;
+		s->fs = realloc(s->fs, sizeof(int) * s->fscap);
+	}
+	int i = s->fsn++;
+	while (i > 0) {
+		int p = (i - 1) / 2;
+		if (s->fs[p] <= v)
+			break;
+		s->fs[i] = s->fs[p];
+		i = p;
+	}
+	s->fs[i] = v;
+}
+
+static int fs_pop(scan_t *s)
+{
+	int top = s->fs[0];
+	int last = s->fs[--s->fsn];
+	int i = 0, n = s->fsn;
+	for (;;) {
+		int c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && s->fs[c + 1] < s->fs[c])
+			c++;
+		if (s->fs[c] >= last)
+			break;
+		s->fs[i] = s->fs[c];
+		i = c;
+	}
+	if (n)
+		s->fs[i] = last;
+	return top;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* building hash */
+
+static unsigned ev_hash(long long sec, long milli, unsigned long serial, const char *node,
+			int nodelen)
+{
+	unsigned long long h = (unsigned long long)sec * 1000003ull ^ (unsigned long long)milli * 31ull ^
+			       (unsigned long long)serial * 2654435761ull;
+	if (node)
+		h ^= fnv(node, nodelen);
+	return (unsigned)(h ^ (h >> 29));
+}
+
+static ev_t **find_slot(scan_t *s, long long sec, long milli, unsigned long serial,
+			const char *node, int nodelen)
+{
+	ev_t **pp = &s->hash[ev_hash(sec, milli, serial, node, nodelen) & s->hmask];
+	while (*pp) {
+		ev_t *e = *pp;
+		if (e->sec == sec && e->milli == milli && e->serial == serial &&
+		    e->nodelen == nodelen && (!node || memcmp(e->node, node, nodelen) == 0))
+			return pp;
+		pp = &e->hnext;
+	}
+	return pp;
+}
+
+static void grow_hash(scan_t *s)
+{
+	unsigned n = (s->hmask + 1) * 2;
+	ev_t **h = calloc(n, sizeof(*h));
+	for (unsigned i = 0; i <= s->hmask; i++) {
+		ev_t *e = s->hash[i];
+		while (e) {
+			ev_t *next = e->hnext;
+			unsigned b = ev_hash(e->sec, e->milli, e->serial, e->node, e->nodelen) & (n - 1);
+			e->hnext = h[b];
+			h[b] = e;
+			e = next;
+		}
+	}
+	free(s->hash);
+	s->hash = h;
+	s->hmask = n - 1;
+}
+
+static void unlink_building(scan_t *s, ev_t *e)
+{
+	ev_t **pp = find_slot(s, e->sec, e->milli, e->serial, e->node, e->nodelen);
+	if (*pp == e) {
+		*pp = e->hnext;
+		s->nbuilding--;
+	}
+	e->hnext = NULL;
+}
+
+static void add_rec(ev_t *e, rec_t r)
+{
+	if (e->nrec == e->cap) {
+		e->cap = e->cap ? e->cap * 2 : 4;
+		e->recs = realloc(e->recs, sizeof(rec_t) * e->cap);
+	}
+	e->recs[e->nrec++] = r;
+	if (r.raw != r.full)
+		e->enriched = 1;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* output */
+
+static void out_flush(scan_t *s)
+{
+	size_t done = 0;
+	while (done < s->outn) {
+		ssize_t w = write(s->o.out_fd, s->out + done, s->outn - done);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			s->st.write_error = errno;
+			s->st.stopped = 1;
+			break;
+		}
+		done += (size_t)w;
+	}
+	s->outn = 0;
+}
+
+static void out_put(scan_t *s, const char *p, size_t n)
+{
+	if (s->outn + n > s->outcap) {
+		out_flush(s);
+		if (n > s->outcap) {
+			ssize_t w = write(s->o.out_fd, p, n);
+			if (w < 0) {
+				s->st.write_error = errno;
+				s->st.stopped = 1;
+			}
+			return;
+		}
+	}
+	memcpy(s->out + s->outn, p, n);
+	s->outn += n;
+}
+
+static int has_type(scan_t *s, const ev_t *e)
+{
+	if (!s->o.ntypes)
+		return 1;
+	for (int i = 0; i < e->nrec; i++)
+		for (int j = 0; j < s->o.ntypes; j++)
+			if (e->recs[i].type == s->o.types[j])
+				return 1;
+	return 0;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Does some value of field f (quoted, a word, or hex-encoded) in p[0:n] contain needle?
+ * A superset of what the matcher compares: it takes its values from these fields. */
+static int field_has(const char *p, size_t n, const char *f, size_t fl, const char *needle,
+		     size_t nl, char *scratch)
+{
+	const char *end = p + n, *q = p;
+	while (q < end) {
+		const char *hit = memmem(q, (size_t)(end - q), f, fl);
+		if (!hit)
+			return 0;
+		const char *v = hit + fl, *w = v;
+		q = v;
+		if (v < end && *v == '"') {
+			const char *close = memchr(v + 1, '"', (size_t)(end - v - 1));
+			const char *stop = close ? close : end;
+			if (memmem(v + 1, (size_t)(stop - v - 1), needle, nl))
+				return 1;
+			continue;
+		}
+		while (w < end && *w != ' ' && *w != '\'')
+			w++;
+		if (memmem(v, (size_t)(w - v), needle, nl))
+			return 1;
+		size_t k = 0;
+		const char *h = v;
+		while (h + 1 < w && k < MAX_LINE && hexval(h[0]) >= 0 && hexval(h[1]) >= 0) {
+			char c = (char)(hexval(h[0]) * 16 + hexval(h[1]));
+			if (!c)
+				break;
+			scratch[k++] = c;
+			h += 2;
+		}
+		if (k >= nl && memmem(scratch, k, needle, nl))
+			return 1;
+	}
+	return 0;
+}
+
+/* Is there a pid= (ppid=, spid=, ...) whose number is pid? */
+static int pid_in(const char *p, size_t n, unsigned long long pid)
+{
+	const char *end = p + n, *q = p;
+	while (q < end) {
+		const char *hit = memmem(q, (size_t)(end - q), "pid=", 4);
+		if (!hit)
+			return 0;
+		const char *v = hit + 4;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		unsigned long long x = 0;
+		int d = 0;
+		while (v < end && *v >= '0' && *v <= '9' && d < 20) {
+			x = x * 10 + (unsigned long long)(*v++ - '0');
+			d++;
+		}
+		if (d && x == pid)
+			return 1;
+		q = hit + 4;
+	}
+	return 0;
+}
+
+static int may_match(scan_t *s, const ev_t *e)
+{
+	if (!has_type(s, e))
+		return 0;
+	if (s->o.has_serial && e->serial != s->o.serial)
+		return 0;
+	for (int k = 0; k < s->o.nneedles; k++) {
+		const char *needle = s->o.needles[k];
+		size_t nl = strlen(needle), fl = strlen(s->o.fields[k]);
+		int keep = 0;
+		for (int i = 0; i < e->nrec && !keep; i++)
+			keep = field_has(e->recs[i].p, e->recs[i].raw, s->o.fields[k], fl, needle, nl,
+					 s->scratch);
+		if (!keep)
+			return 0;
+	}
+	if (s->o.has_pid) {
+		int keep = 0;
+		for (int i = 0; i < e->nrec && !keep; i++)
+			keep = pid_in(e->recs[i].p, e->recs[i].raw, s->o.pid);
+		if (!keep)
+			return 0;
+	}
+	return 1;
+}
+
+static void emit(scan_t *s, ev_t *e)
+{
+	if (s->st.stopped)
+		return;
+	if (s->o.decided) {
+		if (!has_type(s, e) || (s->o.has_serial && e->serial != s->o.serial))
+			return;
+		s->st.matched++;
+		if (s->o.format == 0) {
+			for (int i = 0; i < e->nrec; i++) {
+				const rec_t *r = &e->recs[i];
+				out_put(s, r->p, r->full);
+				if (e->enriched && r->raw == r->full)
+					out_put(s, "\x1d\n", 2);
+				else
+					out_put(s, "\n", 1);
+			}
+		} else {
+			char tbuf[64];
+			time_t t = (time_t)e->sec;
+			struct tm tm;
+			out_put(s, "----\ntime->", 11);
+			if (localtime_r(&t, &tm)) {
+				size_t n = strftime(tbuf, sizeof(tbuf), "%a %b %e %H:%M:%S %Y\n", &tm);
+				out_put(s, tbuf, n);
+			} else {
+				int n = snprintf(tbuf, sizeof(tbuf), "%lld\n", e->sec);
+				out_put(s, tbuf, (size_t)n);
+			}
+			for (int i = e->nrec - 1; i >= 0; i--) {
+				const rec_t *r = &e->recs[i];
+				out_put(s, r->p, r->raw);
+				out_put(s, "\n", 1);
+			}
+		}
+		return;
+	}
+	if (!may_match(s, e))
+		return;
+	if (s->nbrec + e->nrec > s->brcap) {
+		while (s->nbrec + e->nrec > s->brcap)
+			s->brcap = s->brcap ? s->brcap * 2 : 4096;
+		s->brec = realloc(s->brec, sizeof(long long) * 5 * s->brcap);
+	}
+	if (s->nbev + 1 > s->bevcap) {
+		s->bevcap = s->bevcap ? s->bevcap * 2 : 1024;
+		s->bev = realloc(s->bev, sizeof(long long) * 5 * s->bevcap);
+	}
+	long long *ev = s->bev + 5 * s->nbev++;
+	ev[0] = s->nbrec;
+	ev[1] = e->nrec;
+	ev[2] = e->sec;
+	ev[3] = e->milli;
+	ev[4] = (long long)e->serial;
+	for (int i = 0; i < e->nrec; i++) {
+		long long *r = s->brec + 5 * s->nbrec++;
+		r[0] = e->recs[i].file;
+		r[1] = e->recs[i].off;
+		r[2] = e->recs[i].full;
+		r[3] = e->recs[i].raw;
+		r[4] = e->recs[i].type;
+	}
+}
+
+/* The batch gathered so far (Python reads it, then calls svs_clear_batch). */
+long long svs_batch(scan_t *s, long long **events, long long **records)
+{
+	*events = s->bev;
+	*records = s->brec;
+	return s->nbev;
+}
+
+void svs_clear_batch(scan_t *s)
+{
+	s->nbev = 0;
+	s->nbrec = 0;
+}
+
+static void release(scan_t *s)
+{
+	while (s->hhn && s->hh[0]->complete) {
+		ev_t *e = hh_pop(s);
+		emit(s, e);
+		fs_push(s, e->slot);
+		free(e->recs);
+		free(e);
+	}
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* one record */
+
+static void add_record(scan_t *s, rec_t r, long long sec, long milli, unsigned long serial,
+		       const char *node, int nodelen)
+{
+	ev_t **pp = find_slot(s, sec, milli, serial, node, nodelen);
+	if (*pp) {
+		add_rec(*pp, r);
+		return;
+	}
+	if (r.type == T_EOE)
+		return;
+	s->st.events++;
+	ev_t *e = calloc(1, sizeof(*e));
+	e->sec = sec;
+	e->milli = milli;
+	e->serial = serial;
+	e->node = node;
+	e->nodelen = nodelen;
+	e->seq = ++s->seq;
+	e->slot = s->fsn ? fs_pop(s) : s->next_slot++;
+	e->first_type = r.type;
+	add_rec(e, r);
+	while (s->thn && s->th[0].sec + WINDOW <= sec) {
+		tnode_t t = th_pop(s);
+		if (!t.ev->complete) {
+			unlink_building(s, t.ev);
+			t.ev->complete = 1;
+		}
+	}
+	if (single_record(r.type)) {
+		e->complete = 1;
+	} else {
+		e->hnext = NULL;
+		pp = find_slot(s, sec, milli, serial, node, nodelen);
+		*pp = e;
+		if (++s->nbuilding > (int)(s->hmask + 1))
+			grow_hash(s);
+		th_push(s, (tnode_t){sec, e->seq, e});
+	}
+	hh_push(s, e);
+	if (s->hh[0]->complete)
+		release(s);
+}
+
+static void note_malformed(scan_t *s, int file, long long lineno, long long off, int reason)
+{
+	s->st.malformed++;
+	if (s->st.nexamples < MAX_EXAMPLES) {
+		int i = s->st.nexamples++;
+		s->st.example_file[i] = file;
+		s->st.example_line[i] = lineno;
+		s->st.example_off[i] = off;
+		s->st.example_reason[i] = reason;
+	}
+}
+
+static int is_separator(const char *p, size_t n)
+{
+	while (n && (*p == ' ' || *p == '\t' || *p == '\r')) {
+		p++;
+		n--;
+	}
+	while (n && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r'))
+		n--;
+	if (!n)
+		return 1;
+	return (n >= 4 && memcmp(p, "----", 4) == 0) || (n >= 6 && memcmp(p, "time->", 6) == 0) ||
+	       (n >= 12 && memcmp(p, "<no matches>", 12) == 0);
+}
+
+/* Parse a header; returns 0 and fills the fields, or -1 (not a record), -2 (bad stamp). */
+static int parse_header(scan_t *s, const char *p, size_t n, const char **node, int *nodelen,
+			int *type, long long *sec, long *milli, unsigned long *serial)
+{
+	const char *end = p + n, *q = p;
+	*node = NULL;
+	*nodelen = 0;
+	if (n >= 5 && memcmp(p, "node=", 5) == 0) {
+		const char *sp = memchr(p, ' ', n);
+		if (!sp)
+			return -1;
+		*node = p + 5;
+		*nodelen = (int)(sp - p - 5);
+		q = sp + 1;
+	}
+	if (end - q < 5 || memcmp(q, "type=", 5) != 0)
+		return -1;
+	const char *sp = memchr(q + 5, ' ', (size_t)(end - q - 5));
+	if (!sp || end - sp < 11 || memcmp(sp + 1, "msg=audit(", 10) != 0)
+		return -1;
+	*type = type_id(s, q + 5, (int)(sp - q - 5));
+	const char *t = sp + 11;
+	long long v = 0;
+	int d = 0;
+	while (t < end && *t >= '0' && *t <= '9') {
+		v = v * 10 + (*t++ - '0');
+		d++;
+	}
+	if (!d || t >= end || *t != '.')
+		return -2;
+	*sec = v;
+	t++;
+	v = 0;
+	d = 0;
+	while (t < end && *t >= '0' && *t <= '9') {
+		v = v * 10 + (*t++ - '0');
+		d++;
+	}
+	if (!d || t >= end || *t != ':')
+		return -2;
+	*milli = (long)v;
+	t++;
+	unsigned long long u = 0;
+	d = 0;
+	while (t < end && *t >= '0' && *t <= '9') {
+		u = u * 10 + (unsigned long long)(*t++ - '0');
+		d++;
+	}
+	if (!d || t >= end || *t != ')')
+		return -2;
+	*serial = (unsigned long)u;
+	return 0;
+}
+
+/* The seconds of the first record line at or after pos, or -1. */
+static long long sec_after(scan_t *s, file_t *f, size_t pos, size_t *line_start)
+{
+	for (int tries = 0; tries < 64 && pos < f->size; tries++) {
+		const char *p = f->map + pos;
+		const char *nl = memchr(p, '\n', f->size - pos);
+		size_t n = nl ? (size_t)(nl - p) : f->size - pos;
+		const char *node;
+		int nodelen, type;
+		long long sec;
+		long milli;
+		unsigned long serial;
+		if (parse_header(s, p, n, &node, &nodelen, &type, &sec, &milli, &serial) == 0) {
+			*line_start = pos;
+			return sec;
+		}
+		if (!nl)
+			break;
+		pos += n + 1;
+	}
+	return -1;
+}
+
+static void seek_start(scan_t *s, file_t *f)
+{
+	long long want = s->o.start - SEEK_MARGIN;
+	size_t lo = 0, hi = f->size;
+	while (hi - lo > (1 << 16)) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *nl = memchr(f->map + mid, '\n', f->size - mid);
+		if (!nl)
+			break;
+		size_t ls;
+		long long sec = sec_after(s, f, (size_t)(nl - f->map) + 1, &ls);
+		if (sec < 0 || sec >= want)
+			hi = mid;
+		else
+			lo = mid;
+	}
+	if (lo) {
+		const char *nl = memchr(f->map + lo, '\n', f->size - lo);
+		f->pos = nl ? (size_t)(nl - f->map) + 1 : f->size;
+		f->seeked = 1;
+		f->lineno = -1;
+		s->st.bytes += (long long)f->pos;
+	}
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* API */
+
+scan_t *svs_new(const opts_t *o)
+{
+	scan_t *s = calloc(1, sizeof(*s));
+	s->o = *o;
+	unsigned size = 1024;
+	while (size < (unsigned)o->ntypenames * 4)
+		size *= 2;
+	s->tmask = size - 1;
+	s->tn = calloc(size, sizeof(*s->tn));
+	s->tid = calloc(size, sizeof(int));
+	s->tnlen = calloc(size, sizeof(int));
+	for (int i = 0; i < o->ntypenames; i++) {
+		int n = (int)strlen(o->type_names[i]);
+		unsigned h = fnv(o->type_names[i], n) & s->tmask;
+		while (s->tn[h])
+			h = (h + 1) & s->tmask;
+		s->tn[h] = o->type_names[i];
+		s->tnlen[h] = n;
+		s->tid[h] = o->type_ids[i];
+	}
+	s->hmask = 4095;
+	s->hash = calloc(s->hmask + 1, sizeof(*s->hash));
+	s->outcap = 1 << 20;
+	s->out = malloc(s->outcap);
+	s->scratch = malloc(MAX_LINE);
+	tzset();
+	return s;
+}
+
+/* Map a file; returns its index, or -errno. */
+int svs_open(scan_t *s, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	char *map = NULL;
+	if (st.st_size > 0) {
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (map == MAP_FAILED) {
+			int e = errno;
+			close(fd);
+			return -e;
+		}
+		madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
+	}
+	close(fd);
+	if (s->nfiles == s->fcap) {
+		s->fcap = s->fcap ? s->fcap * 2 : 8;
+		s->files = realloc(s->files, sizeof(file_t) * s->fcap);
+	}
+	file_t *f = &s->files[s->nfiles];
+	memset(f, 0, sizeof(*f));
+	f->map = map;
+	f->size = map ? (size_t)st.st_size : 0;
+	if (s->o.has_start && f->size)
+		seek_start(s, f);
+	return s->nfiles++;
+}
+
+/* Read up to max_bytes more of file idx; returns 1 while there is more, 0 at its end. */
+int svs_run(scan_t *s, int idx, long long max_bytes)
+{
+	file_t *f = &s->files[idx];
+	size_t stop = f->pos + (size_t)max_bytes;
+	if (stop > f->size || max_bytes <= 0)
+		stop = f->size;
+	while (f->pos < f->size && !s->st.stopped && !f->done) {
+		const char *p = f->map + f->pos;
+		const char *nl = memchr(p, '\n', f->size - f->pos);
+		size_t n = nl ? (size_t)(nl - p) : f->size - f->pos;
+		int64_t off = (int64_t)f->pos;
+		f->pos += n + (nl ? 1 : 0);
+		s->st.lines++;
+		if (!f->seeked)
+			f->lineno++;
+		if (n > MAX_LINE) {
+			note_malformed(s, idx, f->lineno, off, 1);
+		} else {
+			const char *node;
+			int nodelen, type;
+			long long sec;
+			long milli;
+			unsigned long serial;
+			int rc = parse_header(s, p, n, &node, &nodelen, &type, &sec, &milli, &serial);
+			if (rc == 0) {
+				if (s->o.has_end && sec > s->o.end + SEEK_MARGIN) {
+					f->done = 1;
+					break;
+				}
+				if (!((s->o.has_start && sec < s->o.start) ||
+				      (s->o.has_end && sec > s->o.end))) {
+					const char *g = memchr(p, 0x1d, n);
+					size_t raw = g ? (size_t)(g - p) : n;
+					if (raw && p[raw - 1] == '\r' && !g)
+						raw--;
+					rec_t r = {p, (int32_t)raw, (int32_t)(g ? n : raw), type, idx, off};
+					add_record(s, r, sec, milli, serial, node, nodelen);
+				}
+			} else if (!is_separator(p, n)) {
+				note_malformed(s, idx, f->lineno, off, rc == -2 ? 2 : 0);
+			}
+		}
+		if (f->pos >= stop)
+			break;
+	}
+	return f->pos < f->size && !f->done && !s->st.stopped;
+}
+
+/* End of input: every event is complete; let them all out; flush the output. */
+void svs_finish(scan_t *s)
+{
+	for (int i = 0; i < s->thn; i++) {
+		ev_t *e = s->th[i].ev;
+		if (!e->complete) {
+			unlink_building(s, e);
+			e->complete = 1;
+		}
+	}
+	s->thn = 0;
+	while (s->hhn) {
+		ev_t *e = hh_pop(s);
+		emit(s, e);
+		free(e->recs);
+		free(e);
+	}
+	if (s->outn)
+		out_flush(s);
+}
+
+const stats_t *svs_stats(scan_t *s)
+{
+	return &s->st;
+}
+
+void svs_free(scan_t *s)
+{
+	while (s->hhn) {
+		ev_t *e = hh_pop(s);
+		free(e->recs);
+		free(e);
+	}
+	for (int i = 0; i < s->nfiles; i++)
+		if (s->files[i].map)
+			munmap(s->files[i].map, s->files[i].size);
+	free(s->files);
+	free(s->tn);
+	free(s->tid);
+	free(s->tnlen);
+	free(s->hash);
+	free(s->th);
+	free(s->hh);
+	free(s->fs);
+	free(s->out);
+	free(s->scratch);
+	free(s->brec);
+	free(s->bev);
+	free(s);
+}
