@@ -81,6 +81,12 @@ typedef struct {
 	int nneedles;
 	int has_pid;
 	unsigned long long pid;
+	const char *comm; /* the matcher's criteria (NULL: not wanted) */
+	const char *exe;
+	const char *key;
+	int has_success;
+	int success;
+	int whole_word;
 	int decided; /* 1: C matches and writes; 0: callback */
 	int format;  /* 0 raw, 1 default */
 	int out_fd;
@@ -548,13 +554,778 @@ static int may_match(scan_t *s, const ev_t *e)
 	return 1;
 }
 
+
+/* ---------------------------------------------------------------------------------- */
+/* ausearch's matching: a line-for-line port of svirt.audit.matching.Matcher (the Python
+ * definition, which the tests compare with ausearch); the same rules in the same order. */
+
+#define K_SYSCALL 1300
+#define K_LOGIN 1006
+#define K_USER 1005
+#define K_USER_AVC 1107
+#define K_AVC 1400
+#define K_CONFIG_CHANGE 1305
+#define K_DAEMON_ACCEPT 1207
+#define K_DAEMON_CLOSE 1208
+#define K_FEATURE_CHANGE 1328
+#define K_ANOM_LINK 1702
+#define K_SECCOMP 1326
+#define K_ANOM_PROMISCUOUS 1700
+#define K_ANOM_ABEND 1701
+#define K_MAC_POLICY_LOAD 1403
+#define K_MAC_UNLBL_STCDEL 1417
+#define K_INTEGRITY_DATA 1800
+#define K_INTEGRITY_RULE 1805
+#define K_NETFILTER_CFG 1325
+#define K_EVENT_LISTENER 1335
+#define K_TTY 1319
+#define S_UNSET (-1)
+#define S_FAILED 0
+#define S_SUCCESS 1
+#define MAX_KEYS 64
+
+typedef struct {
+	const char *p;
+	long n; /* -1: None */
+} str_t;
+
+typedef struct {
+	unsigned long long pid;
+	int has_pid;
+	str_t comm, exe;
+	str_t keys[MAX_KEYS];
+	int nkeys, has_keys;
+	long long success;
+	char *arena;
+	long used, cap;
+} items_t;
+
+typedef struct {
+	const char *m;
+	long n;
+} msg_t;
+
+static long mfind(const msg_t *m, const char *needle, long start)
+{
+	long nl = (long)strlen(needle);
+	if (start < 0)
+		start = 0;
+	if (start > m->n)
+		return -1;
+	const char *hit = memmem(m->m + start, (size_t)(m->n - start), needle, (size_t)nl);
+	return hit ? (long)(hit - m->m) : -1;
+}
+
+static long mfindc(const msg_t *m, char c, long start)
+{
+	if (start < 0)
+		start = 0;
+	if (start >= m->n)
+		return -1;
+	const char *hit = memchr(m->m + start, c, (size_t)(m->n - start));
+	return hit ? (long)(hit - m->m) : -1;
+}
+
+static int at(const msg_t *m, long i)
+{
+	return i >= 0 && i < m->n ? (unsigned char)m->m[i] : -1;
+}
+
+static unsigned long long m_strtoul(const msg_t *m, long pos)
+{
+	while (pos < m->n && (m->m[pos] == ' ' || m->m[pos] == '\t'))
+		pos++;
+	unsigned long long v = 0;
+	while (pos < m->n && m->m[pos] >= '0' && m->m[pos] <= '9')
+		v = v * 10 + (unsigned long long)(m->m[pos++] - '0');
+	return v;
+}
+
+static int is_hexc(int c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f');
+}
+
+static str_t none(void)
+{
+	return (str_t){NULL, -1};
+}
+
+static char *arena_take(items_t *it, long n)
+{
+	if (it->used + n > it->cap) {
+		/* a fresh block: earlier strings keep pointing into the old one, which stays
+		 * alive until the event is decided (kept in a small list) */
+		long cap = n > 65536 ? n : 65536;
+		char *block = malloc((size_t)cap + sizeof(char *));
+		*(char **)block = it->arena;
+		it->arena = block;
+		it->used = 0;
+		it->cap = cap;
+	}
+	char *p = it->arena + sizeof(char *) + it->used;
+	it->used += n;
+	return p;
+}
+
+static void items_free(items_t *it)
+{
+	char *b = it->arena;
+	while (b) {
+		char *next = *(char **)b;
+		free(b);
+		b = next;
+	}
+	it->arena = NULL;
+}
+
+static str_t unescape(items_t *it, const msg_t *m, long pos)
+{
+	if (at(m, pos) == '(') {
+		long close = mfindc(m, ')', pos);
+		if (close < 0)
+			return none();
+		return (str_t){m->m + pos, close + 1 - pos};
+	}
+	long end = pos;
+	while (end < m->n && is_hexc((unsigned char)m->m[end]))
+		end++;
+	long len = end - pos;
+	if (len < 2)
+		return none();
+	if (len % 2)
+		len--;
+	char *out = arena_take(it, len / 2);
+	long k = 0;
+	for (long i = 0; i < len; i += 2) {
+		char c = (char)(hexval(m->m[pos + i]) * 16 + hexval(m->m[pos + i + 1]));
+		if (!c)
+			break;
+		out[k++] = c;
+	}
+	return (str_t){out, k};
+}
+
+/* (found?, value, end) of a quoted value starting at pos */
+static int quoted(const msg_t *m, long pos, str_t *val, long *end)
+{
+	long e = mfindc(m, '"', pos + 1);
+	if (e < 0)
+		return 0;
+	*val = (str_t){m->m + pos + 1, e - pos - 1};
+	*end = e;
+	return 1;
+}
+
+typedef struct {
+	const opts_t *o;
+	int want_pid, want_comm, want_exe, want_key, want_success;
+} matcher_t;
+
+static int task_info(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	long term = 0, i;
+	if (mt->want_pid) {
+		i = mfind(m, " pid=", term);
+		if (i < 0)
+			return 16;
+		long sp = mfindc(m, ' ', i + 5);
+		if (sp < 0)
+			return 17;
+		it->pid = m_strtoul(m, i + 5);
+		it->has_pid = 1;
+		term = sp;
+	}
+	if (mt->want_comm) {
+		i = mfind(m, "comm=", term);
+		if (i < 0)
+			return 38;
+		it->comm = none();
+		long v = i + 5;
+		if (at(m, v) == '"') {
+			if (!quoted(m, v, &it->comm, &term))
+				return 37;
+		} else
+			it->comm = unescape(it, m, v);
+	}
+	if (mt->want_exe) {
+		i = mfind(m, "exe=", 0);
+		if (i < 0)
+			return 40;
+		long v = i + 4;
+		if (at(m, v) == '"') {
+			if (!quoted(m, v, &it->exe, &term))
+				return 39;
+		} else
+			it->exe = unescape(it, m, v);
+	}
+	if (mt->want_success) {
+		i = mfind(m, "res=", term);
+		if (i >= 0)
+			it->success = (long long)m_strtoul(m, i + 4);
+	}
+	return 0;
+}
+
+static void add_key(items_t *it, str_t k)
+{
+	it->has_keys = 1;
+	if (it->nkeys < MAX_KEYS)
+		it->keys[it->nkeys++] = k;
+}
+
+static void add_hex_keys(items_t *it, str_t raw)
+{
+	it->has_keys = 1;
+	long start = 0;
+	for (long i = 0; i <= raw.n; i++) {
+		if (i == raw.n || raw.p[i] == '\x01') {
+			if (i > start)
+				add_key(it, (str_t){raw.p + start, i - start});
+			start = i + 1;
+		}
+	}
+}
+
+static int m_syscall(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	long i = mfind(m, "syscall=", 0);
+	if (i < 0)
+		return 4;
+	long term = mfindc(m, ' ', i + 8);
+	if (term < 0)
+		return 5;
+	if (mt->want_success) {
+		i = mfind(m, "success=", term);
+		if (i >= 0) {
+			long sp = mfindc(m, ' ', i + 8);
+			if (sp < 0)
+				return 7;
+			it->success = (sp - (i + 8) == 3 && memcmp(m->m + i + 8, "yes", 3) == 0)
+					      ? S_SUCCESS
+					      : S_FAILED;
+			term = sp;
+		}
+	}
+	static const char *const args[] = {"a0=", "a1="};
+	for (int a = 0; a < 2; a++) {
+		i = mfind(m, args[a], term);
+		if (i < 0)
+			return 11;
+		term = mfindc(m, ' ', i + 3);
+		if (term < 0)
+			return 12;
+	}
+	int rc = task_info(mt, m, it);
+	if (rc)
+		return rc;
+	if (mt->want_key) {
+		i = mfind(m, "key=", term);
+		if (i >= 0) {
+			it->has_keys = 1;
+			long v = i + 4;
+			if (at(m, v) == '"') {
+				str_t q;
+				long e;
+				if (!quoted(m, v, &q, &e))
+					return 44;
+				add_key(it, q);
+			} else {
+				str_t raw = unescape(it, m, v);
+				if (raw.n < 0)
+					return 45;
+				add_hex_keys(it, raw);
+			}
+		}
+	}
+	return 0;
+}
+
+static int m_user(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	long term = 0, i, n = m->n;
+	if (mt->want_pid) {
+		i = mfind(m, "pid=", 0);
+		if (i < 0)
+			return 1;
+		long sp = mfindc(m, ' ', i + 4);
+		if (sp < 0)
+			return 2;
+		it->pid = m_strtoul(m, i + 4);
+		it->has_pid = 1;
+		term = sp;
+	}
+	long mptr = term + 1;
+	if (mt->want_comm) {
+		i = mfind(m, "comm=", mptr);
+		if (i >= 0) {
+			long v = i + 5;
+			if (at(m, v) == '"') {
+				if (!quoted(m, v, &it->comm, &term))
+					return 16;
+			} else
+				it->comm = unescape(it, m, v);
+		}
+	}
+	i = mfind(m, "acct=", mptr);
+	if (i >= 0) {
+		long ptr = i + 5;
+		term = ptr + 1;
+		if (at(m, ptr) == '"') {
+			while (term < n && m->m[term] != '"')
+				term++;
+		} else {
+			long end = ptr;
+			while (end < n && m->m[end] != ' ')
+				end++;
+			term = end;
+		}
+	}
+	mptr = term + 1;
+	if (mt->want_exe) {
+		i = mfind(m, "exe=", mptr);
+		if (i >= 0) {
+			long v = i + 4;
+			if (at(m, v) == '"') {
+				if (!quoted(m, v, &it->exe, &term))
+					return 26;
+			} else {
+				long end = v;
+				while (end < n && m->m[end] != ' ')
+					end++;
+				int legacy = 0;
+				for (long k = v; k < end; k++)
+					if (!is_hexc((unsigned char)m->m[k]))
+						legacy = 1;
+				it->exe = legacy ? (str_t){m->m + v, end - v} : unescape(it, m, v);
+			}
+		}
+	}
+	if (mt->want_success) {
+		i = mfind(m, "res=", mptr);
+		if (i >= 0) {
+			if (mfindc(m, '\'', i + 4) < 0)
+				return 21;
+			it->success = (m->n - (i + 4) >= 6 && memcmp(m->m + i + 4, "failed", 6) == 0)
+					      ? S_FAILED
+					      : S_SUCCESS;
+		} else {
+			i = mfind(m, "result=", mptr);
+			if (i >= 0) {
+				long close = mfindc(m, ')', i + 7);
+				if (close < 0)
+					return 22;
+				long len = close - (i + 7);
+				int ok = len == 7 && strncasecmp(m->m + i + 7, "success", 7) == 0;
+				it->success = ok ? S_SUCCESS : S_FAILED;
+			}
+		}
+	}
+	return 0;
+}
+
+static int m_avc(const matcher_t *mt, const msg_t *m, int type, items_t *it)
+{
+	long term = 0, i = mfind(m, "avc: ", 0);
+	if (i >= 0) {
+		long brace = mfindc(m, '{', i + 5);
+		if (brace >= 0) {
+			if (mt->want_success) {
+				const char *d = memmem(m->m + i + 5, (size_t)(brace - (i + 5)), "denied", 6);
+				it->success = d ? S_FAILED : S_SUCCESS;
+			}
+			long close = mfindc(m, '}', brace + 1);
+			if (close < 0)
+				return 2;
+			term = close;
+			while (term > 0 && m->m[term - 1] == ' ')
+				term--;
+		}
+	}
+	if (type == K_USER_AVC) {
+		int rc = m_user(mt, m, it);
+		return rc > 20 ? 0 : rc;
+	}
+	if (mt->want_pid) {
+		i = mfind(m, "pid=", term);
+		if (i >= 0) {
+			long sp = mfindc(m, ' ', i + 4);
+			if (sp < 0)
+				return 3;
+			it->pid = m_strtoul(m, i + 4);
+			it->has_pid = 1;
+			term = sp;
+		}
+	}
+	if (mt->want_comm && it->comm.n < 0) {
+		i = mfind(m, "comm=", term);
+		if (i < 0)
+			return 5;
+		long v = i + 5;
+		if (at(m, v) == '"') {
+			if (!quoted(m, v, &it->comm, &term))
+				return 6;
+		} else {
+			it->comm = unescape(it, m, v);
+			term = v + 6;
+		}
+	}
+	if (mfind(m, "tclass=", term) < 0)
+		return 9;
+	return 0;
+}
+
+static int m_login(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	long term = 0, i;
+	if (mt->want_pid) {
+		i = mfind(m, "pid=", 0);
+		if (i < 0)
+			return 1;
+		long sp = mfindc(m, ' ', i + 4);
+		if (sp < 0)
+			return 2;
+		it->pid = m_strtoul(m, i + 4);
+		it->has_pid = 1;
+		term = sp;
+	}
+	if (mt->want_success) {
+		i = mfind(m, "res=", term);
+		it->success = i >= 0 ? (long long)m_strtoul(m, i + 4) : S_SUCCESS;
+	}
+	return 0;
+}
+
+static int res_word(const msg_t *m, long start, items_t *it)
+{
+	long i = mfind(m, "res=", start);
+	if (i >= 0) {
+		long end = i + 4;
+		while (end < m->n && ((m->m[end] >= 'A' && m->m[end] <= 'Z') ||
+				      (m->m[end] >= 'a' && m->m[end] <= 'z')))
+			end++;
+		if (end == i + 4)
+			return 12;
+		long len = end - (i + 4);
+		int failed = len >= 6 && memcmp(m->m + i + 4, "failed", 6) == 0;
+		it->success = failed ? S_FAILED : S_SUCCESS;
+	}
+	return 0;
+}
+
+static int m_daemon1(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	long mptr = mfindc(m, ')', 0);
+	if (mptr < 0)
+		mptr = 0;
+	if (mt->want_pid) {
+		long i = mfind(m, "pid=", mptr);
+		if (i < 0)
+			return 4;
+		if (mfindc(m, ' ', i + 4) < 0)
+			return 5;
+		it->pid = m_strtoul(m, i + 4);
+		it->has_pid = 1;
+	}
+	if (mt->want_success)
+		return res_word(m, mptr, it);
+	return 0;
+}
+
+static int m_daemon2(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	if (mt->want_success)
+		return res_word(m, 0, it) ? 2 : 0;
+	return 0;
+}
+
+static int m_simple(const matcher_t *mt, const msg_t *m, int type, items_t *it)
+{
+	long term = 0, i;
+	if (mt->want_key) {
+		i = mfind(m, "key=", 0);
+		if (i >= 0) {
+			it->has_keys = 1;
+			long v = i + 4;
+			if (at(m, v) == '"') {
+				str_t q;
+				long e;
+				if (!quoted(m, v, &q, &e))
+					return 6;
+				add_key(it, q);
+				term = e;
+			} else {
+				str_t raw = unescape(it, m, v);
+				if (raw.n < 0)
+					return 8;
+				add_hex_keys(it, raw);
+			}
+		}
+	}
+	if (type == K_CONFIG_CHANGE)
+		it->success = S_SUCCESS;
+	if (mt->want_success) {
+		i = mfind(m, "res=", term);
+		if (i >= 0)
+			it->success = (long long)m_strtoul(m, i + 4);
+	}
+	return 0;
+}
+
+/* rc, found?, value; term updated when quoted */
+static int string_field(items_t *it, const msg_t *m, const char *name, long *term, int open_rc,
+			int *found, str_t *val)
+{
+	long i = mfind(m, name, *term);
+	*found = 0;
+	if (i < 0)
+		return 0;
+	*found = 1;
+	long v = i + (long)strlen(name);
+	if (at(m, v) == '"') {
+		long e;
+		if (!quoted(m, v, val, &e)) {
+			*val = none();
+			return open_rc;
+		}
+		*term = e;
+		return 0;
+	}
+	*val = unescape(it, m, v);
+	return 0;
+}
+
+static int m_kernel_anom(const matcher_t *mt, const msg_t *m, int type, items_t *it)
+{
+	if (type == K_ANOM_PROMISCUOUS)
+		return 0;
+	long term = 0, i;
+	int found, rc;
+	str_t val;
+	if (mt->want_pid) {
+		i = mfind(m, "pid=", term);
+		if (i >= 0) {
+			long sp = mfindc(m, ' ', i + 4);
+			if (sp < 0)
+				return 10;
+			it->pid = m_strtoul(m, i + 4);
+			it->has_pid = 1;
+			term = sp;
+		}
+	}
+	if (mt->want_comm) {
+		rc = string_field(it, m, "comm=", &term, 12, &found, &val);
+		if (rc)
+			return rc;
+		if (found)
+			it->comm = val;
+	}
+	if (mt->want_exe) {
+		rc = string_field(it, m, "exe=", &term, 13, &found, &val);
+		if (rc)
+			return rc;
+		if (found)
+			it->exe = val;
+		else if (type != K_ANOM_ABEND)
+			return 14;
+	}
+	if (type == K_SECCOMP) {
+		i = mfind(m, "arch=", term);
+		if (i < 0)
+			return 0;
+		term = mfindc(m, ' ', i + 5);
+		if (term < 0)
+			return 15;
+		i = mfind(m, "syscall=", term);
+		if (i < 0)
+			return 17;
+		term = mfindc(m, ' ', i + 8);
+		if (term < 0)
+			return 18;
+	}
+	if (mt->want_success) {
+		i = mfind(m, "res=", term);
+		if (i >= 0)
+			it->success = (long long)m_strtoul(m, i + 4);
+	}
+	return 0;
+}
+
+static int m_integrity(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	long term = 0, i = mfind(m, "pid=", 0);
+	int found, rc;
+	str_t val;
+	if (i >= 0) {
+		long sp = mfindc(m, ' ', i + 4);
+		if (sp < 0)
+			return 1;
+		it->pid = m_strtoul(m, i + 4);
+		it->has_pid = 1;
+		term = sp;
+	}
+	if (mt->want_comm) {
+		rc = string_field(it, m, "comm=", &term, 7, &found, &val);
+		if (rc)
+			return rc;
+		if (found)
+			it->comm = val;
+	}
+	if (mt->want_success) {
+		i = mfind(m, "res=", term);
+		if (i >= 0)
+			it->success = (long long)m_strtoul(m, i + 4);
+	}
+	return 0;
+}
+
+static int m_tty(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	long term = 0, i;
+	int found, rc;
+	str_t val;
+	if (mt->want_pid) {
+		i = mfind(m, "pid=", 0);
+		if (i >= 0) {
+			long sp = mfindc(m, ' ', i + 4);
+			if (sp < 0)
+				return 1;
+			it->pid = m_strtoul(m, i + 4);
+			it->has_pid = 1;
+			term = sp;
+		}
+	}
+	if (mt->want_comm) {
+		rc = string_field(it, m, "comm=", &term, 11, &found, &val);
+		if (rc)
+			return rc;
+		if (found)
+			it->comm = val;
+	}
+	return 0;
+}
+
+static int m_kernel(const matcher_t *mt, const msg_t *m, items_t *it)
+{
+	long term = 0, i;
+	int found, rc;
+	str_t val;
+	if (mt->want_pid && !it->has_pid) {
+		i = mfind(m, " pid=", 0);
+		if (i < 0)
+			return 54;
+		long sp = mfindc(m, ' ', i + 5);
+		if (sp < 0)
+			return 52;
+		it->pid = m_strtoul(m, i + 5);
+		it->has_pid = 1;
+		term = sp;
+	}
+	if (mt->want_comm && it->comm.n < 0) {
+		rc = string_field(it, m, "comm=", &term, 65, &found, &val);
+		if (rc)
+			return rc;
+		if (!found)
+			return 66;
+		it->comm = val;
+	}
+	if (mt->want_exe && it->exe.n < 0) {
+		long t0 = 0;
+		rc = string_field(it, m, "exe=", &t0, 67, &found, &val);
+		if (rc)
+			return rc;
+		it->exe = found ? val : (str_t){"(null)", 6};
+	}
+	if (mt->want_success) {
+		i = mfind(m, "res=", term);
+		if (i >= 0)
+			it->success = (long long)m_strtoul(m, i + 4);
+	}
+	return 0;
+}
+
+static int m_record(const matcher_t *mt, const msg_t *m, int t, items_t *it)
+{
+	if (t == K_SYSCALL)
+		return m_syscall(mt, m, it);
+	if (t == K_AVC || t == K_USER_AVC)
+		return m_avc(mt, m, t, it);
+	if (t == K_USER || (t >= 1100 && t <= 1106) || (t >= 1108 && t <= 1199) ||
+	    (t >= 2100 && t <= 2999))
+		return m_user(mt, m, it);
+	if (t == K_LOGIN)
+		return m_login(mt, m, it);
+	if ((t >= 1200 && t <= 1203) || t == 1205 || t == 1206)
+		return m_daemon1(mt, m, it);
+	if (t == K_DAEMON_ACCEPT || t == K_DAEMON_CLOSE)
+		return m_daemon2(mt, m, it);
+	if (t == K_CONFIG_CHANGE || (t >= K_MAC_POLICY_LOAD && t <= K_MAC_UNLBL_STCDEL))
+		return m_simple(mt, m, t, it);
+	if (t == K_FEATURE_CHANGE || t == K_ANOM_LINK)
+		return task_info(mt, m, it);
+	if (t == K_SECCOMP || t == K_ANOM_PROMISCUOUS || t == K_ANOM_ABEND)
+		return m_kernel_anom(mt, m, t, it);
+	if (t >= K_INTEGRITY_DATA && t <= K_INTEGRITY_RULE)
+		return m_integrity(mt, m, it);
+	if (t == K_NETFILTER_CFG || t == K_EVENT_LISTENER)
+		return m_kernel(mt, m, it);
+	if (t == K_TTY)
+		return m_tty(mt, m, it);
+	return 0;
+}
+
+static int strmatch(const opts_t *o, const char *needle, str_t hay)
+{
+	size_t nl = strlen(needle);
+	if (o->whole_word)
+		return hay.n == (long)nl && memcmp(needle, hay.p, nl) == 0;
+	return memmem(hay.p, (size_t)hay.n, needle, nl) != NULL;
+}
+
+/* Does the assembled event match the criteria beyond types, serial and time? */
+static int match_event(scan_t *s, const ev_t *e)
+{
+	const opts_t *o = &s->o;
+	matcher_t mt = {o, o->has_pid, o->comm != NULL, o->exe != NULL, o->key != NULL,
+			o->has_success};
+	if (!(mt.want_pid || mt.want_comm || mt.want_exe || mt.want_key || mt.want_success))
+		return 1;
+	items_t it;
+	memset(&it, 0, sizeof(it));
+	it.comm = none();
+	it.exe = none();
+	it.success = S_UNSET;
+	int ok = 1;
+	for (int i = 0; i < e->nrec && ok; i++) {
+		msg_t m = {e->recs[i].p, e->recs[i].raw};
+		if (m_record(&mt, &m, e->recs[i].type, &it))
+			ok = 0;
+	}
+	if (ok && mt.want_pid && (!it.has_pid || it.pid != o->pid))
+		ok = 0;
+	if (ok && mt.want_success && it.success != (o->success ? S_SUCCESS : S_FAILED))
+		ok = 0;
+	if (ok && mt.want_exe && (it.exe.n < 0 || !strmatch(o, o->exe, it.exe)))
+		ok = 0;
+	if (ok && mt.want_comm && (it.comm.n < 0 || !strmatch(o, o->comm, it.comm)))
+		ok = 0;
+	if (ok && mt.want_key) {
+		int any = 0;
+		for (int k = 0; k < it.nkeys && !any; k++)
+			any = strmatch(o, o->key, it.keys[k]);
+		ok = it.has_keys && any;
+	}
+	items_free(&it);
+	return ok;
+}
+
 static void emit(scan_t *s, ev_t *e)
 {
 	if (s->st.stopped)
 		return;
+	if (!may_match(s, e) || !match_event(s, e))
+		return;
 	if (s->o.decided) {
-		if (!has_type(s, e) || (s->o.has_serial && e->serial != s->o.serial))
-			return;
 		s->st.matched++;
 		if (s->o.format == 0) {
 			for (int i = 0; i < e->nrec; i++) {
@@ -585,8 +1356,6 @@ static void emit(scan_t *s, ev_t *e)
 		}
 		return;
 	}
-	if (!may_match(s, e))
-		return;
 	if (s->nbrec + e->nrec > s->brcap) {
 		while (s->nbrec + e->nrec > s->brcap)
 			s->brcap = s->brcap ? s->brcap * 2 : 4096;

@@ -42,6 +42,7 @@ from svirt.audit.reader import (
     LogInput,
     ReadStats,
     Record,
+    looks_standard,
     msg_type_id,
     msg_type_name,
     parse_record,
@@ -52,12 +53,10 @@ __all__ = ["PARALLEL_MIN", "READ_SIZE", "WINDOW", "parallel_jobs", "prefer_fast"
 
 WINDOW = 32 * 1024
 READ_SIZE = 8 << 20
-_PEEK = 64 * 1024
 _SAMPLE = 4 << 20
 # One anchoring record per this many bytes is where the two engines cost the same.
 _DENSE_BYTES = 3 * 1024
 _HEADER = b"msg=audit("
-_STANDARD_LINE = re.compile(rb"(?:node=\S+ )?type=\S+ msg=audit\(\d+\.\d+:\d+\)")
 _SEC = re.compile(rb"msg=audit\((\d+)\.")
 _BAD_LINE = re.compile(rb"\n(?!type=|node=)")
 
@@ -125,13 +124,7 @@ def _head(inp: LogInput, size: int) -> bytes:
         fh.close()
 
 
-def _looks_standard(inp: LogInput) -> bool:
-    """True when the file's first lines are plain auditd records (the fast engine's input)."""
-    head = _head(inp, _PEEK)
-    lines = head.split(b"\n")
-    if len(head) == _PEEK:
-        lines.pop()
-    return all(_STANDARD_LINE.match(line) for line in lines if line)
+_looks_standard = looks_standard
 
 
 def _anchors(criteria: SearchCriteria) -> list[bytes]:

@@ -617,17 +617,6 @@ class Matcher:
                 return False
         return self._compare(it)
 
-    def match_split(self, parsed: Sequence[tuple[int, bytes]]) -> bool:
-        """The decision for plain auditd records already split into (type id, record
-        without the enriched part), once the types, serial and time range are known to
-        match (the compiled core checks those)."""
-        it = _Items()
-        record = self._record
-        for type_id, msg in parsed:
-            if record(msg, type_id, it):
-                return False
-        return self._compare(it)
-
     def _cannot_match(self, lines: Sequence[bytes]) -> bool:
         """A cheap, exact rejection before the full extraction: a quoted value holds the
         searched string only if the line does, and a number only if its digits appear.

@@ -1,14 +1,14 @@
 """The compiled search core (``_scan.c``, built by ``scripts/setup.sh`` into ``_scan.so``).
 
 Plain Python cannot read a log as fast as ausearch (measured: 4 to 12 times slower on one
-CPU for dense queries, see README), so the per-line work — finding each record's header,
-assembling events with ausearch's rules and order (:class:`svirt.audit.events.EventGrouper`
-is the definition, and the tests compare the two), the record types and time range, and
-the ``--raw``/default output of events matched on those alone — is done in C over the
-mapped files. Events that need svirt's ausearch-compatible :class:`Matcher` (``-c``,
-``-x``, ``-k``, ``-p``, ``-sv``) are passed back when they can match (a ``comm=``,
-``exe=`` or ``key=`` value, quoted or hex, holds the string; a ``pid=`` is the number),
-and Python decides, interprets (``-i``) and formats them.
+CPU for dense queries, see README), so the per-line and per-event work is done in C over
+the mapped files: finding each record's header; assembling events with ausearch's rules
+and order (:class:`svirt.audit.events.EventGrouper` is the definition); matching them
+with ausearch's rules (a line-for-line port of :class:`svirt.audit.matching.Matcher`, the
+definition); and writing ``--raw`` or default output. For ``-i``, ``--json`` and
+``explain`` the matching events come back to Python as :class:`Event` objects (records
+parsed once, for matching events only). The tests run every filter through both and
+compare with ausearch byte for byte.
 
 Used for plain (not compressed) regular files whose lines are auditd's own records
 (:func:`usable`); standard input, gzip and pasted ``ausearch`` output go to the Python
@@ -29,14 +29,12 @@ from typing import Any
 
 from svirt.audit._tables import MSG_TYPES
 from svirt.audit.events import Event
-from svirt.audit.matching import Matcher
-from svirt.audit.reader import LogInput, ReadStats, Record, parse_record
+from svirt.audit.reader import LogInput, ReadStats, Record, looks_standard, parse_record
 from svirt.audit.search import SearchCriteria
 
 __all__ = [
     "LIBRARY",
     "available",
-    "decided",
     "scan_events",
     "usable",
     "write_decided",
@@ -63,6 +61,12 @@ class _Opts(ctypes.Structure):
         ("nneedles", ctypes.c_int),
         ("has_pid", ctypes.c_int),
         ("pid", ctypes.c_ulonglong),
+        ("comm", ctypes.c_char_p),
+        ("exe", ctypes.c_char_p),
+        ("key", ctypes.c_char_p),
+        ("has_success", ctypes.c_int),
+        ("success", ctypes.c_int),
+        ("whole_word", ctypes.c_int),
         ("decided", ctypes.c_int),
         ("format", ctypes.c_int),
         ("out_fd", ctypes.c_int),
@@ -131,8 +135,6 @@ def usable(inputs: Sequence[LogInput]) -> bool:
     """The compiled core can read these inputs: plain regular files of auditd records."""
     if not inputs or not available():
         return False
-    from svirt.audit.fastscan import _looks_standard
-
     for inp in inputs:
         if inp.is_stdin:
             return False
@@ -142,7 +144,7 @@ def usable(inputs: Sequence[LogInput]) -> bool:
                     return False
         except OSError:
             return False
-        if not _looks_standard(inp):
+        if not looks_standard(inp):
             return False
     return True
 
@@ -188,6 +190,11 @@ class _Run:
         self.keep += [n, f]
         o.needles, o.fields, o.nneedles = n, f, len(needles)
         o.has_pid, o.pid = int(c.pid is not None), c.pid or 0
+        o.comm = c.comm.encode() if c.comm is not None else None
+        o.exe = c.exe.encode() if c.exe is not None else None
+        o.key = c.key.encode() if c.key is not None else None
+        o.has_success, o.success = int(c.success is not None), int(bool(c.success))
+        o.whole_word = int(c.whole_word)
         names = _cstrings(_NAMES)
         ids = (ctypes.c_int * len(_IDS))(*_IDS)
         self.keep += [names, ids]
@@ -258,8 +265,8 @@ class _Run:
 def write_decided(
     inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats, fmt: str, fd: int
 ) -> int:
-    """Search and write ``--raw`` (``fmt="raw"``) or default output to ``fd``; the number
-    of events written. Only for :func:`decided` criteria."""
+    """Search and write ``--raw`` (``fmt="raw"``) or default output to ``fd`` from the
+    core; the number of events written."""
     run = _Run(inputs, criteria, stats)
     run.opts.decided = 1
     run.opts.format = 0 if fmt == "raw" else 1
@@ -279,9 +286,8 @@ def _matching(
     inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats
 ) -> Iterator[list[_Found]]:
     """Batches of matching events as (lines, raw lengths, files, offsets, sec, milli,
-    serial): the core assembles and pre-selects, the Matcher decides."""
+    serial), assembled and matched by the core."""
     run = _Run(inputs, criteria, stats)
-    match = Matcher(criteria).match_split
     run.opts.decided = 0
     run.opts.out_fd = -1
     handle = _lib.svs_new(ctypes.byref(run.opts))
@@ -306,17 +312,13 @@ def _matching(
                 raw: list[int] = []
                 files: list[int] = []
                 offsets: list[int] = []
-                parsed: list[tuple[int, bytes]] = []
                 for r in range(5 * first, 5 * (first + count), 5):
-                    f, off, length, rlen = recs[r], recs[r + 1], recs[r + 2], recs[r + 3]
-                    line = maps[f][off : off + length]
-                    lines.append(line)
-                    raw.append(rlen)
+                    f, off = recs[r], recs[r + 1]
+                    lines.append(maps[f][off : off + recs[r + 2]])
+                    raw.append(recs[r + 3])
                     files.append(f)
                     offsets.append(off)
-                    parsed.append((recs[r + 4], line[:rlen]))
-                if match(parsed):
-                    found.append((lines, raw, files, offsets, evs[e + 2], evs[e + 3], evs[e + 4]))
+                found.append((lines, raw, files, offsets, evs[e + 2], evs[e + 3], evs[e + 4]))
             if found:
                 yield found
     finally:
@@ -336,8 +338,8 @@ def _map(path: str) -> mmap.mmap | bytes:
 def write_matching(
     inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats, fmt: str, out: Any
 ) -> int:
-    """Search and write ``--raw`` or default output (bytes) to ``out``; the number of
-    events written. Any criteria; the Matcher decides on what the core pre-selects."""
+    """Search and write ``--raw`` or default output (bytes) to ``out`` (a file object
+    without a descriptor, such as a captured stdout); the number of events written."""
     count = 0
     for batch in _matching(inputs, criteria, stats):
         parts: list[bytes] = []

@@ -42,6 +42,7 @@ __all__ = [
     "iter_line_blocks",
     "iter_lines",
     "iter_records",
+    "looks_standard",
     "msg_type_id",
     "msg_type_name",
     "parse_record",
@@ -446,6 +447,25 @@ def parse_record(line: bytes, source: str = "-", lineno: int = 0, offset: int = 
         interpreted=interpreted,
         offset=offset,
     )
+
+
+_STANDARD_LINE = re.compile(rb"(?:node=\S+ )?type=\S+ msg=audit\(\d+\.\d+:\d+\)")
+_PEEK = 64 * 1024
+
+
+def looks_standard(inp: LogInput) -> bool:
+    """True when the input's first lines (64 KiB) are all plain auditd records, not
+    pasted ``ausearch`` output or syslog lines: what the faster engines read."""
+    fh = inp.open()
+    try:
+        head = fh.read(_PEEK)
+    finally:
+        if not inp.is_stdin:
+            fh.close()
+    lines = head.split(b"\n")
+    if len(head) == _PEEK:
+        lines.pop()
+    return all(_STANDARD_LINE.match(line) for line in lines if line)
 
 
 def _is_separator(line: bytes) -> bool:

@@ -18,14 +18,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from svirt.audit import native
 from svirt.audit.events import Event
-from svirt.audit.explain import Explanation, explain
-from svirt.audit.fastscan import parallel_jobs
 from svirt.audit.interpret import event_to_dict, format_event
-from svirt.audit.owners import load_live_domains
 from svirt.audit.reader import ReadStats, expand_inputs
 from svirt.audit.search import (
     SearchCriteria,
@@ -39,6 +36,19 @@ from svirt.audit.search import (
 )
 from svirt.conf import load_config
 from svirt.errors import AuditError, PolicyError
+
+if TYPE_CHECKING:
+    from svirt.audit.explain import Explanation
+
+
+def _jobs(inputs: list[Any]) -> int:
+    """Worker processes for the Python look-around engine (none with the compiled core)."""
+    if native.usable(inputs):
+        return 1
+    from svirt.audit.fastscan import parallel_jobs
+
+    return parallel_jobs(inputs)
+
 
 __all__ = ["clock", "register", "run_explain", "run_search"]
 
@@ -240,7 +250,7 @@ def run_search(args: argparse.Namespace) -> int:
                 fd: int | None = sys.stdout.fileno()
             except (AttributeError, OSError, ValueError):  # a captured stdout
                 fd = None
-            if fd is not None and native.decided(criteria):
+            if fd is not None:
                 # the compiled core matches and writes the output itself
                 count = native.write_decided(inputs, criteria, stats, fmt, fd)
             else:
@@ -259,7 +269,7 @@ def run_search(args: argparse.Namespace) -> int:
         criteria,
         stats,
         engine="exact" if args.exact else "auto",
-        jobs=parallel_jobs(inputs),
+        jobs=_jobs(inputs),
     )
 
     def go() -> int:
@@ -379,6 +389,8 @@ def _print_explanation(n: int, x: Explanation, out: TextIO) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from svirt.audit.explain import explain
+    from svirt.audit.owners import load_live_domains
     from svirt.audit.reader import msg_type_id
 
     cfg = load_config(args.config)
@@ -392,7 +404,7 @@ def run_explain(args: argparse.Namespace) -> int:
         criteria,
         stats,
         engine="exact" if args.exact else "auto",
-        jobs=parallel_jobs(inputs),
+        jobs=_jobs(inputs),
     )
     explanations = explain(events, oracle=oracle, domains=domains)
 
