@@ -53,6 +53,6 @@ if [ ! -f "$SCAN_LIB" ] || [ "$SCAN_SRC" -nt "$SCAN_LIB" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
   fi
-  cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$SCAN_LIB.tmp" "$SCAN_SRC"
+  cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$SCAN_LIB.tmp" "$SCAN_SRC" -ldl
   mv "$SCAN_LIB.tmp" "$SCAN_LIB"
 fi

@@ -21,6 +21,7 @@
  *     SEEK_MARGIN seconds before it; reading stops SEEK_MARGIN seconds after -te.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -88,7 +89,7 @@ typedef struct {
 	int success;
 	int whole_word;
 	int decided; /* 1: C matches and writes; 0: callback */
-	int format;  /* 0 raw, 1 default */
+	int format;  /* 0 raw, 1 default, 2 interpreted (-i) */
 	int out_fd;
 	/* message type names */
 	const char *const *type_names;
@@ -1319,6 +1320,310 @@ static int match_event(scan_t *s, const ev_t *e)
 	return ok;
 }
 
+
+/* ---------------------------------------------------------------------------------- */
+/* -i: ausearch's output_interpreted_node, with libauparse's own decoders (the same
+ * functions ausearch calls), loaded with dlopen. svirt.audit.auparse_interp is the same
+ * walk in Python; the tests compare both with ausearch. */
+
+typedef struct {
+	unsigned int machine;
+	int syscall;
+	unsigned long long a0;
+	unsigned long long a1;
+	const char *cwd;
+	const char *name;
+	const char *val;
+} idata_t;
+
+static int (*ap_adjust)(int, const char *, const char *);
+static char *(*ap_do)(int, const idata_t *, int);
+static void (*ap_load)(const char *);
+static void (*ap_unload)(void);
+static int (*au_elf_to_machine)(unsigned int);
+static int (*au_detect_machine)(void);
+static const char *(*au_type_name)(int);
+static int ap_state; /* 0 untried, 1 loaded, -1 missing */
+static unsigned long long g_a0, g_a1;
+
+static int load_auparse(void)
+{
+	if (ap_state)
+		return ap_state > 0;
+	ap_state = -1;
+	void *au = dlopen("libauparse.so.0", RTLD_NOW | RTLD_GLOBAL);
+	void *la = dlopen("libaudit.so.1", RTLD_NOW | RTLD_GLOBAL);
+	if (!au || !la)
+		return 0;
+	*(void **)&ap_adjust = dlsym(au, "auparse_interp_adjust_type");
+	*(void **)&ap_do = dlsym(au, "auparse_do_interpretation");
+	*(void **)&ap_load = dlsym(au, "_auparse_load_interpretations");
+	*(void **)&ap_unload = dlsym(au, "_auparse_free_interpretations");
+	*(void **)&au_elf_to_machine = dlsym(la, "audit_elf_to_machine");
+	*(void **)&au_detect_machine = dlsym(la, "audit_detect_machine");
+	*(void **)&au_type_name = dlsym(la, "audit_msg_type_to_name");
+	if (!ap_adjust || !ap_do || !ap_load || !ap_unload || !au_elf_to_machine ||
+	    !au_detect_machine || !au_type_name)
+		return 0;
+	ap_state = 1;
+	return 1;
+}
+
+int svs_interpret_available(void)
+{
+	return load_auparse();
+}
+
+/* Memoised answers of auparse_do_interpretation: a pure function of its inputs (the
+ * record's ENRICHED names included), which costs microseconds (name lookups). */
+#define ICACHE_SIZE (1 << 16)
+typedef struct {
+	char *key;
+	size_t klen;
+	char *val;
+} icache_t;
+static icache_t *icache;
+static int icache_n;
+static const char *cur_interp;
+
+static char *interpret_cached(int type, const idata_t *id)
+{
+	char kbuf[8192];
+	int named_arg = id->name[0] == 'a' && id->name[1] >= '0' && id->name[1] <= '3' && !id->name[2];
+	int n = snprintf(kbuf, sizeof(kbuf), "%d\x1f%s\x1f%s\x1f%u\x1f%d\x1f%llx\x1f%llx\x1f%s", type,
+			 id->name, id->val, id->machine, id->syscall, named_arg ? id->a0 : 0ull,
+			 named_arg ? id->a1 : 0ull, cur_interp ? cur_interp : "");
+	if (n < 0 || n >= (int)sizeof(kbuf))
+		return ap_do(type, id, 1);
+	if (!icache)
+		icache = calloc(ICACHE_SIZE, sizeof(*icache));
+	unsigned h = fnv(kbuf, n) & (ICACHE_SIZE - 1);
+	while (icache[h].key) {
+		if (icache[h].klen == (size_t)n && memcmp(icache[h].key, kbuf, (size_t)n) == 0)
+			return strdup(icache[h].val);
+		h = (h + 1) & (ICACHE_SIZE - 1);
+	}
+	char *out = ap_do(type, id, 1);
+	if (!out)
+		return NULL;
+	if (icache_n >= ICACHE_SIZE / 2) {
+		for (int i = 0; i < ICACHE_SIZE; i++) {
+			free(icache[i].key);
+			free(icache[i].val);
+		}
+		memset(icache, 0, sizeof(*icache) * ICACHE_SIZE);
+		icache_n = 0;
+		h = fnv(kbuf, n) & (ICACHE_SIZE - 1);
+	}
+	icache[h].key = memcpy(malloc((size_t)n), kbuf, (size_t)n);
+	icache[h].klen = (size_t)n;
+	icache[h].val = strdup(out);
+	icache_n++;
+	return out;
+}
+
+static void interp_field(scan_t *s, int rtype, char *name, char *val, int comma, long *machine,
+			 int *cur_syscall)
+{
+	while (*name == ' ' || *name == '(')
+		name++;
+	if (strcmp(name, "acct") == 0) {
+		size_t len = strlen(val);
+		if (len && val[len - 1] == ':')
+			val[len - 1] = 0;
+	}
+	int type = ap_adjust(rtype, name, val);
+	idata_t id;
+	if (rtype == K_SYSCALL || rtype == K_SECCOMP) {
+		if (*machine == -1)
+			*machine = au_detect_machine();
+		if (strcmp(name, "arch") == 0)
+			*machine = au_elf_to_machine((unsigned int)strtoul(val, NULL, 16));
+		if (*cur_syscall < 0 && strcmp(name, "syscall") == 0)
+			*cur_syscall = (int)strtoul(val, NULL, 10);
+		id.syscall = *cur_syscall;
+	} else
+		id.syscall = 0;
+	id.machine = (unsigned int)*machine;
+	id.a0 = g_a0;
+	id.a1 = g_a1;
+	id.cwd = NULL;
+	id.name = name;
+	id.val = val;
+	char *out = interpret_cached(type, &id);
+	const char *text = out ? out : "";
+	if (type == 0) {
+		out_put(s, val, strlen(val));
+		out_put(s, comma ? "," : " ", 1);
+	} else if (strcmp(name, "key") == 0) {
+		char *ptr = out ? out : (char *)"", *sep;
+		int count = 0;
+		while ((sep = strchr(ptr, '\x01'))) {
+			*sep = 0;
+			if (count++ == 0)
+				out_put(s, ptr, strlen(ptr));
+			else {
+				out_put(s, " key=", 5);
+				out_put(s, ptr, strlen(ptr));
+			}
+			ptr = sep + 1;
+		}
+		if (count == 0) {
+			out_put(s, text, strlen(text));
+			out_put(s, " ", 1);
+		} else {
+			out_put(s, " key=", 5);
+			out_put(s, ptr, strlen(ptr));
+			out_put(s, " ", 1);
+		}
+	} else if (type == 20) { /* AUPARSE_TYPE_TTY_DATA */
+		out_put(s, text, strlen(text));
+	} else {
+		out_put(s, text, strlen(text));
+		out_put(s, " ", 1);
+	}
+	free(out);
+}
+
+static unsigned long long arg_of(const char *p, size_t n, const char *name)
+{
+	const char *hit = memmem(p, n, name, strlen(name));
+	if (!hit)
+		return 0;
+	return strtoull(hit + strlen(name), NULL, 16);
+}
+
+static void interp_record(scan_t *s, const ev_t *e, const rec_t *r)
+{
+	char *buf = malloc((size_t)r->raw + 1);
+	memcpy(buf, r->p, (size_t)r->raw);
+	buf[r->raw] = 0;
+	char *interp = NULL;
+	if (r->full > r->raw) {
+		interp = malloc((size_t)(r->full - r->raw));
+		memcpy(interp, r->p + r->raw + 1, (size_t)(r->full - r->raw - 1));
+		interp[r->full - r->raw - 1] = 0;
+	}
+	char *str = buf, *ptr;
+	long machine = -1;
+	int cur_syscall = -1, found = 0, comma = 0;
+	if (e->node) {
+		ptr = strchr(str, ' ');
+		if (ptr)
+			str = ptr + 1;
+	}
+	ptr = strchr(str, '(');
+	if (!ptr)
+		goto done;
+	*ptr++ = 0;
+	const char *tname = r->type >= 0 ? au_type_name(r->type) : NULL;
+	if (e->node) {
+		out_put(s, "node=", 5);
+		out_put(s, e->node, (size_t)e->nodelen);
+		out_put(s, " ", 1);
+	}
+	if (tname) {
+		out_put(s, "type=", 5);
+		out_put(s, tname, strlen(tname));
+		out_put(s, " msg=audit(", 11);
+	} else {
+		out_put(s, str, strlen(str));
+		out_put(s, "(", 1);
+	}
+	str = strchr(ptr, ')');
+	if (!str)
+		goto done;
+	*str++ = 0;
+	{
+		char tmp[64];
+		time_t t = (time_t)e->sec;
+		struct tm tm;
+		size_t n = 0;
+		if (localtime_r(&t, &tm))
+			n = strftime(tmp, sizeof(tmp), "%x %T", &tm);
+		out_put(s, tmp, n);
+		n = (size_t)snprintf(tmp, sizeof(tmp), ".%03ld:%lu) ", e->milli, e->serial);
+		out_put(s, tmp, n);
+	}
+	if (r->type == K_SYSCALL) {
+		g_a0 = arg_of(r->p, (size_t)r->raw, " a0=");
+		g_a1 = arg_of(r->p, (size_t)r->raw, " a1=");
+	}
+	cur_interp = interp;
+	if (interp)
+		ap_load(interp);
+	while (str && *str && (ptr = strchr(str, '='))) {
+		char *name, *val;
+		comma = 0;
+		found = 1;
+		name = ptr;
+		while (*name != ' ' && name > str)
+			--name;
+		*ptr++ = 0;
+		out_put(s, str, strlen(str));
+		out_put(s, "=", 1);
+		if (strcmp(name, "msg") == 0) {
+			str = ptr;
+			continue;
+		}
+		if (*name == '\'')
+			name++;
+		if (*ptr == '\'' || *ptr == '"') {
+			str = strchr(ptr + 1, *ptr);
+			if (str) {
+				str++;
+				if (*str)
+					*str++ = 0;
+			}
+		} else {
+			str = strchr(ptr, ',');
+			val = strchr(ptr, ' ');
+			if (str && val && (str < val)) {
+				if (ap_adjust(r->type, name, val) == 32) {
+					str = val;
+					*str++ = 0;
+				} else {
+					*str++ = 0;
+					comma = 1;
+				}
+			} else if (str && (val == NULL)) {
+				if (ap_adjust(r->type, name, ptr) == 32)
+					str = NULL;
+				else {
+					*str++ = 0;
+					comma = 1;
+				}
+			} else if (val) {
+				str = val;
+				*str++ = 0;
+			}
+		}
+		val = ptr;
+		interp_field(s, r->type, name, val, comma, &machine, &cur_syscall);
+	}
+	if (interp)
+		ap_unload();
+	cur_interp = NULL;
+	if ((!found && ptr == NULL && str) || comma)
+		out_put(s, str, strlen(str));
+	out_put(s, "\n", 1);
+done:
+	free(buf);
+	free(interp);
+}
+
+static void interp_event(scan_t *s, const ev_t *e)
+{
+	out_put(s, "----\n", 5);
+	int last = e->nrec - 1;
+	if (e->recs[last].type >= 1200 && e->recs[last].type < K_SYSCALL) {
+		interp_record(s, e, &e->recs[last]);
+		return;
+	}
+	for (int i = last; i >= 0; i--)
+		interp_record(s, e, &e->recs[i]);
+}
+
 static void emit(scan_t *s, ev_t *e)
 {
 	if (s->st.stopped)
@@ -1327,7 +1632,9 @@ static void emit(scan_t *s, ev_t *e)
 		return;
 	if (s->o.decided) {
 		s->st.matched++;
-		if (s->o.format == 0) {
+		if (s->o.format == 2) {
+			interp_event(s, e);
+		} else if (s->o.format == 0) {
 			for (int i = 0; i < e->nrec; i++) {
 				const rec_t *r = &e->recs[i];
 				out_put(s, r->p, r->full);
@@ -1348,7 +1655,10 @@ static void emit(scan_t *s, ev_t *e)
 				int n = snprintf(tbuf, sizeof(tbuf), "%lld\n", e->sec);
 				out_put(s, tbuf, (size_t)n);
 			}
-			for (int i = e->nrec - 1; i >= 0; i--) {
+			/* ausearch prints only the last record of a daemon event */
+			int last = e->nrec - 1, daemon = e->recs[last].type >= 1200 &&
+							 e->recs[last].type < T_SYSCALL;
+			for (int i = last; i >= (daemon ? last : 0); i--) {
 				const rec_t *r = &e->recs[i];
 				out_put(s, r->p, r->raw);
 				out_put(s, "\n", 1);

@@ -558,13 +558,16 @@ def format_event(event: Event, mode: str = "default") -> str:
     lines = ["----"]
     if mode == "interpret":
         exact = _exact_interpretation(event)
-        if exact is not None:
+        if exact is not None:  # (only the last record of a daemon event, as ausearch)
             return "----\n" + exact
         lines.extend(interpret_record(r) + " " for r in reversed(event.records))
     else:
         lt = _localtime(event.sec)
         lines.append(f"time->{time.asctime(lt) if lt is not None else event.sec}")
-        lines.extend(_raw_line(r) for r in reversed(event.records))
+        records = event.records
+        if 1200 <= records[-1].type_id < 1300:  # ausearch prints a daemon event's last
+            records = records[-1:]
+        lines.extend(_raw_line(r) for r in reversed(records))
     return "\n".join(lines) + "\n"
 
 

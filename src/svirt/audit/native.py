@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,10 @@ from svirt.audit.search import SearchCriteria
 __all__ = [
     "LIBRARY",
     "available",
+    "interprets",
     "scan_events",
     "usable",
     "write_decided",
-    "write_matching",
 ]
 
 LIBRARY = Path(__file__).with_name("_scan.so")
@@ -127,8 +126,15 @@ def available() -> bool:
         lib.svs_batch.restype = ctypes.c_longlong
         lib.svs_clear_batch.argtypes = [ctypes.c_void_p]
         lib.svs_clear_batch.restype = None
+        lib.svs_interpret_available.argtypes = []
+        lib.svs_interpret_available.restype = ctypes.c_int
         _lib = lib
     return _lib is not None
+
+
+def interprets() -> bool:
+    """Can the core write ``-i`` output (libauparse and libaudit found)?"""
+    return available() and bool(_lib.svs_interpret_available())
 
 
 def usable(inputs: Sequence[LogInput]) -> bool:
@@ -265,11 +271,12 @@ class _Run:
 def write_decided(
     inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats, fmt: str, fd: int
 ) -> int:
-    """Search and write ``--raw`` (``fmt="raw"``) or default output to ``fd`` from the
-    core; the number of events written."""
+    """Search and write ``--raw`` (``fmt="raw"``), default or ``-i`` (``"interpret"``,
+    when :func:`interprets`) output to ``fd`` from the core; the number of events
+    written."""
     run = _Run(inputs, criteria, stats)
     run.opts.decided = 1
-    run.opts.format = 0 if fmt == "raw" else 1
+    run.opts.format = {"raw": 0, "default": 1, "interpret": 2}[fmt]
     run.opts.out_fd = fd
     handle = _lib.svs_new(ctypes.byref(run.opts))
     for _ in run.run(handle):
@@ -333,33 +340,6 @@ def _map(path: str) -> mmap.mmap | bytes:
             return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except ValueError:  # an empty file
             return b""
-
-
-def write_matching(
-    inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats, fmt: str, out: Any
-) -> int:
-    """Search and write ``--raw`` or default output (bytes) to ``out`` (a file object
-    without a descriptor, such as a captured stdout); the number of events written."""
-    count = 0
-    for batch in _matching(inputs, criteria, stats):
-        parts: list[bytes] = []
-        for lines, raw, _files, _offsets, sec, _milli, _serial in batch:
-            count += 1
-            if fmt == "raw":
-                if any(raw[i] != len(line) for i, line in enumerate(lines)):
-                    for i, line in enumerate(lines):
-                        parts.append(line + (b"\x1d\n" if raw[i] == len(line) else b"\n"))
-                else:
-                    parts.extend(line + b"\n" for line in lines)
-            else:
-                try:
-                    when = time.asctime(time.localtime(sec))
-                except (OverflowError, OSError, ValueError):
-                    when = str(sec)
-                parts.append(b"----\ntime->" + when.encode() + b"\n")
-                parts.extend(lines[i][: raw[i]] + b"\n" for i in range(len(lines) - 1, -1, -1))
-        out.write(b"".join(parts))
-    return count
 
 
 def scan_events(

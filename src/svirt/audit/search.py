@@ -10,9 +10,11 @@ Criteria mean what ausearch's options mean (audit-userspace 3.0.9, ``ausearch-op
   (a later SYSCALL record's comm overrides the AVC's, a SYSCALL without comm makes the
   event unmatchable, ...);
 - ``-p PID``, ``-sv yes|no``, ``-a SERIAL``;
-- ``-ts``/``-te``: a date (``11/18/26``, also ``11/18/2026``), a time (``11:06[:40]``),
+- ``-ts``/``-te``: a date (``11/18/26``; a 4-digit year is refused as ausearch refuses
+  it), a time (``11:06[:40]``),
   both, or ``recent``, ``now``, ``today``, ``yesterday``, ``this-week``, ``week-ago``,
-  ``this-month``, ``this-year``, ``boot``; whole seconds, local time, as ausearch. The
+  ``this-month``, ``this-year``, ``boot`` (now minus the uptime, as ausearch computes
+  it); whole seconds, local time, as ausearch. The
   clock is a parameter (``now``, ``boot_time``) so results are reproducible.
 
 The per-record rules are in :mod:`svirt.audit.matching`. Two engines give the same
@@ -26,7 +28,6 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from svirt.audit.events import Event, EventGrouper
 from svirt.audit.matching import Matcher
@@ -150,27 +151,32 @@ def parse_success(text: str) -> bool:
 # Time
 
 
-def boot_time(stat_path: Path = Path("/proc/stat")) -> int | None:
-    """The kernel's boot time (``btime``), or None when it cannot be read."""
+def boot_time(now: float | None = None) -> int | None:
+    """The boot time as ausearch computes it for ``boot``: the current second minus the
+    kernel's uptime from ``sysinfo(2)`` (whole seconds, rounded up by the kernel); None
+    when it cannot be read."""
+    import ctypes
+
+    buf = (ctypes.c_long * 32)()
     try:
-        for line in stat_path.read_text().splitlines():
-            if line.startswith("btime "):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.sysinfo(ctypes.byref(buf)) != 0:
+            return None
+    except (OSError, AttributeError):
         return None
-    return None
+    return int(_time.time() if now is None else now) - int(buf[0])
 
 
 def _parse_date(text: str) -> tuple[int, int, int] | None:
-    """``%x`` of the C locale (``11/18/26``), and ``11/18/2026``."""
+    """``%x`` of the C locale (``11/18/26``); ausearch refuses a 4-digit year, and so
+    does svirt."""
     parts = text.split("/")
     if len(parts) != 3 or not all(p.isdigit() and p for p in parts):
         return None
     mon, day, year = int(parts[0]), int(parts[1]), int(parts[2])
-    if len(parts[2]) <= 2:
-        year += 2000 if year < 69 else 1900
-    elif len(parts[2]) != 4:
+    if len(parts[2]) > 2:
         return None
+    year += 2000 if year < 69 else 1900
     if not (1 <= mon <= 12 and 1 <= day <= 31):
         return None
     return year, mon, day
@@ -203,7 +209,7 @@ def _keyword_date(word: str, now: float, boot: int | None) -> tuple[int, int, in
         return int(now) - 10 * 60
     if word == "boot":
         if boot is None:
-            raise AuditError("cannot read the boot time (/proc/stat btime)")
+            raise AuditError("cannot read the boot time (sysinfo uptime)")
         return boot
     lt = _time.localtime(now)
     if word == "today":
@@ -264,7 +270,7 @@ def parse_time(values: Sequence[str], *, end: bool, now: float, boot: int | None
         if parsed is None:
             raise AuditError(
                 f"invalid {'end' if end else 'start'} date '{date_word}': "
-                "expected MM/DD/YY or a keyword"
+                "expected MM/DD/YY (a 2-digit year, as ausearch) or a keyword"
             )
         ymd = parsed
     if clock_word is not None:

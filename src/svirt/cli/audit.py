@@ -172,7 +172,7 @@ def _stdin_is_pipe() -> bool:
 
 def _criteria(args: argparse.Namespace, default_types: frozenset[int] | None) -> SearchCriteria:
     now = clock()
-    boot = boot_time()
+    boot = boot_time(now)
     start = parse_time(args.start, end=False, now=now, boot=boot) if args.start else None
     end = parse_time(args.end, end=True, now=now, boot=boot) if args.end else None
     return SearchCriteria(
@@ -241,21 +241,22 @@ def run_search(args: argparse.Namespace) -> int:
     criteria = _criteria(args, None)
     inputs = _inputs(args)
     stats = ReadStats()
-    if not (args.json or args.interpret or args.exact) and native.usable(inputs):
-        fmt = "raw" if args.raw else "default"
+    try:
+        fd: int | None = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stdout: the generic path
+        fd = None
+    if (
+        fd is not None
+        and not (args.json or args.exact)
+        and (not args.interpret or native.interprets())
+        and native.usable(inputs)
+    ):
+        fmt = "raw" if args.raw else "interpret" if args.interpret else "default"
 
         def direct() -> int:
+            # the compiled core matches and writes the output itself (-i included)
             sys.stdout.flush()
-            try:
-                fd: int | None = sys.stdout.fileno()
-            except (AttributeError, OSError, ValueError):  # a captured stdout
-                fd = None
-            if fd is not None:
-                # the compiled core matches and writes the output itself
-                count = native.write_decided(inputs, criteria, stats, fmt, fd)
-            else:
-                count = native.write_matching(inputs, criteria, stats, fmt, sys.stdout.buffer)
-                sys.stdout.flush()
+            count = native.write_decided(inputs, criteria, stats, fmt, fd)
             _warn(stats)
             if not count:
                 if not args.raw:
