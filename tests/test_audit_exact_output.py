@@ -238,3 +238,38 @@ def test_filters_cover_the_logs(logs: dict[str, Path], utc: None) -> None:
                 assert log == "project-raw" or words[:2] != ["-m", "AVC"]
     assert len(FILTERS) >= 30
     assert empty < len(FILTERS) * len(logs) // 4
+
+
+def test_long_records_are_cut_as_ausearch_cuts_them(tmp_path: Path, utc: None) -> None:
+    """ausearch reads a record into 8 970 bytes: a longer line is cut to its first 8 969
+    and the rest of it is dropped. svirt does the same in every engine (gzip included),
+    and counts lines over 1 MiB (never held whole in memory) and non-records."""
+    user = "type=USER_CMD msg=audit({}): pid=1 uid=0 auid=0 ses=1 msg='cmd={} res=success'"
+    start = (
+        'type=USER_START msg=audit(99.000:1): pid=1 uid=0 auid=0 ses=1 msg=\'op=x acct="root" '
+        'exe="/x" hostname=? addr=? terminal=? res=success\''
+    )
+    lines = [
+        start,
+        user.format("100.000:2", "41" * 5000) + '\x1dUID="root"',
+        "x" * 20000,
+        user.format("100.500:4", "42" * (3 << 20)),
+        start.replace("USER_START", "USER_END").replace("99.000:1", "101.000:3"),
+    ]
+    log = tmp_path / "long.log"
+    log.write_text("\n".join(lines) + "\n")
+    packed = tmp_path / "long.log.gz"
+    subprocess.run(["gzip", "-k", str(log)], check=True)
+    crit = SearchCriteria()
+    for mode in MODES:
+        theirs = _theirs(log, [], mode)
+        assert len(theirs.splitlines()) >= 4
+        stats = ReadStats()
+        assert _formatted(scan_exact([LogInput(str(log))], crit, stats), mode) == theirs
+        assert stats.malformed == 2
+        assert _formatted(scan_exact([LogInput(str(packed))], crit, ReadStats()), mode) == theirs
+        stats = ReadStats()
+        assert _formatted(native.scan_events([LogInput(str(log))], crit, stats), mode) == theirs
+        assert stats.malformed == 2
+        assert any("line too long" in e for e in stats.malformed_examples)
+        assert _native_fd(log, crit, mode) == theirs

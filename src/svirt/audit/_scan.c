@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #define MAX_LINE (1 << 20)
+#define AUSEARCH_RECORD 8969 /* ausearch reads a record into MAX_AUDIT_MESSAGE_LENGTH bytes */
 #define WINDOW 2
 #define SEEK_MARGIN 60
 #define MAX_EXAMPLES 5
@@ -1614,6 +1615,8 @@ done:
 
 static void interp_event(scan_t *s, const ev_t *e)
 {
+	if (!load_auparse())
+		return; /* the caller checks svs_interpret_available() first */
 	out_put(s, "----\n", 5);
 	int last = e->nrec - 1;
 	if (e->recs[last].type >= 1200 && e->recs[last].type < K_SYSCALL) {
@@ -1974,9 +1977,12 @@ int svs_run(scan_t *s, int idx, long long max_bytes)
 		s->st.lines++;
 		if (!f->seeked)
 			f->lineno++;
-		if (n > MAX_LINE) {
+		int too_long = n > MAX_LINE;
+		if (too_long)
 			note_malformed(s, idx, f->lineno, off, 1);
-		} else {
+		if (n > AUSEARCH_RECORD) /* ausearch keeps the head of a longer line */
+			n = AUSEARCH_RECORD;
+		{
 			const char *node;
 			int nodelen, type;
 			long long sec;
@@ -1997,7 +2003,7 @@ int svs_run(scan_t *s, int idx, long long max_bytes)
 					rec_t r = {p, (int32_t)raw, (int32_t)(g ? n : raw), type, idx, off};
 					add_record(s, r, sec, milli, serial, node, nodelen);
 				}
-			} else if (!is_separator(p, n)) {
+			} else if (!is_separator(p, n) && !too_long) {
 				note_malformed(s, idx, f->lineno, off, rc == -2 ? 2 : 0);
 			}
 		}

@@ -28,7 +28,7 @@ from typing import Any
 
 from svirt.audit._tables import MSG_TYPES
 from svirt.audit.events import Event
-from svirt.audit.reader import LogInput, ReadStats, Record, looks_standard, parse_record
+from svirt.audit.reader import _TOO_LONG, LogInput, ReadStats, Record, looks_standard, parse_record
 from svirt.audit.search import SearchCriteria
 
 __all__ = [
@@ -174,6 +174,10 @@ class _Run:
     """One scan: options, files, the C handle and the results."""
 
     def __init__(self, inputs: Sequence[LogInput], criteria: SearchCriteria, stats: ReadStats):
+        if not available():
+            from svirt.errors import AuditError
+
+            raise AuditError(f"the compiled search core is not built ({LIBRARY})")
         self.inputs = list(inputs)
         self.criteria = criteria
         self.stats = stats
@@ -263,7 +267,7 @@ class _Run:
         except OSError:
             return max(lineno, 0), "unreadable"
         if reason == 1:
-            return lineno, "line too long"
+            return lineno, _TOO_LONG
         rec = parse_record(line)
         return lineno, rec if isinstance(rec, str) else "not a plain auditd record"
 
@@ -275,6 +279,10 @@ def write_decided(
     when :func:`interprets`) output to ``fd`` from the core; the number of events
     written."""
     run = _Run(inputs, criteria, stats)
+    if fmt == "interpret" and not interprets():
+        from svirt.errors import AuditError
+
+        raise AuditError("libauparse is not available: the core cannot write -i output")
     run.opts.decided = 1
     run.opts.format = {"raw": 0, "default": 1, "interpret": 2}[fmt]
     run.opts.out_fd = fd

@@ -9,8 +9,8 @@ date and time in the header, ``----`` separators), ``ausearch`` default output
 
 Nothing here ever raises on bad input: a line that is not a record is counted in
 :class:`ReadStats` (with the first few locations) and skipped. Memory is bounded: files
-are read in chunks, and a line longer than :data:`MAX_LINE` is skipped without being
-held in memory.
+are read in chunks, and a line longer than :data:`MAX_LINE` is never held whole in
+memory. Like ausearch, a record longer than :data:`AUSEARCH_RECORD` bytes is cut there.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from svirt.audit._tables import MSG_TYPES
 from svirt.errors import AuditError
 
 __all__ = [
+    "AUSEARCH_RECORD",
     "DEFAULT_AUDITD_CONF",
     "DEFAULT_LOG",
     "ENRICHED_SEPARATOR",
@@ -54,6 +55,10 @@ log = logging.getLogger(__name__)
 
 ENRICHED_SEPARATOR = b"\x1d"
 MAX_LINE = 1 << 20
+# ausearch reads a record into MAX_AUDIT_MESSAGE_LENGTH (8970) bytes: a longer line is cut
+# to its first 8969 bytes and the rest of it is dropped. svirt does the same (and counts
+# lines over MAX_LINE, which are never held whole in memory).
+AUSEARCH_RECORD = 8969
 CHUNK_SIZE = 1 << 22
 DEFAULT_LOG = Path("/var/log/audit/audit.log")
 DEFAULT_AUDITD_CONF = Path("/etc/audit/auditd.conf")
@@ -309,13 +314,17 @@ def expand_inputs(
     return out
 
 
+_TOO_LONG = f"line too long (over {MAX_LINE} bytes; its first {AUSEARCH_RECORD} kept, as ausearch)"
+
+
 def iter_line_blocks(
     stream: BinaryIO, stats: ReadStats, source: str, *, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[list[bytes]]:
     """Lists of complete lines without their newlines, one list per chunk read (the fast
     engine works on whole blocks). A line too long to end within the next chunk is
-    counted as malformed and skipped without being accumulated; lines longer than
-    :data:`MAX_LINE` that do fit are passed on for the caller to count."""
+    counted as malformed and not accumulated: its first :data:`AUSEARCH_RECORD` bytes are
+    passed on if it is a record (ausearch keeps them), the rest is skipped; lines longer
+    than :data:`MAX_LINE` that do fit are passed on for the caller to count."""
     rest = b""
     skipping = False
     lineno = 0
@@ -338,7 +347,11 @@ def iter_line_blocks(
             lines[0] = rest + lines[0]
         rest = lines.pop()
         if len(rest) > MAX_LINE:
-            stats.note_malformed(source, lineno + len(lines) + 1, "line too long")
+            stats.note_malformed(source, lineno + len(lines) + 1, _TOO_LONG)
+            if rest.startswith((b"type=", b"node=")):  # a record: ausearch keeps its head
+                lines.append(rest[:AUSEARCH_RECORD])
+            else:
+                lineno += 1
             rest = b""
             skipping = True
         lineno += len(lines)
@@ -350,15 +363,19 @@ def iter_line_blocks(
 def iter_lines(
     stream: BinaryIO, stats: ReadStats, source: str, *, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[tuple[int, bytes]]:
-    """``(lineno, line)`` without the newline. Lines longer than :data:`MAX_LINE` are
-    counted as malformed and skipped."""
+    """``(lineno, line)`` without the newline. A line is cut to ausearch's
+    :data:`AUSEARCH_RECORD` bytes; one longer than :data:`MAX_LINE` is also counted as
+    malformed (and skipped unless it is a record)."""
     lineno = 0
     for lines in iter_line_blocks(stream, stats, source, chunk_size=chunk_size):
         for line in lines:
             lineno += 1
-            if len(line) > MAX_LINE:
-                stats.note_malformed(source, lineno, "line too long")
-                continue
+            if len(line) > AUSEARCH_RECORD:
+                if len(line) > MAX_LINE:
+                    stats.note_malformed(source, lineno, _TOO_LONG)
+                    if not line.startswith((b"type=", b"node=")):
+                        continue
+                line = line[:AUSEARCH_RECORD]
             yield lineno, line
     stats.lines += lineno
 

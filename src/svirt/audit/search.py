@@ -34,6 +34,8 @@ from svirt.audit.matching import Matcher
 from svirt.audit.reader import (
     _BYTES_NAME_TO_ID,
     _RAW_STAMP,
+    _TOO_LONG,
+    AUSEARCH_RECORD,
     MAX_LINE,
     LogInput,
     ReadStats,
@@ -349,9 +351,12 @@ def scan_exact(
                     lineno += 1
                     at = offset
                     offset += len(line) + 1
-                    if len(line) > MAX_LINE:
-                        stats.note_malformed(inp.path, lineno, "line too long")
-                        continue
+                    noted = False
+                    if len(line) > AUSEARCH_RECORD:
+                        if len(line) > MAX_LINE:
+                            stats.note_malformed(inp.path, lineno, _TOO_LONG)
+                            noted = True
+                        line = line[:AUSEARCH_RECORD]  # what ausearch reads of it
                     if line[:5] == b"type=":
                         sp = line.find(b" ", 5)
                         if line[sp + 1 : sp + 11] == b"msg=audit(":
@@ -378,7 +383,11 @@ def scan_exact(
                                     continue
                     rec = parse_record(line, inp.path, lineno)
                     if isinstance(rec, str):
-                        if line.strip() and not line.lstrip().startswith((b"----", b"time->")):
+                        if (
+                            not noted
+                            and line.strip()
+                            and not line.lstrip().startswith((b"----", b"time->"))
+                        ):
                             stats.note_malformed(inp.path, lineno, rec)
                         continue
                     if (start is not None and rec.sec < start) or (

@@ -139,7 +139,10 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
         "search",
         parents=[common],
         help="ausearch-compatible search of raw and enriched logs",
-        description="Search audit logs with ausearch's options; prints what ausearch prints.",
+        description="Search audit logs with ausearch's options; prints what ausearch 3.0.9 "
+        "prints, byte for byte (--raw, default, -i). Unlike ausearch, svirt also reads several "
+        "-if inputs, a directory's rotated set and gzip-compressed logs, and has --json; a line "
+        "over 1 MiB is skipped and counted.",
     )
     _filters(s)
     fmt = s.add_mutually_exclusive_group()
