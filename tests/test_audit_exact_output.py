@@ -273,3 +273,38 @@ def test_long_records_are_cut_as_ausearch_cuts_them(tmp_path: Path, utc: None) -
         assert stats.malformed == 2
         assert any("line too long" in e for e in stats.malformed_examples)
         assert _native_fd(log, crit, mode) == theirs
+
+
+def test_records_far_apart_are_one_event_as_in_ausearch(tmp_path: Path, utc: None) -> None:
+    """An AVC whose SYSCALL and PROCTITLE come 64 KiB later (but within 2 seconds) is one
+    event for ausearch; the compiled core reads every line, so it is one for svirt too
+    (the old look-around engine lost the SYSCALL beyond 32 KiB)."""
+    avc = (
+        'type=AVC msg=audit(1000.100:7): avc:  denied  { read } for  pid=42 comm="qemu-kvm" '
+        'name="d.img" dev="dm-0" ino=5 scontext=system_u:system_r:svirt_t:s0:c1,c2 '
+        "tcontext=system_u:object_r:virt_image_t:s0 tclass=file permissive=0"
+    )
+    syscall = (
+        "type=SYSCALL msg=audit(1000.100:7): arch=c000003e syscall=257 success=no exit=-13 "
+        "a0=ffffff9c a1=7f00 a2=80000 a3=0 items=1 ppid=1 pid=42 auid=4294967295 uid=107 gid=107 "
+        "euid=107 suid=107 fsuid=107 egid=107 sgid=107 fsgid=107 tty=(none) ses=4294967295 "
+        'comm="qemu-kvm" exe="/usr/libexec/qemu-kvm" subj=system_u:system_r:svirt_t:s0:c1,c2 '
+        "key=(null)"
+    )
+    filler = [
+        f"type=USER_START msg=audit(1000.{200 + i // 1000:03d}:{100 + i}): pid=1 uid=0 auid=0 "
+        f'ses=1 msg=\'op=x acct="root" exe="/x" hostname=? addr=? terminal=? res=success\''
+        for i in range(600)
+    ]
+    proctitle = "type=PROCTITLE msg=audit(1000.100:7): proctitle=71656D752D6B766D"
+    log = tmp_path / "far.log"
+    log.write_text("\n".join([avc, *filler, syscall, proctitle]) + "\n")
+    assert log.stat().st_size > 64 * 1024
+    words = ["-m", "AVC"]
+    crit = _criteria_of(words)
+    for mode in MODES:
+        theirs = _theirs(log, words, mode)
+        assert b"type=SYSCALL" in theirs or b"syscall=openat" in theirs
+        ours = _formatted(native.scan_events([LogInput(str(log))], crit, ReadStats()), mode)
+        assert ours == theirs
+        assert _formatted(scan_exact([LogInput(str(log))], crit, ReadStats()), mode) == theirs
