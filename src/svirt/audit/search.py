@@ -17,10 +17,12 @@ Criteria mean what ausearch's options mean (audit-userspace 3.0.9, ``ausearch-op
   it); whole seconds, local time, as ausearch. The
   clock is a parameter (``now``, ``boot_time``) so results are reproducible.
 
-The per-record rules are in :mod:`svirt.audit.matching`. Two engines give the same
-events: :func:`search` picks the fast one (:mod:`svirt.audit.fastscan`) when the criteria
-name a message type or an event serial whose records are sparse in the log, and the exact
-line-by-line one (:func:`scan_exact`) otherwise.
+The per-record rules are in :mod:`svirt.audit.matching`, event assembly and order in
+:mod:`svirt.audit.events`. :func:`search` uses the compiled core
+(:mod:`svirt.audit.native`, the same rules in C) on plain log files; otherwise the
+look-around engine (:mod:`svirt.audit.fastscan`) when the criteria name a message type or
+an event serial whose records are sparse in the log, and the exact line-by-line one
+(:func:`scan_exact`, the definition the others are tested against) for the rest.
 """
 
 from __future__ import annotations
