@@ -11,6 +11,7 @@ off: labels are written for real and the process label is recorded, not enforced
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -37,7 +38,7 @@ from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
 from svirt.security.dac import DACDriver
 from svirt.security.driver import LabelOp, SecurityDriver
-from svirt.security.mcs import McsLedger
+from svirt.security.ledger import open_ledger
 from svirt.security.nop import NopDriver
 from svirt.security.remember import boot_time, read_remembered
 from svirt.security.selinux import SELinuxDriver
@@ -175,7 +176,7 @@ class SecurityManager:
         for name in primary_drivers(cfg):
             if name == "selinux":
                 drv = SELinuxDriver(cfg)
-                drv.bind_ledger(McsLedger(self.conn, drv.sens, drv.cat_min, drv.cat_max))
+                drv.bind_ledger(open_ledger(cfg, self.conn, drv.sens, drv.cat_min, drv.cat_max))
                 self.drivers[name] = drv
                 _warn_unenforced_once(self.conn)
             elif name == "none":
@@ -372,9 +373,12 @@ class SecurityManager:
     def dry_run(self, domain: Domain) -> tuple[Domain, list[PlannedOp]]:
         """The plan of ``label_domain`` without changing anything (the ledger allocation
         happens inside a database transaction that is rolled back)."""
+        drv = self.selinux
+        preview = drv.ledger.preview() if drv is not None else contextlib.nullcontext()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            live = self.gen_labels(domain)
+            with preview:
+                live = self.gen_labels(domain)
             return live, self.plan(live, self.set_ops(live))
         finally:
             self.conn.execute("ROLLBACK")
