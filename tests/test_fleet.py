@@ -373,3 +373,60 @@ def test_sticky_label_follows_the_domain_across_restarts_and_hosts(fleet: Fleet)
         b.allocate("db")
     assert a.migrate("db", "hb") == level
     assert b.allocate("db") == level
+
+
+# --- shared files -------------------------------------------------------------------------
+
+
+def _host_conf(tmp_path: Path, cluster: EtcdCluster, host: str, ledger: str = "etcd") -> Path:
+    conf = tmp_path / f"{host}-{ledger}.conf"
+    eps = ", ".join(f'"{e}"' for e in cluster.endpoints)
+    conf.write_text(
+        f'security_driver = ["selinux"]\nstate_dir = "{tmp_path / host}"\n'
+        f'ledger = "{ledger}"\netcd_endpoints = [{eps}]\nhost_id = "{host}"\n'
+        f'etcd_lease_ttl = {TTL}\netcd_prefix = "/t-shared/"\n'
+    )
+    return conf
+
+
+def test_doctor_asks_the_cluster_before_calling_a_shared_file_stale(
+    cluster: EtcdCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = tmp_path / "shared"  # stands for storage both hosts mount at the same path
+    shared.mkdir()
+    img = shared / "disk.img"
+    img.write_bytes(b"x")
+    orig = b"system_u:object_r:user_tmp_t:s0\0"
+    os.setxattr(img, "security.selinux", orig)
+    xml = tmp_path / "vm.xml"
+    xml.write_text(
+        "<domain type='kvm'><name>vm</name><os><type>hvm</type></os>"
+        f"<devices><disk type='file' device='disk'><source file='{img}'/>"
+        "<target dev='vda'/></disk></devices></domain>"
+    )
+    conf_a, conf_b = _host_conf(tmp_path, cluster, "ha"), _host_conf(tmp_path, cluster, "hb")
+    fleet = Fleet(cluster, tmp_path, "/t-shared/")
+    try:
+        assert main(["label", "--config", str(conf_a), str(xml)]) == 0
+        labelled = os.getxattr(img, "security.selinux")
+        capsys.readouterr()
+        # Host B alone (its own sqlite ledger) would call A's live state stale.
+        alone = _host_conf(tmp_path, cluster, "hb", ledger="sqlite")
+        assert main(["doctor", "--json", "--config", str(alone), str(img)]) in (0, 1)
+        report = json.loads(capsys.readouterr().out)
+        assert any(f["kind"] == "refcount" for f in report["findings"])
+        # With the fleet ledger it asks the cluster and names the host that holds it.
+        main(["doctor", "--json", "--config", str(conf_b), str(img)])
+        report = json.loads(capsys.readouterr().out)
+        assert report["findings"] == []
+        uses = report["files"][0]["domains"]
+        assert [u["name"] for u in uses] == ["vm on host ha"]
+        assert main(["recover", "--apply", "--config", str(conf_b), str(img)]) == 0
+        assert os.getxattr(img, "security.selinux") == labelled  # left alone
+        capsys.readouterr()
+        assert main(["restore", "--config", str(conf_a), str(xml)]) == 0
+        assert os.getxattr(img, "security.selinux") == orig
+        client = FleetClient(fleet.settings("probe"))
+        assert wait_until(lambda: client.prefix("/t-shared/file/") == [], 10)
+    finally:
+        fleet.stop_keepers()

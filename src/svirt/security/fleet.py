@@ -65,6 +65,8 @@ __all__ = [
     "ensure_keeper",
     "fleet_status",
     "keeper_pid",
+    "level_owners",
+    "remote_file_uses",
     "run_keeper",
 ]
 
@@ -684,6 +686,7 @@ class EtcdLedger:
                         (key, mod, level, time.time()),
                     )
             self.conn.execute("DELETE FROM fleet_reservations WHERE domain=?", (domain,))
+            self._queue_files(domain)
         if not self.conn.in_transaction:
             with contextlib.suppress(FleetUnavailable):
                 self.flush()
@@ -697,7 +700,12 @@ class EtcdLedger:
             return -1
         pending = self.conn.execute("SELECT key, mod, level FROM fleet_pending").fetchall()
         for key, mod, level in pending:
-            self.client.txn([_mod_is(key, int(mod))], [_delete(key), _delete(self._held(level))])
+            if int(mod) < 0:  # a shared-file record: ours alone, deleted as is
+                self.client.txn([], [_delete(key)])
+            else:
+                self.client.txn(
+                    [_mod_is(key, int(mod))], [_delete(key), _delete(self._held(level))]
+                )
             with write_transaction(self.conn):
                 self.conn.execute("DELETE FROM fleet_pending WHERE key=? AND mod=?", (key, mod))
         return 0
@@ -798,7 +806,7 @@ class EtcdLedger:
             )
         return level
 
-    def record_files(self, domain: str, paths: Sequence[str]) -> None:
+    def record_files(self, domain: str, paths: list[str]) -> None:
         """Record that this host labelled these shared files for ``domain`` (host lease)."""
         if not paths or self._preview:
             return
@@ -815,16 +823,18 @@ class EtcdLedger:
             )
         self._after_write()
 
-    def forget_files(self, domain: str) -> None:
+    def _queue_files(self, domain: str) -> None:
+        """Queue the deletion of the domain's shared-file records (in the caller's
+        transaction); ``flush`` deletes them."""
         rows = self.conn.execute(
             "SELECT key, value FROM fleet_meta WHERE key LIKE ?", (f"file:{domain}:%",)
         ).fetchall()
-        if not rows:
-            return
-        with contextlib.suppress(FleetUnavailable):
-            self.client.txn([], [_delete(self._file_key(p, domain)) for _k, p in rows])
-            with write_transaction(self.conn):
-                self.conn.executemany("DELETE FROM fleet_meta WHERE key=?", [(k,) for k, _ in rows])
+        for k, path in rows:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO fleet_pending VALUES (?, -1, ?, ?)",
+                (self._file_key(path, domain), f"file {path}", time.time()),
+            )
+            self.conn.execute("DELETE FROM fleet_meta WHERE key=?", (k,))
 
     def _file_key(self, path: str, domain: str) -> str:
         return f"{self.p}file/{path}\0{self.host}\0{domain}"
@@ -1032,6 +1042,78 @@ def fleet_status(cfg: Config, conn: sqlite3.Connection) -> dict[str, Any]:
                 f"reservations lapse {settings.ttl} s after its lease was last renewed"
             )
     return out
+
+
+def remote_file_uses(
+    cfg: Config, paths: Sequence[str]
+) -> tuple[dict[str, list[tuple[str, str]]], str | None]:
+    """For doctor/recover: which other hosts recorded each path for a domain they hold
+    (path → [(host, domain)]), and why the cluster could not be asked (else None).
+    Empty for the sqlite ledger."""
+    if cfg.ledger != "etcd" or not paths:
+        return {}, None
+    settings = FleetSettings.from_config(cfg)
+    client = FleetClient(settings)
+    out: dict[str, list[tuple[str, str]]] = {}
+    try:
+        for path in paths:
+            real = os.path.realpath(path)
+            for k, _v, _m in client.prefix(f"{settings.prefix}file/{real}\0"):
+                _p, host, dom = k.decode(errors="replace").rsplit("\0", 2)
+                if host != settings.host_id:
+                    out.setdefault(path, []).append((host, dom))
+    except SecurityError as exc:
+        return out, (
+            f"could not ask the etcd cluster which hosts hold shared files ({exc}); files "
+            "another host uses may be reported as unused"
+        )
+    return out, None
+
+
+def level_owners(cfg: Config, levels: Sequence[str]) -> tuple[list[tuple[str, str]], str | None]:
+    """For doctor: (level, owner) of this host's fleet reservations and of the given
+    levels where another host holds them (owner ``D on host H``), and why the cluster
+    could not be asked (else None). Empty for the sqlite ledger."""
+    if cfg.ledger != "etcd":
+        return [], None
+    out: list[tuple[str, str]] = []
+    db = cfg.state_dir / "svirt.db"
+    if db.exists():
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+            try:
+                out += [
+                    (str(lv), str(d))
+                    for lv, d in conn.execute("SELECT level, domain FROM fleet_reservations")
+                ]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            log.debug("cannot read the fleet mirror %s: %s", db, exc)
+    settings = FleetSettings.from_config(cfg)
+    from svirt.host import selinux as host_selinux
+    from svirt.security.selinux import mcs_range
+
+    try:
+        daemon = host_selinux.getcon()
+    except OSError:
+        daemon = cfg.daemon_context
+    space = PairSpace(*mcs_range(daemon))
+    client = FleetClient(settings)
+    try:
+        for level in sorted(set(levels)):
+            idx = space.index_of(level)
+            key = (
+                f"{settings.prefix}pair/{idx:0{_WIDTH}d}"
+                if idx is not None
+                else f"{settings.prefix}level/{level}"
+            )
+            got = client.get(key)
+            if got is not None and got[0].get("host") != settings.host_id:
+                out.append((level, f"{got[0].get('domain')} on host {got[0].get('host')}"))
+    except SecurityError as exc:
+        return out, f"could not ask the etcd cluster who holds MCS levels ({exc})"
+    return out, None
 
 
 if __name__ == "__main__":  # the keeper process: python -m svirt.security.fleet keeper JSON

@@ -65,6 +65,15 @@ class Ledger(Protocol):
         """Who else holds a level (``domain D on host H``), for messages; None if nobody."""
         ...
 
+    def record_files(self, domain: str, paths: list[str]) -> None:
+        """Record that this host labelled these (possibly shared) files for ``domain``,
+        until the domain's levels are released."""
+        ...
+
+    def file_holders(self, path: str) -> list[tuple[str, str]]:
+        """(host, domain) of every host that recorded ``path``."""
+        ...
+
 
 def open_ledger(
     cfg: Config, conn: sqlite3.Connection, sens: int, cat_min: int, cat_max: int

@@ -328,6 +328,26 @@ class SecurityManager:
         self.store.sync_views()
         return actions
 
+    def record_shared(self, domain: Domain) -> None:
+        """Record in the ledger the files this host labelled for ``domain`` (the fleet
+        ledger tells other hosts' doctor who holds a shared file). Never fatal."""
+        drv = self.selinux
+        if drv is None:
+            return
+        paths = sorted(
+            {
+                os.path.realpath(op.path)
+                for op in drv.set_ops(domain, list(domain_resources(domain)))
+                if not op.path.startswith("/dev/")
+            }
+        )
+        try:
+            drv.ledger.record_files(domain.name, paths)
+        except SvirtError as exc:
+            log.warning(
+                "could not record the files of domain %s in the fleet ledger: %s", domain.name, exc
+            )
+
     def _release_levels(self, name: str) -> None:
         drv = self.selinux
         if drv is not None:
@@ -362,6 +382,7 @@ class SecurityManager:
                 self.store.set_domain(live)
 
             self.transaction(step_hook).run(live.name, self.set_ops(live), on_commit=commit)
+            self.record_shared(live)
         except BaseException:
             # The transaction put every file back; give back the level and the name.
             self._release_levels(domain.name)

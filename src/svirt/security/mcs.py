@@ -456,6 +456,12 @@ class McsLedger:
     def held_elsewhere(self, level: str) -> str | None:
         return None  # one host: nobody else
 
+    def record_files(self, domain: str, paths: list[str]) -> None:
+        return None  # one host: the doctor sees its own domains
+
+    def file_holders(self, path: str) -> list[tuple[str, str]]:
+        return []
+
     def levels_of(self, domain: str) -> list[str]:
         return [
             str(r[0])
