@@ -153,16 +153,8 @@ class EtcdCluster:
             m.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
     def stop(self) -> None:
+        # The data is thrown away: no graceful shutdown (leader transfer) to wait for.
         for m in self.members:
-            if m.proc is not None and m.proc.poll() is None:
-                m.proc.terminate()
-        for m in self.members:
-            if m.proc is not None:
-                try:
-                    m.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    m.proc.kill()
-                    m.proc.wait()
-                m.proc = None
+            self.kill(m)
         with contextlib.suppress(OSError):
             shutil.rmtree(self.root)

@@ -343,6 +343,14 @@ def _delete(key: str) -> dict[str, Any]:
 # --- the ledger ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    handover: dict[str, Any] | None
+    sticky: dict[str, Any] | None
+    statics: list[tuple[str, frozenset[int]]]
+    taken: set[int]  # occupied pair indices of the first block
+
+
 class EtcdLedger:
     """The MCS ledger on etcd, with this host's reservations mirrored in sqlite."""
 
@@ -489,23 +497,51 @@ class EtcdLedger:
 
     # --- allocation ------------------------------------------------------------------------
 
-    def _statics(self) -> list[tuple[str, frozenset[int]]]:
-        rows = []
-        for _k, v, _m in self.client.prefix(f"{self.p}level/"):
-            val = json.loads(v)
-            if val.get("kind") == "static":
-                rows.append((str(val["level"]), f"{val['domain']} on host {val['host']}"))
-        return static_reach(rows, self.space.cat_min, self.space.cat_max)
-
-    def _free_in_block(self, block: int, statics: list[tuple[str, frozenset[int]]]) -> list[int]:
+    def _block_range(self, block: int) -> tuple[str, str, int, int]:
         lo = block * BLOCK
         hi = min(lo + BLOCK, self.space.size)
-        start = f"{self.p}pair/{lo:0{_WIDTH}d}"
-        end = f"{self.p}pair/{hi:0{_WIDTH}d}"
+        return f"{self.p}pair/{lo:0{_WIDTH}d}", f"{self.p}pair/{hi:0{_WIDTH}d}", lo, hi
+
+    def _snapshot(self, domain: str, block: int) -> _Snapshot:
+        """One read (a transaction of ranges, so one revision): the domain's handover and
+        sticky keys, the static labels, and the occupied keys of one block."""
+        start, end, _lo, _hi = self._block_range(block)
+        level_prefix = f"{self.p}level/".encode()
+        ranges = [
+            {"key": _b64(f"{self.p}handover/{self.host}/{domain}")},
+            {"key": _b64(f"{self.p}sticky/{domain}")},
+            {"key": _b64(level_prefix), "range_end": _b64(_prefix_end(level_prefix))},
+            {"key": _b64(start), "range_end": _b64(end), "keys_only": True},
+        ]
+        res = self.client.txn([], [{"request_range": r} for r in ranges])
+        kvs = [(r["response_range"].get("kvs") or []) for r in res["responses"]]
+
+        def value(i: int) -> dict[str, Any] | None:
+            return json.loads(_unb64(kvs[i][0].get("value", ""))) if kvs[i] else None
+
+        statics = []
+        for kv in kvs[2]:
+            val = json.loads(_unb64(kv.get("value", "")))
+            if val.get("kind") == "static":
+                statics.append((str(val["level"]), f"{val['domain']} on host {val['host']}"))
         self.blocks_read += 1
-        taken = {
-            int(k.rsplit(b"/", 1)[1]) for k, _v, _m in self.client.range(start, end, keys_only=True)
-        }
+        return _Snapshot(
+            value(0),
+            value(1),
+            static_reach(statics, self.space.cat_min, self.space.cat_max),
+            {int(_unb64(kv["key"]).rsplit(b"/", 1)[1]) for kv in kvs[3]},
+        )
+
+    def _free_in_block(
+        self, block: int, statics: list[tuple[str, frozenset[int]]], taken: set[int] | None
+    ) -> list[int]:
+        start, end, lo, hi = self._block_range(block)
+        if taken is None:
+            self.blocks_read += 1
+            taken = {
+                int(k.rsplit(b"/", 1)[1])
+                for k, _v, _m in self.client.range(start, end, keys_only=True)
+            }
         free = [i for i in range(lo, hi) if i not in taken]
         if statics:
             free = [
@@ -515,19 +551,19 @@ class EtcdLedger:
             ]
         return free
 
-    def _draw(self, domain: str) -> str:
-        """Reserve a uniformly drawn free pair (see the module docstring)."""
-        statics = self._statics()
+    def _draw(self, domain: str, snap: _Snapshot, first: int) -> str:
+        """Reserve a uniformly drawn free pair (see the module docstring): the snapshot's
+        block first, then other random blocks if it had no free pair."""
         nblocks = (self.space.size + BLOCK - 1) // BLOCK
         order = list(range(nblocks))
-        # Random blocks first; a block found full is never read twice in one draw.
-        tried = 0
-        while tried < nblocks:
-            j = self.rng.randrange(tried, nblocks)
-            order[tried], order[j] = order[j], order[tried]
+        order[0], order[first] = order[first], order[0]
+        # A block found full is never read twice in one draw.
+        for tried in range(nblocks):
+            if tried > 0:
+                j = self.rng.randrange(tried, nblocks)
+                order[tried], order[j] = order[j], order[tried]
             block = order[tried]
-            tried += 1
-            free = self._free_in_block(block, statics)
+            free = self._free_in_block(block, snap.statics, snap.taken if tried == 0 else None)
             while free:
                 idx = free.pop(self.rng.randrange(len(free)))
                 level = self.space.level_of(idx)
@@ -590,14 +626,13 @@ class EtcdLedger:
         self._mirror(level, domain, kind, key, int(res["header"]["revision"]), sticky)
         return True
 
-    def _followed(self, domain: str) -> str | None:
+    def _followed(self, domain: str, snap: _Snapshot) -> str | None:
         """The level handed over to this host for ``domain``, or its sticky pair when it
         is this host's to use; adopted. None when the domain has no such pair."""
-        for name in (f"{self.p}handover/{self.host}/{domain}", f"{self.p}sticky/{domain}"):
-            got = self.client.get(name)
+        for got in (snap.handover, snap.sticky):
             if got is None:
                 continue
-            level = str(got[0]["level"])
+            level = str(got["level"])
             key = self._key_of(level)
             cur = self.client.get(key)
             if cur is None:
@@ -626,7 +661,9 @@ class EtcdLedger:
         self.flush()
         self.client.check()
         with write_transaction(self.conn):
-            level = self._followed(domain) or self._draw(domain)
+            block = self.rng.randrange((self.space.size + BLOCK - 1) // BLOCK)
+            snap = self._snapshot(domain, block)
+            level = self._followed(domain, snap) or self._draw(domain, snap, block)
         self._after_write()
         return level
 
