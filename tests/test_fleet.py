@@ -34,7 +34,10 @@ from svirt.state.db import connect
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).parent / "fleet_worker.py"
-TTL = 3
+# Long enough that a keeper starved by a loaded 2-core machine never lets a lease lapse
+# by accident; the test of lapsing uses SHORT_TTL.
+TTL = 15
+SHORT_TTL = 4
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +85,14 @@ class Fleet:
         self.conns.append(conn)
         return EtcdLedger(conn, 0, 0, cat_max, self.settings(host, **kw))
 
-    def workers(self, host: str, cat_max: int, n: int, prefix: str) -> subprocess.Popen[str]:
+    def workers(
+        self, host: str, cat_max: int, n: int, prefix: str, ttl: int = TTL
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [
                 sys.executable,
                 str(WORKER),
-                self.settings(host).to_json(),
+                self.settings(host, ttl=ttl).to_json(),
                 str(cat_max),
                 str(n),
                 prefix,
@@ -281,6 +286,14 @@ def test_cli_label_refused_without_quorum_allocates_nothing(
         in line[0]
     )
     assert os.getxattr(img, "security.selinux") == before
+    # `svirt start` is refused the same way, by its monitor, before QEMU or any label.
+    rc = main(["start", "--config", str(conf), str(xml)])
+    err = capsys.readouterr().err
+    line = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert rc == 1 and len(line) == 1 and "Traceback" not in err
+    assert "etcd cluster unreachable or without quorum at " in line[0]
+    assert all(ep in line[0] for ep in own_cluster.endpoints)
+    assert os.getxattr(img, "security.selinux") == before
     conn = sqlite3.connect(tmp_path / "state" / "svirt.db")
     assert conn.execute("SELECT count(*) FROM fleet_reservations").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM domains").fetchone() == (0,)
@@ -297,16 +310,16 @@ def test_cli_label_refused_without_quorum_allocates_nothing(
 
 
 def test_dead_hosts_pairs_return_after_its_lease(fleet: Fleet) -> None:
-    procs = [fleet.workers("ha", 1023, 5, f"w{i}-") for i in range(2)]
+    procs = [fleet.workers("ha", 1023, 5, f"w{i}-", ttl=SHORT_TTL) for i in range(2)]
     levels = collect(procs)
     assert len(fleet.pairs()) == 10
     pid = keeper_pid(fleet.root / "ha")
     assert pid is not None
     # Alive, the keeper keeps the lease past its TTL.
-    time.sleep(TTL + 1)
+    time.sleep(SHORT_TTL + 1)
     assert len(fleet.pairs()) == 10
     os.kill(pid, signal.SIGKILL)  # the host's last svirt process dies with it
-    assert wait_until(lambda: fleet.pairs() == {}, TTL * 4)
+    assert wait_until(lambda: fleet.pairs() == {}, SHORT_TTL * 4)
     b = fleet.ledger("hb")
     b.reserve("taker", levels[0])  # free again: another host may take it
     assert b.levels_of("taker") == [levels[0]]
@@ -354,6 +367,39 @@ def test_migration_handover_under_concurrent_allocation(fleet: Fleet) -> None:
     # A second handover from a host that no longer holds it is refused.
     with pytest.raises(SecurityError, match="holds no MCS level"):
         a.migrate("mover", "hc")
+
+
+def test_cli_migrate_label_hands_the_pair_to_the_destination(
+    cluster: EtcdCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    xml = tmp_path / "vm.xml"
+    xml.write_text("<domain type='kvm'><name>vm</name><os><type>hvm</type></os></domain>")
+    conf_a, conf_b = _host_conf(tmp_path, cluster, "ha"), _host_conf(tmp_path, cluster, "hb")
+    fleet = Fleet(cluster, tmp_path, "/t-shared/")
+    try:
+        assert main(["label", "--json", "--config", str(conf_a), str(xml)]) == 0
+        label = json.loads(capsys.readouterr().out)["label"]
+        level = label.split(":", 3)[3]
+        assert main(["migrate-label", "vm", "--to", "hb", "--config", str(conf_a)]) == 0
+        out = capsys.readouterr().out
+        assert out == (
+            f"MCS level {level} of domain vm handed over to host hb; it starts there with "
+            "this level\n"
+        )
+        assert main(["label", "--json", "--config", str(conf_b), str(xml)]) == 0
+        assert json.loads(capsys.readouterr().out)["label"] == label
+        # The source lets its copy go; the destination keeps the pair.
+        assert main(["restore", "--config", str(conf_a), str(xml)]) == 0
+        values = list(fleet.pairs().values())
+        assert [(v["domain"], v["host"]) for v in values] == [("vm", "hb")]
+        capsys.readouterr()
+        assert main(["fleet", "status", "--json", "--config", str(conf_b)]) == 0
+        st = json.loads(capsys.readouterr().out)
+        assert st["reservations"] == [{"level": level, "domain": "vm", "sticky": False}]
+        assert main(["restore", "--config", str(conf_b), str(xml)]) == 0
+        assert wait_until(lambda: fleet.pairs() == {}, 10)
+    finally:
+        fleet.stop_keepers()
 
 
 def test_sticky_label_follows_the_domain_across_restarts_and_hosts(fleet: Fleet) -> None:
