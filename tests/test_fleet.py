@@ -476,3 +476,20 @@ def test_doctor_asks_the_cluster_before_calling_a_shared_file_stale(
         assert wait_until(lambda: client.prefix("/t-shared/file/") == [], 10)
     finally:
         fleet.stop_keepers()
+
+
+def test_sticky_label_of_a_dead_host_can_be_taken_over(fleet: Fleet) -> None:
+    a = fleet.ledger("ha", keep_labels=("db",), ttl=SHORT_TTL)
+    b = fleet.ledger("hb", keep_labels=("db",))
+    level = a.allocate("db")
+    with pytest.raises(SecurityError, match="is not this host's to hand over"):
+        b.migrate("db", "hb")  # ha is alive: only ha may hand it over
+    pid = keeper_pid(fleet.root / "ha")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # host ha dies
+    client = FleetClient(fleet.settings("probe"))
+    assert wait_until(lambda: client.get(f"{fleet.prefix}hosts/ha") is None, SHORT_TTL * 4)
+    # Its sticky pair did not lapse with it, and another host may now take it over.
+    assert any(v["domain"] == "db" for v in fleet.pairs().values())
+    assert b.migrate("db", "hb") == level
+    assert b.allocate("db") == level

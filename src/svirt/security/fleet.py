@@ -397,8 +397,12 @@ class EtcdLedger:
     def _held(self, level: str) -> str:
         return f"{self.p}held/{self.host}/{level}"
 
-    def _value(self, domain: str, kind: str, *, sticky: bool = False) -> dict[str, Any]:
-        return {
+    def _value(
+        self, domain: str, kind: str, *, sticky: bool = False, level: str | None = None
+    ) -> dict[str, Any]:
+        """The value of a reservation key (``level`` is kept for non-pair levels, which
+        the static-label check reads back)."""
+        value = {
             "host": self.host,
             "domain": domain,
             "kind": kind,
@@ -407,6 +411,9 @@ class EtcdLedger:
             "nonce": uuid.uuid4().hex,
             "created": time.time(),
         }
+        if level is not None and self.space.index_of(level) is None:
+            value["level"] = level
+        return value
 
     # --- the lease -------------------------------------------------------------------------
 
@@ -451,7 +458,7 @@ class EtcdLedger:
             "SELECT level, domain, kind, key, mod FROM fleet_reservations WHERE sticky=0"
         ).fetchall()
         for level, domain, kind, key, _mod in rows:
-            value = self._value(domain, kind)
+            value = self._value(domain, kind, level=level)
             res = self.client.txn(
                 [_absent(key)],
                 [_put(key, value, lease), _put(self._held(level), {"key": key}, lease)],
@@ -579,7 +586,7 @@ class EtcdLedger:
     def _create(self, domain: str, level: str, kind: str, *, sticky: bool = False) -> bool:
         """Create the key of a level for this host (create-if-absent); False if taken."""
         key = self._key_of(level)
-        value = self._value(domain, kind, sticky=sticky)
+        value = self._value(domain, kind, sticky=sticky, level=level)
 
         def attempt(lease: int) -> dict[str, Any]:
             ops = [_put(key, value, None if sticky else lease)]
@@ -587,8 +594,6 @@ class EtcdLedger:
                 ops.append(_put(f"{self.p}sticky/{domain}", {"level": level}))
             else:
                 ops.append(_put(self._held(level), {"key": key}, lease))
-            if key.startswith(f"{self.p}level/"):
-                ops[0] = _put(key, {**value, "level": level}, None if sticky else lease)
             return dict(self.client.txn([_absent(key)], ops))
 
         res = self._with_lease(attempt)
@@ -607,9 +612,7 @@ class EtcdLedger:
 
     def _adopt(self, domain: str, level: str, kind: str, key: str, mod: int, sticky: bool) -> bool:
         """Take over a key left for this host (handover, or a sticky domain's pair)."""
-        value = self._value(domain, kind, sticky=sticky)
-        if key.startswith(f"{self.p}level/"):
-            value["level"] = level
+        value = self._value(domain, kind, sticky=sticky, level=level)
 
         def attempt(lease: int) -> dict[str, Any]:
             ops = [
@@ -645,7 +648,8 @@ class EtcdLedger:
                     PREFIX_INTERNAL
                     + f"the MCS level {level} of domain {domain} follows it and is held by "
                     f"host {val.get('host')}; run 'svirt migrate-label {domain} --to "
-                    f"{self.host}' there first"
+                    f"{self.host}' there first (or here, if that host is down and its lease "
+                    "has expired)"
                 )
             if self._preview:
                 return level
@@ -814,14 +818,21 @@ class EtcdLedger:
                 level, sticky = str(got[0]["level"]), True
                 key = self._key_of(level)
                 cur = self.client.get(key)
-                if cur is None or cur[0].get("host") != self.host:
+                holder = str(cur[0].get("host")) if cur is not None else None
+                # A sticky pair whose host is gone (no lease left) may be handed over
+                # from any host: its VM cannot be running.
+                if (
+                    cur is None
+                    or cur[0].get("domain") != domain
+                    or (holder != self.host and self.client.get(f"{self.p}hosts/{holder}"))
+                ):
                     raise SecurityError(
                         PREFIX_INTERNAL
                         + f"the MCS level of domain {domain} is not this host's to hand over"
                         + (f" (held by {_who(cur[0])})" if cur is not None else "")
                     )
                 mod = cur[1]
-            value = {**self._value(domain, "dynamic", sticky=sticky), "host": dest}
+            value = {**self._value(domain, "dynamic", sticky=sticky, level=level), "host": dest}
             value["handover_from"] = self.host
             res = self.client.txn(
                 [_mod_is(key, mod)],
