@@ -332,18 +332,26 @@ def test_partitioned_host_says_its_reservations_may_lapse(
     eps = ", ".join(f'"{e}"' for e in own_cluster.endpoints)
     conf.write_text(
         f'security_driver = ["selinux"]\nstate_dir = "{tmp_path / "ha"}"\n'
-        f'ledger = "etcd"\netcd_endpoints = [{eps}]\nhost_id = "ha"\netcd_lease_ttl = {TTL}\n'
-        "etcd_timeout = 0.5\n"
+        f'ledger = "etcd"\netcd_endpoints = [{eps}]\nhost_id = "ha"\n'
+        f"etcd_lease_ttl = {SHORT_TTL}\netcd_timeout = 0.5\n"
     )
     fleet = Fleet(own_cluster, tmp_path, "/svirt/")
     try:
-        fleet.ledger("ha").allocate("vm")
+        a = fleet.ledger("ha", ttl=SHORT_TTL, timeout=0.5)
+        a.allocate("vm")
         for m in own_cluster.members:
             own_cluster.kill(m)
+        # The keeper notices at its next renewal, says so in its log, and goes on.
+        log = tmp_path / "ha" / "fleet-keeper.log"
+        assert wait_until(lambda: log.exists() and "lapse at" in log.read_text(), 15)
+        pid = keeper_pid(tmp_path / "ha")
+        assert pid is not None and _alive(pid)
         assert main(["fleet", "status", "--config", str(conf)]) == 0
         out = capsys.readouterr().out
         assert "vm" in out
+        assert "keeper: partitioned" in out
         assert "its running VMs go on, but its reservations lapse" in out
+        assert a.levels_of("vm") != []  # nothing was given up locally
     finally:
         fleet.stop_keepers()
 

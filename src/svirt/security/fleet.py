@@ -1166,6 +1166,11 @@ def level_owners(cfg: Config, levels: Sequence[str]) -> tuple[list[tuple[str, st
 
 if __name__ == "__main__":  # the keeper process: python -m svirt.security.fleet keeper JSON
     if len(sys.argv) == 4 and sys.argv[1] == "keeper":
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-        sys.exit(run_keeper(FleetSettings.from_json(sys.argv[3]), int(sys.argv[2])))
+        _settings = FleetSettings.from_json(sys.argv[3])
+        logging.basicConfig(
+            filename=str(Path(_settings.state_dir) / "fleet-keeper.log"),
+            level=logging.WARNING,
+            format="%(asctime)s %(levelname)s %(message)s",
+        )
+        sys.exit(run_keeper(_settings, int(sys.argv[2])))
     sys.exit(2)
