@@ -501,3 +501,50 @@ def test_sticky_label_of_a_dead_host_can_be_taken_over(fleet: Fleet) -> None:
     assert any(v["domain"] == "db" for v in fleet.pairs().values())
     assert b.migrate("db", "hb") == level
     assert b.allocate("db") == level
+
+
+def test_static_labels_and_libvirt_domains_are_reserved_fleet_wide(
+    cluster: EtcdCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "libvirt"
+    run.mkdir()
+    (run / "ol8.xml").write_text(
+        "<domstatus state='running' pid='1'><domain type='kvm' id='3'><name>ol8</name>"
+        "<memory>65536</memory><seclabel type='dynamic' model='selinux' relabel='yes'>"
+        "<label>system_u:system_r:svirt_t:s0:c249,c396</label>"
+        "<imagelabel>system_u:object_r:svirt_image_t:s0:c249,c396</imagelabel>"
+        "</seclabel></domain></domstatus>"
+    )
+    conf_a = _host_conf(tmp_path, cluster, "ha")
+    conf_a.write_text(conf_a.read_text() + f'libvirt_run_dir = "{run}"\n')
+    conf_b = _host_conf(tmp_path, cluster, "hb")
+    static = tmp_path / "static.xml"
+    static.write_text(
+        "<domain type='kvm'><name>st</name><os><type>hvm</type></os>"
+        "<seclabel type='static' model='selinux' relabel='no'>"
+        "<label>system_u:system_r:svirt_t:s0:c5,c6</label></seclabel></domain>"
+    )
+    dyn = tmp_path / "dyn.xml"
+    dyn.write_text("<domain type='kvm'><name>dyn</name><os><type>hvm</type></os></domain>")
+    fleet = Fleet(cluster, tmp_path, "/t-shared/")
+    try:
+        assert main(["label", "--config", str(conf_a), str(dyn)]) == 0  # syncs libvirt's
+        assert main(["label", "--config", str(conf_b), str(static)]) == 0
+        held = {(v["domain"], v["host"], v["kind"]) for v in fleet.pairs().values()}
+        assert ("libvirt:ol8", "ha", "dynamic") in held
+        assert ("st", "hb", "static") in held
+        capsys.readouterr()
+        # Another host cannot use either level: libvirt's error text, naming the holder.
+        other = fleet.ledger("hc")
+        with pytest.raises(SecurityError, match=r"by domain libvirt:ol8 on host ha\)"):
+            other.reserve("x", "s0:c249,c396")
+        with pytest.raises(
+            SecurityError,
+            match=r"MCS level for existing domain label s0:c5,c6 already reserved "
+            r"\(by domain st on host hb\)",
+        ):
+            other.reserve("y", "s0:c5,c6", static=True)
+        assert main(["restore", "--config", str(conf_a), str(dyn)]) == 0
+        assert main(["restore", "--config", str(conf_b), str(static)]) == 0
+    finally:
+        fleet.stop_keepers()
