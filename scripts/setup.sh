@@ -26,8 +26,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Fleet ledger (issue 15): etcd for the tests' real 3-member cluster, etcdctl, and the
-# etcd3gw client (Debian's build; the venv sees it through system site-packages).
-FLEET_PACKAGES=(etcd-server etcd-client python3-etcd3gw)
+# etcd3gw client (Debian's build; the venv sees it through system site-packages); openssl
+# makes the certificates of the TLS test.
+FLEET_PACKAGES=(etcd-server etcd-client python3-etcd3gw openssl)
 fleet_missing=()
 for p in "${FLEET_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || fleet_missing+=("$p")

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -16,6 +17,79 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certs(d: Path) -> Certs:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    ext = d / "ext.cnf"
+    ext.write_text(
+        "[server]\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+        "[client]\nextendedKeyUsage=clientAuth\n"
+    )
+    for name in ("server", "client"):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            name,
+            "-out",
+            f"{name}.pem",
+        )
+    return Certs(
+        d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key"
+    )
 
 
 def free_ports(n: int) -> list[int]:
@@ -41,15 +115,18 @@ class Member:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
 
+    scheme: str = "http"
+
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client}"
+        return f"{self.scheme}://127.0.0.1:{self.client}"
 
 
 @dataclass
 class EtcdCluster:
     root: Path
     size: int = 3
+    certs: Certs | None = None  # TLS with client certificates when given
     members: list[Member] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -62,6 +139,7 @@ class EtcdCluster:
                     ports[2 * i + 1],
                     self.root / f"m{i}",
                     self.root / f"m{i}.log",
+                    scheme="https" if self.certs else "http",
                 )
             )
 
@@ -100,6 +178,19 @@ class EtcdCluster:
             "zap",
             "--log-level",
             "error",
+            *(
+                [
+                    "--cert-file",
+                    str(self.certs.server_cert),
+                    "--key-file",
+                    str(self.certs.server_key),
+                    "--trusted-ca-file",
+                    str(self.certs.ca),
+                    "--client-cert-auth",
+                ]
+                if self.certs
+                else []
+            ),
         ]
 
     def start_member(self, m: Member) -> None:
@@ -119,8 +210,12 @@ class EtcdCluster:
         req = urllib.request.Request(
             f"{m.endpoint}/v3/maintenance/status", data=b"{}", method="POST"
         )
+        ctx = None
+        if self.certs is not None:
+            ctx = ssl.create_default_context(cafile=str(self.certs.ca))
+            ctx.load_cert_chain(str(self.certs.client_cert), str(self.certs.client_key))
         try:
-            with urllib.request.urlopen(req, timeout=1.0) as resp:
+            with urllib.request.urlopen(req, timeout=1.0, context=ctx) as resp:
                 result: dict[str, object] = json.loads(resp.read())
                 return result
         except (OSError, ValueError):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from etcd_cluster import EtcdCluster
+from etcd_cluster import EtcdCluster, make_certs
 from svirt.cli.main import main
 from svirt.errors import SecurityError
 from svirt.security.fleet import (
@@ -548,3 +548,35 @@ def test_static_labels_and_libvirt_domains_are_reserved_fleet_wide(
         assert main(["restore", "--config", str(conf_b), str(static)]) == 0
     finally:
         fleet.stop_keepers()
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "pki")
+    c = EtcdCluster(tmp_path / "etcd", size=1, certs=certs).start()
+    fleet = Fleet(c, tmp_path, "/tls/")
+    try:
+        a = fleet.ledger(
+            "ha", ca=str(certs.ca), cert=str(certs.client_cert), key=str(certs.client_key)
+        )
+        level = a.allocate("vm")
+        assert c.endpoints[0].startswith("https://")
+        assert a.held_elsewhere(level) is None and a.levels_of("vm") == [level]
+        # Without the client certificate the cluster is not reachable for svirt.
+        b = fleet.ledger("hb", ca=str(certs.ca))
+        with pytest.raises(FleetUnavailable, match=c.endpoints[0]):
+            b.allocate("other")
+    finally:
+        fleet.stop_keepers()
+        c.stop()
+
+
+def test_generic_claim_is_create_if_absent_under_a_lease(fleet: Fleet) -> None:
+    """The seam another per-VM reservation (a uid:gid identity) would use."""
+    client = FleetClient(fleet.settings("ha"))
+    lease = client.grant(SHORT_TTL)
+    ok, _rev = client.claim("identity", "107:107", {"domain": "vm1"}, lease)
+    again, _rev = client.claim("identity", "107:107", {"domain": "vm2"}, None)
+    assert (ok, again) == (True, False)
+    assert client.get(f"{fleet.prefix}identity/107:107") is not None
+    client.revoke(lease)
+    assert client.get(f"{fleet.prefix}identity/107:107") is None

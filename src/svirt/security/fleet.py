@@ -196,6 +196,14 @@ class FleetClient:
                 )
             )
         self._first = random.randrange(len(self.clients))
+        # Per request, not only on the session: requests lets REQUESTS_CA_BUNDLE in the
+        # environment override a session's CA (requests issue 3829).
+        self._tls: dict[str, Any] = {
+            "timeout": settings.timeout,
+            "verify": settings.ca if settings.ca else True,
+        }
+        if settings.cert and settings.key:
+            self._tls["cert"] = (settings.cert, settings.key)
         self._checked = 0.0  # when a member last said it has a leader
 
     def unavailable(self, reason: str) -> FleetUnavailable:
@@ -212,11 +220,9 @@ class FleetClient:
             idx = (self._first + i) % n
             client = self.clients[idx]
             try:
-                resp = client.session.post(
-                    client.get_url(path), json=payload, timeout=self.settings.timeout
-                )
+                resp = client.session.post(client.get_url(path), json=payload, **self._tls)
             except OSError as exc:  # requests' ConnectionError/Timeout are OSErrors
-                last = f"{self.settings.endpoints[idx]}: {type(exc).__name__}"
+                last = f"{self.settings.endpoints[idx]}: {_reason(exc)}"
                 continue
             if resp.status_code in (503, 504, 408):
                 last = f"{self.settings.endpoints[idx]}: {resp.text.strip()[:120]}"
@@ -245,11 +251,11 @@ class FleetClient:
             client = self.clients[idx]
             try:
                 resp = client.session.post(
-                    client.get_url("/maintenance/status"), json={}, timeout=self.settings.timeout
+                    client.get_url("/maintenance/status"), json={}, **self._tls
                 )
                 status = resp.json() if resp.status_code == 200 else {}
             except (OSError, ValueError) as exc:
-                last = f"{self.settings.endpoints[idx]}: {type(exc).__name__}"
+                last = f"{self.settings.endpoints[idx]}: {_reason(exc)}"
                 continue
             if int(status.get("leader", 0) or 0) == 0:
                 last = f"{self.settings.endpoints[idx]}: no leader"
@@ -318,6 +324,20 @@ class FleetClient:
             put["lease"] = lease
         res = self.txn([_absent(key)], [{"request_put": put}])
         return bool(res.get("succeeded")), int(res["header"]["revision"])
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a failed request (the class, and for TLS its verdict)."""
+    text = str(exc)
+    for mark in (
+        "CERTIFICATE_VERIFY_FAILED",
+        "certificate required",
+        "SSLV3_ALERT",
+        "WRONG_VERSION",
+    ):
+        if mark in text:
+            return f"{type(exc).__name__} ({mark})"
+    return type(exc).__name__
 
 
 def _absent(key: str) -> dict[str, Any]:
