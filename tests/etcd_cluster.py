@@ -235,6 +235,15 @@ class EtcdCluster:
         logs = "\n".join(m.log.read_text(errors="replace")[-2000:] for m in self.members)
         raise RuntimeError(f"etcd cluster has no leader after {timeout}s:\n{logs}")
 
+    def leader(self) -> Member:
+        """The member the others follow now."""
+        for m in self.members:
+            st = self.status(m)
+            header = st.get("header") if st else None
+            if st and isinstance(header, dict) and header.get("member_id") == st.get("leader"):
+                return m
+        raise RuntimeError("no member is the leader")
+
     def kill(self, m: Member) -> None:
         if m.proc is not None and m.proc.poll() is None:
             m.proc.send_signal(signal.SIGKILL)

@@ -97,6 +97,10 @@ class FleetUnavailable(SecurityError):
     """The etcd cluster cannot be reached or has no quorum."""
 
 
+class _AllFailed(Exception):
+    """Every endpoint failed one request (the last reason is the message)."""
+
+
 class LeaseGone(SecurityError):
     """etcd no longer knows the host's lease (it expired)."""
 
@@ -213,7 +217,22 @@ class FleetClient:
         )
 
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """One request, to the first endpoint that answers."""
+        """One request, to the first endpoint that answers. While a member says the
+        cluster has a leader (an election after a member died takes about a second),
+        a request every endpoint failed is tried again, for at most three timeouts;
+        without a leader it fails at once."""
+        deadline = time.monotonic() + 3 * self.settings.timeout
+        while True:
+            try:
+                return self._post_once(path, payload)
+            except _AllFailed as exc:
+                if time.monotonic() > deadline:
+                    raise self.unavailable(str(exc)) from None
+                self._checked = 0.0
+                self.check()
+                time.sleep(0.05)
+
+    def _post_once(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         last = "no endpoint"
         n = len(self.clients)
         for i in range(n):
@@ -224,21 +243,23 @@ class FleetClient:
             except OSError as exc:  # requests' ConnectionError/Timeout are OSErrors
                 last = f"{self.settings.endpoints[idx]}: {_reason(exc)}"
                 continue
-            if resp.status_code in (503, 504, 408):
-                last = f"{self.settings.endpoints[idx]}: {resp.text.strip()[:120]}"
-                continue
             if resp.status_code != 200:
                 try:
                     detail = str(resp.json().get("error") or resp.text)
                 except ValueError:
                     detail = resp.text
+                if resp.status_code in (503, 504, 408) or any(
+                    m in detail for m in ("leader changed", "no leader", "timed out")
+                ):
+                    last = f"{self.settings.endpoints[idx]}: {detail.strip()[:120]}"
+                    continue
                 if "lease not found" in detail:
                     raise LeaseGone(detail)
                 raise SecurityError(f"etcd at {self.settings.endpoints[idx]}: {detail.strip()}")
             self._first = idx
             result: dict[str, Any] = resp.json()
             return result
-        raise self.unavailable(last)
+        raise _AllFailed(last)
 
     def check(self) -> None:
         """Fail at once unless an endpoint answers and its member has a leader."""
@@ -614,11 +635,18 @@ class EtcdLedger:
                 ops.append(_put(f"{self.p}sticky/{domain}", {"level": level}))
             else:
                 ops.append(_put(self._held(level), {"key": key}, lease))
-            return dict(self.client.txn([_absent(key)], ops))
+            return dict(
+                self.client.txn([_absent(key)], ops, [{"request_range": {"key": _b64(key)}}])
+            )
 
         res = self._with_lease(attempt)
         if not res.get("succeeded"):
-            return False
+            # A retried request whose first try was applied finds its own key: ours.
+            kvs = res["responses"][0]["response_range"].get("kvs") or []
+            cur = json.loads(_unb64(kvs[0].get("value", ""))) if kvs else {}
+            if cur.get("nonce") != value["nonce"]:
+                return False
+            res = {"header": {"revision": kvs[0]["mod_revision"]}}
         self._mirror(level, domain, kind, key, int(res["header"]["revision"]), sticky)
         return True
 
