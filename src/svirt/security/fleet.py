@@ -389,7 +389,7 @@ class _Snapshot:
     handover: dict[str, Any] | None
     sticky: dict[str, Any] | None
     statics: list[tuple[str, frozenset[int]]]
-    taken: set[int]  # occupied pair indices of the first block
+    taken: set[int] | None  # occupied pair indices of the first block (None: not read)
 
 
 class EtcdLedger:
@@ -550,19 +550,22 @@ class EtcdLedger:
         hi = min(lo + BLOCK, self.space.size)
         return f"{self.p}pair/{lo:0{_WIDTH}d}", f"{self.p}pair/{hi:0{_WIDTH}d}", lo, hi
 
-    def _snapshot(self, domain: str, block: int) -> _Snapshot:
-        """One read (a transaction of ranges, so one revision): the domain's handover and
-        sticky keys, the static labels, and the occupied keys of one block."""
-        start, end, _lo, _hi = self._block_range(block)
+    def _reads(self, domain: str, block: int | None) -> list[dict[str, Any]]:
+        """The reads of a snapshot: the domain's handover and sticky keys, the static
+        labels and (with ``block``) the occupied keys of one block."""
         level_prefix = f"{self.p}level/".encode()
-        ranges = [
+        ranges: list[dict[str, Any]] = [
             {"key": _b64(f"{self.p}handover/{self.host}/{domain}")},
             {"key": _b64(f"{self.p}sticky/{domain}")},
             {"key": _b64(level_prefix), "range_end": _b64(_prefix_end(level_prefix))},
-            {"key": _b64(start), "range_end": _b64(end), "keys_only": True},
         ]
-        res = self.client.txn([], [{"request_range": r} for r in ranges])
-        kvs = [(r["response_range"].get("kvs") or []) for r in res["responses"]]
+        if block is not None:
+            start, end, _lo, _hi = self._block_range(block)
+            ranges.append({"key": _b64(start), "range_end": _b64(end), "keys_only": True})
+        return [{"request_range": r} for r in ranges]
+
+    def _parse(self, responses: list[dict[str, Any]]) -> _Snapshot:
+        kvs = [(r["response_range"].get("kvs") or []) for r in responses]
 
         def value(i: int) -> dict[str, Any] | None:
             return json.loads(_unb64(kvs[i][0].get("value", ""))) if kvs[i] else None
@@ -572,13 +575,68 @@ class EtcdLedger:
             val = json.loads(_unb64(kv.get("value", "")))
             if val.get("kind") == "static":
                 statics.append((str(val["level"]), f"{val['domain']} on host {val['host']}"))
-        self.blocks_read += 1
+        taken = None
+        if len(kvs) > 3:
+            self.blocks_read += 1
+            taken = {int(_unb64(kv["key"]).rsplit(b"/", 1)[1]) for kv in kvs[3]}
         return _Snapshot(
-            value(0),
-            value(1),
-            static_reach(statics, self.space.cat_min, self.space.cat_max),
-            {int(_unb64(kv["key"]).rsplit(b"/", 1)[1]) for kv in kvs[3]},
+            value(0), value(1), static_reach(statics, self.space.cat_min, self.space.cat_max), taken
         )
+
+    def _snapshot(self, domain: str, block: int) -> _Snapshot:
+        """One read (a transaction of ranges, so one revision)."""
+        return self._parse(self.client.txn([], self._reads(domain, block))["responses"])
+
+    def _blind(self, domain: str, block: int) -> tuple[str | None, _Snapshot]:
+        """One transaction: create a random pair of the block if it is free, and read
+        the snapshot (with the block's occupied keys when the pair was taken). At
+        occupancy p this reserves a pair in one round trip with probability 1-p; else
+        the snapshot serves the block draw. A pair created for a domain that turns out
+        to have a pair of its own (handover, sticky) or that a static label dominates
+        is deleted again. Returns (level or None, snapshot)."""
+        _start, _end, lo, hi = self._block_range(block)
+        idx = self.rng.randrange(lo, hi)
+        level = self.space.level_of(idx)
+        key = self._key_of(level)
+        value = self._value(domain, "dynamic", level=level)
+
+        def attempt(lease: int) -> dict[str, Any]:
+            return dict(
+                self.client.txn(
+                    [_absent(key)],
+                    [
+                        _put(key, value, lease),
+                        _put(self._held(level), {"key": key}, lease),
+                        *self._reads(domain, None),
+                    ],
+                    [*self._reads(domain, block), {"request_range": {"key": _b64(key)}}],
+                )
+            )
+
+        res = self._with_lease(attempt)
+        if not res.get("succeeded"):
+            mine = res["responses"][4]["response_range"].get("kvs") or []
+            if (
+                not mine
+                or json.loads(_unb64(mine[0].get("value", ""))).get("nonce") != value["nonce"]
+            ):
+                return None, self._parse(res["responses"][:4])
+            # A retried request whose first try was applied: ours after all.
+            rev = int(mine[0]["mod_revision"])
+            snap = self._parse(res["responses"][:3])
+        else:
+            rev = int(res["header"]["revision"])
+            snap = self._parse(res["responses"][2:5])
+        cats = self.space.categories_of(idx)
+        if (
+            snap.handover is None
+            and snap.sticky is None
+            and not any(cats <= c for _o, c in snap.statics)
+        ):
+            self._mirror(level, domain, "dynamic", key, rev, False)
+            return level, snap
+        self.client.txn([_mod_is(key, rev)], [_delete(key), _delete(self._held(level))])
+        return None, self._snapshot(domain, block)
 
     def _free_in_block(
         self, block: int, statics: list[tuple[str, frozenset[int]]], taken: set[int] | None
@@ -714,8 +772,11 @@ class EtcdLedger:
         self.client.check()
         with write_transaction(self.conn):
             block = self.rng.randrange((self.space.size + BLOCK - 1) // BLOCK)
-            snap = self._snapshot(domain, block)
-            level = self._followed(domain, snap) or self._draw(domain, snap, block)
+            if self._preview or self.settings.sticky(domain):
+                got, snap = None, self._snapshot(domain, block)
+            else:
+                got, snap = self._blind(domain, block)
+            level = got or self._followed(domain, snap) or self._draw(domain, snap, block)
         self._after_write()
         return level
 
