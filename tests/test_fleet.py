@@ -580,3 +580,29 @@ def test_generic_claim_is_create_if_absent_under_a_lease(fleet: Fleet) -> None:
     assert client.get(f"{fleet.prefix}identity/107:107") is not None
     client.revoke(lease)
     assert client.get(f"{fleet.prefix}identity/107:107") is None
+
+
+def test_forget_gives_up_a_pair_that_follows_a_domain(
+    cluster: EtcdCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf_a = _host_conf(tmp_path, cluster, "ha")
+    conf_a.write_text(conf_a.read_text() + 'keep_labels = ["db"]\n')
+    fleet = Fleet(cluster, tmp_path, "/t-shared/")
+    try:
+        a = fleet.ledger("ha", prefix="/t-shared/", keep_labels=("db",))
+        level = a.allocate("db")
+        assert main(["fleet", "forget", "db", "--config", str(conf_a)]) == 1
+        assert "holds its MCS level here; stop it first" in capsys.readouterr().err
+        a.release("db")
+        assert any(v["domain"] == "db" for v in fleet.pairs().values())  # still follows it
+        assert main(["fleet", "forget", "db", "--config", str(conf_a)]) == 0
+        assert capsys.readouterr().out == (
+            f"MCS level {level} no longer follows domain db; it is free\n"
+        )
+        assert fleet.pairs() == {}
+        client = FleetClient(fleet.settings("probe"))
+        assert client.get("/t-shared/sticky/db") is None
+        assert main(["fleet", "forget", "db", "--config", str(conf_a)]) == 1
+        assert "no MCS level follows domain db" in capsys.readouterr().err
+    finally:
+        fleet.stop_keepers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from svirt.conf import Config, load_config
@@ -24,8 +25,14 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     p.add_argument("name", metavar="NAME")
     p.add_argument("--to", required=True, metavar="HOST", help="the destination's host_id")
     p.set_defaults(func=run_migrate)
-    p = sub.add_parser("fleet", parents=[common], help="this host in the etcd fleet ledger")
-    p.add_argument("what", choices=["status"])
+    p = sub.add_parser(
+        "fleet",
+        parents=[common],
+        help="this host in the etcd fleet ledger (status), or give up a pair that follows "
+        "a domain (forget NAME)",
+    )
+    p.add_argument("what", choices=["status", "forget"])
+    p.add_argument("name", nargs="?", metavar="NAME", help="forget: the domain")
     p.set_defaults(func=run_status)
 
 
@@ -55,7 +62,24 @@ def run_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_forget(args: argparse.Namespace) -> int:
+    """``svirt fleet forget NAME``: give up the pair that follows a domain."""
+    if not args.name:
+        print("error: svirt fleet forget needs a domain NAME", file=sys.stderr)
+        return 2
+    cfg = _fleet_config(args)
+    mgr = SecurityManager(cfg)
+    drv = mgr.selinux
+    if drv is None or not isinstance(drv.ledger, EtcdLedger):
+        raise ConfigError("the SELinux driver is not in use: no MCS level", source=cfg.source)
+    level = drv.ledger.forget(args.name)
+    print(f"MCS level {level} no longer follows domain {args.name}; it is free")
+    return 0
+
+
 def run_status(args: argparse.Namespace) -> int:
+    if args.what == "forget":
+        return run_forget(args)
     cfg = _fleet_config(args)
     mgr = SecurityManager(cfg)
     st = fleet_status(cfg, mgr.conn)

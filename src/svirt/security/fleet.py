@@ -963,6 +963,47 @@ class EtcdLedger:
             )
         return level
 
+    def forget(self, domain: str) -> str:
+        """Give up the pair that follows a domain (sticky, or handed over and never
+        started): allowed on its host, or anywhere once that host's lease is gone, and
+        never while this host holds the domain's level. Returns the level."""
+        self.client.check()
+        if self.levels_of(domain):
+            raise SecurityError(
+                PREFIX_INTERNAL + f"domain {domain} holds its MCS level here; stop it first"
+            )
+        got = self.client.get(f"{self.p}sticky/{domain}")
+        handovers = [
+            (k, json.loads(v))
+            for k, v, _m in self.client.prefix(f"{self.p}handover/")
+            if k.decode().endswith(f"/{domain}")
+        ]
+        levels = ([str(got[0]["level"])] if got else []) + [str(v["level"]) for _k, v in handovers]
+        if not levels:
+            raise SecurityError(PREFIX_INTERNAL + f"no MCS level follows domain {domain}")
+        ops = [_delete(f"{self.p}sticky/{domain}")] + [_delete(k.decode()) for k, _v in handovers]
+        compare = []
+        for level in dict.fromkeys(levels):
+            key = self._key_of(level)
+            cur = self.client.get(key)
+            if cur is None or cur[0].get("domain") != domain:
+                continue
+            holder = str(cur[0].get("host"))
+            if holder != self.host and self.client.get(f"{self.p}hosts/{holder}") is not None:
+                raise SecurityError(
+                    PREFIX_INTERNAL
+                    + f"the MCS level {level} of domain {domain} is held by host {holder}, "
+                    "which is up: forget it there"
+                )
+            compare.append(_mod_is(key, cur[1]))
+            ops.append(_delete(key))
+        res = self.client.txn(compare, ops)
+        if not res.get("succeeded"):
+            raise SecurityError(
+                PREFIX_INTERNAL + f"the MCS level of domain {domain} changed; try again"
+            )
+        return levels[0]
+
     def record_files(self, domain: str, paths: list[str]) -> None:
         """Record that this host labelled these shared files for ``domain`` (host lease)."""
         if not paths or self._preview:
