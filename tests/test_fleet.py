@@ -248,7 +248,9 @@ def test_one_member_killed_allocation_goes_on_two_killed_refused(
                 own_cluster.restart(m)
         own_cluster.wait_leader()
         assert wait_until(lambda: not a.conn.execute("SELECT 1 FROM fleet_pending").fetchone(), 15)
-        assert all(v["domain"] != "before" for v in fleet.pairs().values())
+        held = {v["domain"] for v in fleet.pairs().values()}
+        assert "before" not in held and "refused" not in held  # nothing reserved either
+        assert held == {f"one-down-{i}" for i in range(5)}
     finally:
         fleet.stop_keepers()
 
