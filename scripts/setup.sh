@@ -25,6 +25,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Fleet ledger (issue 15): etcd for the tests' real 3-member cluster, etcdctl, and the
+# etcd3gw client (Debian's build; the venv sees it through system site-packages); openssl
+# makes the certificates of the TLS test.
+FLEET_PACKAGES=(etcd-server etcd-client python3-etcd3gw openssl)
+fleet_missing=()
+for p in "${FLEET_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || fleet_missing+=("$p")
+done
+if [ ${#fleet_missing[@]} -gt 0 ]; then
+  echo "setup: installing ${fleet_missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+    "${fleet_missing[@]}" >/dev/null
+fi
+
 # The unprivileged identity QEMU runs as (svirt.conf `user`/`group`).
 if ! getent passwd "$QEMU_USER" >/dev/null; then
   getent group "$QEMU_USER" >/dev/null || groupadd --system "$QEMU_USER"

@@ -79,6 +79,17 @@ class Config:
     images_dirs: tuple[str, ...] = ("/var/lib/libvirt/images", "/var/lib/svirt/images")
     dac_mode: str = "chown"
     libvirt_run_dir: Path = Path("/run/libvirt/qemu")
+    # --- fleet ledger (issue 15): the MCS ledger on an etcd cluster -------------------
+    ledger: str = "sqlite"  # "sqlite" (this host only) or "etcd" (hosts sharing storage)
+    etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    etcd_prefix: str = "/svirt/"
+    etcd_lease_ttl: int = 30  # seconds a dead host's pairs stay reserved
+    etcd_timeout: float = 2.0  # seconds per request before an endpoint counts as down
+    host_id: str | None = None  # None: /etc/machine-id
+    keep_labels: tuple[str, ...] = ()  # domains whose pair follows them ("*": every one)
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -101,8 +112,25 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "images_dirs": (list,),
     "dac_mode": (str,),
     "libvirt_run_dir": (str,),
+    # fleet ledger (issue 15)
+    "ledger": (str,),
+    "etcd_endpoints": (list,),
+    "etcd_ca": (str,),
+    "etcd_cert": (str,),
+    "etcd_key": (str,),
+    "etcd_prefix": (str,),
+    "etcd_lease_ttl": (int,),
+    "etcd_timeout": (int, float),
+    "host_id": (str,),
+    "keep_labels": (list,),
 }
-_TYPE_NAMES = {str: "a string", list: "a list", bool: "a boolean", int: "an integer"}
+_TYPE_NAMES = {
+    str: "a string",
+    list: "a list",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+}
 
 
 def _str_list(key: str, value: list[Any], source: str) -> tuple[str, ...]:
@@ -127,7 +155,7 @@ def _convert(key: str, value: Any, source: str) -> Any:
     wrong_bool = isinstance(value, bool) and bool not in allowed
     right_type = isinstance(value, allowed)  # a plain bool: keeps `value` typed Any
     if wrong_bool or not right_type:
-        names = " or ".join(_TYPE_NAMES[t] for t in allowed if t is not int)
+        names = " or ".join(_TYPE_NAMES[t] for t in allowed if t is not int or allowed == (int,))
         raise ConfigError(f"key '{key}' must be {names}, not {type(value).__name__}", source=source)
     if key in (
         "security_default_confined",
@@ -146,9 +174,26 @@ def _convert(key: str, value: Any, source: str) -> Any:
                 )
             seen.add(d)
         return drivers
-    if key in ("namespaces", "cgroup_device_acl", "protected_paths", "images_dirs"):
+    if key == "etcd_timeout":
+        return float(value)
+    if key in (
+        "namespaces",
+        "cgroup_device_acl",
+        "protected_paths",
+        "images_dirs",
+        "etcd_endpoints",
+        "keep_labels",
+    ):
         return _str_list(key, value, source)
-    if key in ("state_dir", "policy_path", "selinux_root", "libvirt_run_dir"):
+    if key in (
+        "state_dir",
+        "policy_path",
+        "selinux_root",
+        "libvirt_run_dir",
+        "etcd_ca",
+        "etcd_cert",
+        "etcd_key",
+    ):
         if not value:
             raise ConfigError(f"key '{key}' must not be empty", source=source)
         return Path(value)
@@ -186,6 +231,37 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"path '{p}' in svirt.conf must be absolute", source=src)
     if cfg.user == "" or cfg.group == "":
         raise ConfigError("keys 'user' and 'group' must not be empty", source=src)
+    _validate_fleet(cfg)
+
+
+def _validate_fleet(cfg: Config) -> None:
+    """The fleet ledger's keys (issue 15)."""
+    src = cfg.source
+    if cfg.ledger not in ("sqlite", "etcd"):
+        raise ConfigError(
+            f"key 'ledger' must be one of sqlite, etcd, not '{cfg.ledger}'", source=src
+        )
+    if not cfg.etcd_endpoints:
+        raise ConfigError("key 'etcd_endpoints' must not be empty", source=src)
+    for ep in cfg.etcd_endpoints:
+        scheme, sep, rest = ep.partition("://")
+        host, colon, port = rest.rstrip("/").rpartition(":")
+        if not sep or scheme not in ("http", "https") or not colon or not host:
+            raise ConfigError(
+                f"key 'etcd_endpoints': '{ep}' is not http(s)://HOST:PORT", source=src
+            )
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"key 'etcd_endpoints': bad port in '{ep}'", source=src)
+    if (cfg.etcd_cert is None) != (cfg.etcd_key is None):
+        raise ConfigError("keys 'etcd_cert' and 'etcd_key' must be given together", source=src)
+    if not cfg.etcd_prefix.startswith("/") or not cfg.etcd_prefix.endswith("/"):
+        raise ConfigError("key 'etcd_prefix' must start and end with '/'", source=src)
+    if cfg.etcd_lease_ttl < 2:
+        raise ConfigError("key 'etcd_lease_ttl' must be at least 2 seconds", source=src)
+    if cfg.etcd_timeout <= 0:
+        raise ConfigError("key 'etcd_timeout' must be positive", source=src)
+    if cfg.host_id is not None and (not cfg.host_id or "/" in cfg.host_id):
+        raise ConfigError("key 'host_id' must be a non-empty name without '/'", source=src)
 
 
 def config_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> Config:

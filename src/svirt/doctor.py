@@ -921,6 +921,42 @@ def _dead_findings(cfg: Config, doms: Sequence[_Dom]) -> list[Finding]:
     ]
 
 
+def _fleet_uses(
+    cfg: Config, paths: list[str], skipped: list[tuple[str, str]]
+) -> dict[str, tuple[DomainUse, ...]]:
+    """Fleet ledger hook (issue 15): domains on other hosts that hold a shared file count
+    as its users, so their state is never called stale here."""
+    from svirt.security.fleet import remote_file_uses
+
+    uses, problem = remote_file_uses(cfg, paths)
+    if problem is not None:
+        skipped.append(("etcd", problem))
+    return {
+        p: tuple(
+            DomainUse(f"{dom} on host {host}", "fleet", "labelled by that host", None, None)
+            for host, dom in holders
+        )
+        for p, holders in uses.items()
+    }
+
+
+def _fleet_owners(
+    cfg: Config, files: Sequence[FileFacts], skipped: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Fleet ledger hook (issue 15): (level, owner) of this host's fleet reservations and
+    of the files' levels held by a domain on another host."""
+    from svirt.security.fleet import level_owners
+
+    levels = []
+    for f in files:
+        if f.label is not None and f.label.count(":") >= 3:
+            levels.append(f.label.split(":", 3)[3])
+    owners, problem = level_owners(cfg, levels)
+    if problem is not None:
+        skipped.append(("etcd", problem))
+    return owners
+
+
 def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
     """The doctor: ``args`` are paths and domain names (none: every domain's resources,
     the images directories and every VM's private /dev)."""
@@ -940,6 +976,7 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
             facts_by_key[key] = (target, st)
     holders = _holders(procs, set(facts_by_key))
     by_key = _domain_keys(doms)
+    remote = _fleet_uses(cfg, [t.path for t, _ in facts_by_key.values()], skipped)
     files: list[FileFacts] = []
     for key, (target, st) in facts_by_key.items():
         try:
@@ -966,7 +1003,8 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
                         if stat.S_ISDIR(st.st_mode)
                         else by_key.get(key, ())
                     )
-                ),
+                )
+                + remote.get(target.path, ()),
                 target.namespace_pid,
             )
         )
@@ -977,7 +1015,7 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
             cats = _categories(sl.label)
             if cats is not None:
                 owners.append((d.name, cats))
-    for level, name in _ledger_levels(cfg):
+    for level, name in [*_ledger_levels(cfg), *_fleet_owners(cfg, files, skipped)]:
         cats = _categories(level)
         if cats is not None:
             owners.append((name, cats))

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "doctor",
     "audit",
     "demo",
+    "fleet",  # fleet ledger (issue 15)
 )
 
 # Which module defines each command: a run imports only the module of its command, so
@@ -52,6 +53,9 @@ COMMANDS: dict[str, str] = {
     "recover": "doctor",
     "audit": "audit",
     "demo": "demo",
+    # fleet ledger (issue 15)
+    "migrate-label": "fleet",
+    "fleet": "fleet",
 }
 
 

@@ -254,6 +254,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
             on_commit=lambda _r: mgr.store.set_state(live.name, "launching", owner=os.getpid()),
         )
         labelled = True
+        mgr.record_shared(live)  # fleet ledger: who holds the shared files (issue 15)
         # Pre-flight (issue 7): ask the policy whether QEMU can use every resource with
         # the label it now carries; fails on an enforcing host, else warns.
         preflight_warnings = check_before_start(cfg, live, mgr.selinux)

@@ -11,6 +11,7 @@ off: labels are written for real and the process label is recorded, not enforced
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -37,7 +38,7 @@ from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
 from svirt.security.dac import DACDriver
 from svirt.security.driver import LabelOp, SecurityDriver
-from svirt.security.mcs import McsLedger
+from svirt.security.ledger import open_ledger
 from svirt.security.nop import NopDriver
 from svirt.security.remember import boot_time, read_remembered
 from svirt.security.selinux import SELinuxDriver
@@ -175,7 +176,7 @@ class SecurityManager:
         for name in primary_drivers(cfg):
             if name == "selinux":
                 drv = SELinuxDriver(cfg)
-                drv.bind_ledger(McsLedger(self.conn, drv.sens, drv.cat_min, drv.cat_max))
+                drv.bind_ledger(open_ledger(cfg, self.conn, drv.sens, drv.cat_min, drv.cat_max))
                 self.drivers[name] = drv
                 _warn_unenforced_once(self.conn)
             elif name == "none":
@@ -327,6 +328,26 @@ class SecurityManager:
         self.store.sync_views()
         return actions
 
+    def record_shared(self, domain: Domain) -> None:
+        """Record in the ledger the files this host labelled for ``domain`` (the fleet
+        ledger tells other hosts' doctor who holds a shared file). Never fatal."""
+        drv = self.selinux
+        if drv is None or self.cfg.ledger != "etcd":
+            return  # one host: doctor sees its own domains
+        paths = sorted(
+            {
+                os.path.realpath(op.path)
+                for op in drv.set_ops(domain, list(domain_resources(domain)))
+                if not op.path.startswith("/dev/")
+            }
+        )
+        try:
+            drv.ledger.record_files(domain.name, paths)
+        except SvirtError as exc:
+            log.warning(
+                "could not record the files of domain %s in the fleet ledger: %s", domain.name, exc
+            )
+
     def _release_levels(self, name: str) -> None:
         drv = self.selinux
         if drv is not None:
@@ -361,6 +382,7 @@ class SecurityManager:
                 self.store.set_domain(live)
 
             self.transaction(step_hook).run(live.name, self.set_ops(live), on_commit=commit)
+            self.record_shared(live)
         except BaseException:
             # The transaction put every file back; give back the level and the name.
             self._release_levels(domain.name)
@@ -372,9 +394,12 @@ class SecurityManager:
     def dry_run(self, domain: Domain) -> tuple[Domain, list[PlannedOp]]:
         """The plan of ``label_domain`` without changing anything (the ledger allocation
         happens inside a database transaction that is rolled back)."""
+        drv = self.selinux
+        preview = drv.ledger.preview() if drv is not None else contextlib.nullcontext()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            live = self.gen_labels(domain)
+            with preview:
+                live = self.gen_labels(domain)
             return live, self.plan(live, self.set_ops(live))
         finally:
             self.conn.execute("ROLLBACK")

@@ -17,6 +17,7 @@ Each pair is set aside at most once, so allocation stays amortised O(1).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +36,7 @@ from svirt.state.db import write_transaction
 __all__ = [
     "McsLedger",
     "MemoryPoolStore",
+    "PairSpace",
     "PoolStore",
     "Reservation",
     "SparsePool",
@@ -201,6 +204,69 @@ class Reservation:
     created: float
 
 
+@dataclass(frozen=True, slots=True)
+class PairSpace:
+    """The category pairs of one sensitivity and category range, numbered 0..size-1.
+
+    The one place that turns a level into a pair index and back, for every ledger store.
+    """
+
+    sens: int
+    cat_min: int
+    cat_max: int
+
+    @property
+    def size(self) -> int:
+        return pair_count(self.cat_max - self.cat_min + 1)
+
+    def index_of(self, level: str) -> int | None:
+        """The index of a level that is exactly one pair of this range, else None."""
+        try:
+            rng = MLSRange.parse(level)
+        except ContextError:
+            return None
+        cats = sorted(rng.low.categories)
+        if (
+            rng.low != rng.high
+            or rng.low.sensitivity != self.sens
+            or len(cats) != 2
+            or cats[0] < self.cat_min
+            or cats[1] > self.cat_max
+        ):
+            return None
+        return pair_index(cats[0] - self.cat_min, cats[1] - self.cat_min)
+
+    def level_of(self, idx: int) -> str:
+        a, b = pair_from_index(idx)
+        cats = frozenset({a + self.cat_min, b + self.cat_min})
+        return f"s{self.sens}:{format_categories(cats)}"
+
+    def categories_of(self, idx: int) -> frozenset[int]:
+        a, b = pair_from_index(idx)
+        return frozenset({a + self.cat_min, b + self.cat_min})
+
+
+def static_reach(
+    statics: list[tuple[str, str]], cat_min: int, cat_max: int
+) -> list[tuple[str, frozenset[int]]]:
+    """(owner, categories) of the static labels that dominate some pairs but not all;
+    one that dominates the whole range is left out with a warning (libvirt allows
+    dynamic domains beside it)."""
+    whole = frozenset(range(cat_min, cat_max + 1))
+    out = []
+    for level, owner in statics:
+        cats = _static_categories(level)
+        if whole <= cats:
+            log.warning(
+                "the static label of domain %s dominates every category pair: "
+                "dynamic domains are not isolated from it",
+                owner,
+            )
+            continue
+        out.append((owner, cats))
+    return out
+
+
 def _static_categories(level: str) -> frozenset[int]:
     """The categories a static label's process can reach: those of its high level."""
     return MLSRange.parse(level).high.categories
@@ -229,7 +295,8 @@ class McsLedger:
         self.cat_min = cat_min
         self.cat_max = cat_max
         self.rng = rng or random.SystemRandom()
-        self.size = pair_count(cat_max - cat_min + 1)
+        self.space = PairSpace(sens, cat_min, cat_max)
+        self.size = self.space.size
         self.pool = SparsePool(_SqlPoolStore(conn), self.size)
         self._ensure_pool()
 
@@ -267,49 +334,25 @@ class McsLedger:
                     )
 
     def _pair_of(self, level: str) -> int | None:
-        """The pool index of a level that is exactly one pair of our range, else None."""
-        try:
-            rng = MLSRange.parse(level)
-        except ContextError:
-            return None
-        cats = sorted(rng.low.categories)
-        if (
-            rng.low != rng.high
-            or rng.low.sensitivity != self.sens
-            or len(cats) != 2
-            or cats[0] < self.cat_min
-            or cats[1] > self.cat_max
-        ):
-            return None
-        return pair_index(cats[0] - self.cat_min, cats[1] - self.cat_min)
+        return self.space.index_of(level)
 
     def _level_of(self, idx: int) -> str:
-        a, b = pair_from_index(idx)
-        cats = frozenset({a + self.cat_min, b + self.cat_min})
-        return f"s{self.sens}:{format_categories(cats)}"
+        return self.space.level_of(idx)
 
     # --- public operations --------------------------------------------------------------
 
     def allocate(self, domain: str) -> str:
         """Draw a free pair for a dynamic label, e.g. ``s0:c41,c264``."""
         with write_transaction(self.conn):
-            statics = [
-                (owner, _static_categories(level))
-                for level, owner in self.conn.execute(
+            # Blocking every pair would stop all dynamic domains; libvirt allows them, so
+            # svirt does too, but says what it means for isolation (static_reach).
+            statics = static_reach(
+                self.conn.execute(
                     "SELECT level, domain FROM mcs_reservations WHERE kind='static'"
-                )
-            ]
-            whole = frozenset(range(self.cat_min, self.cat_max + 1))
-            for owner, cats in statics:
-                if whole <= cats:
-                    # Blocking every pair would stop all dynamic domains; libvirt allows
-                    # them, so svirt does too, but says what it means for isolation.
-                    log.warning(
-                        "the static label of domain %s dominates every category pair: "
-                        "dynamic domains are not isolated from it",
-                        owner,
-                    )
-            statics = [(o, c) for o, c in statics if not whole <= c]
+                ).fetchall(),
+                self.cat_min,
+                self.cat_max,
+            )
             while True:
                 idx = self.pool.draw(self.rng)
                 if idx is None:
@@ -405,6 +448,19 @@ class McsLedger:
                 "SELECT DISTINCT domain, pid FROM mcs_reservations WHERE kind!='blocked'"
             )
         ]
+
+    def preview(self) -> AbstractContextManager[None]:
+        # Everything is in the caller's database transaction, which it rolls back.
+        return contextlib.nullcontext()
+
+    def held_elsewhere(self, level: str) -> str | None:
+        return None  # one host: nobody else
+
+    def record_files(self, domain: str, paths: list[str]) -> None:
+        return None  # one host: the doctor sees its own domains
+
+    def file_holders(self, path: str) -> list[tuple[str, str]]:
+        return []
 
     def levels_of(self, domain: str) -> list[str]:
         return [

@@ -46,7 +46,7 @@ from svirt.host.namespace import filesystem_type
 from svirt.policy.oracle import Access, PolicyOracle, default_policy_path, tclass_for_mode
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome
-from svirt.security.mcs import McsLedger
+from svirt.security.ledger import Ledger
 
 __all__ = [
     "SELinuxDriver",
@@ -211,7 +211,7 @@ class SELinuxDriver:
         # could not be labelled for; be strict so the failure shows here, not on a real
         # host. With SELinux permissive, libvirt's lenient policy applies.
         self.strict = self.enforcing or not host_selinux.is_enabled()
-        self._ledger: McsLedger | None = None
+        self._ledger: Ledger | None = None
         self._oracle: PolicyOracle | None = oracle
         self.policy_error: str | None = None  # why no oracle could be loaded
 
@@ -222,11 +222,11 @@ class SELinuxDriver:
             # SELinux off: getcon fails with EINVAL. Use the configured daemon context.
             return self.cfg.daemon_context
 
-    def bind_ledger(self, ledger: McsLedger) -> None:
+    def bind_ledger(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
     @property
-    def ledger(self) -> McsLedger:
+    def ledger(self) -> Ledger:
         if self._ledger is None:
             raise SecurityError("internal error: the MCS ledger is not open")
         return self._ledger
