@@ -60,12 +60,21 @@ from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
 from svirt.host.procs import pid_alive
 from svirt.launch.lifecycle import qemu_alive, reconcile
-from svirt.policy.verify import Skipped, load_live_domain
-from svirt.security.dac import ACL_XATTR_PREFIX, parse_acl_ref, parse_ids
+from svirt.policy.verify import Skipped, crashed_libvirt_domain, load_live_domain
+from svirt.security.dac import ACL_XATTR_PREFIX, DACDriver, parse_acl_ref, parse_ids
+from svirt.security.driver import SecurityDriver
 from svirt.security.manager import SecurityManager
-from svirt.security.remember import XATTR_PREFIX, boot_time, is_this_boot, xattr_names
+from svirt.security.remember import (
+    XATTR_PREFIX,
+    boot_time,
+    erased_warning,
+    is_this_boot,
+    xattr_names,
+)
+from svirt.security.selinux import SELinuxDriver
 from svirt.security.transaction import MetadataLocks
 from svirt.state.domains import DomainRecord, DomainStore
+from svirt.state.originals import KeptOriginals
 
 __all__ = [
     "DoctorReport",
@@ -96,6 +105,8 @@ class Kind(enum.Enum):
     CATEGORY_CLASH = "category-clash"
     NAMESPACE_COPY = "namespace-copy"
     DEAD_DOMAIN = "dead-domain"
+    LIBVIRT_PENDING = "libvirt-pending"  # libvirtd will restore it when it restarts
+    ERASED = "erased"  # someone else removed what svirt remembered (libvirt's defect)
 
 
 class RepairKind(enum.Enum):
@@ -123,6 +134,10 @@ class DomainUse:
     state: str
     pid: int | None  # its QEMU, when running
     uid: int | None  # the QEMU uid from its DAC label, when known
+    # the drivers whose labelling of this file remembers the original (and so holds a
+    # reference): libvirt's rule, from the drivers' own plans; None: not per file
+    remembers: frozenset[str] | None = None
+    pending: bool = False  # a libvirt domain whose QEMU died: libvirtd will restore
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,24 +177,39 @@ class FileFacts:
     domains: tuple[DomainUse, ...]
     namespace_pid: int | None  # the VM whose private /dev holds this node
 
-    def users(self, uid: int | None = None) -> int:
-        """Domains listing the file plus other processes holding it (``uid``: only
-        those running as that user, for an ACL reference)."""
+    def _counts(self, d: DomainUse, family: str | None, uid: int | None) -> bool:
+        if uid is not None and d.uid is not None and d.uid != uid:
+            return False
+        if family in ("selinux", "dac") and d.remembers is not None:
+            # libvirt counts a domain for a driver only where that driver's labelling
+            # remembers: not a DAC-only domain for selinux, not read-only or shareable
+            # media, not a domain without that seclabel.
+            return family in d.remembers
+        return True
+
+    def users(
+        self, uid: int | None = None, family: str | None = None, *, take_pending: bool = False
+    ) -> int:
+        """Domains using the file for ``family`` plus other processes holding it
+        (``uid``: only those running as that user, for an ACL reference).
+        ``take_pending``: libvirt domains whose QEMU died no longer count."""
         keys: set[tuple[str, str]] = set()
         dom_pids = {d.pid for d in self.domains if d.pid is not None}
         for d in self.domains:
-            if uid is None or d.uid is None or d.uid == uid:
+            if take_pending and d.pending:
+                continue
+            if self._counts(d, family, uid):
                 keys.add((d.origin, d.name))
         for h in self.holders:
             if (uid is None or h.uid == uid) and h.pid not in dom_pids:
                 keys.add(("pid", str(h.pid)))
         return len(keys)
 
-    def describe_users(self, uid: int | None = None) -> str:
+    def describe_users(self, uid: int | None = None, family: str | None = None) -> str:
         parts = [
             f"{d.origin} domain {d.name} ({d.state})"
             for d in self.domains
-            if uid is None or d.uid is None or d.uid == uid
+            if self._counts(d, family, uid)
         ]
         dom_pids = {d.pid for d in self.domains if d.pid is not None}
         parts += [
@@ -352,9 +382,47 @@ class _Dom:
     source: Path
     dead: bool = False  # an svirt record whose monitor and QEMU are gone
     owner: int | None = None
+    pending: bool = False  # libvirt's status XML is there, its QEMU is gone
+    # path -> the drivers whose labelling of it remembers (None: not known)
+    remembers: dict[str, frozenset[str]] | None = None
 
-    def use(self) -> DomainUse:
-        return DomainUse(self.name, self.origin, self.state, self.pid, self.uid)
+    def use(self, path: str | None = None) -> DomainUse:
+        fams = None
+        if path is not None and self.remembers is not None:
+            fams = self.remembers.get(path, frozenset())
+        return DomainUse(self.name, self.origin, self.state, self.pid, self.uid, fams, self.pending)
+
+
+def _planners(cfg: Config) -> list[SecurityDriver]:
+    """The drivers whose plans say which files a domain's labelling remembers (the one
+    place of libvirt's rule: top of a chain, not read-only, not shareable, ...)."""
+    out: list[SecurityDriver] = []
+    for make in (SELinuxDriver, DACDriver):
+        try:
+            out.append(make(cfg))
+        except (SvirtError, OSError) as exc:
+            log.debug("doctor: no %s plans: %s", make.__name__, exc)
+            return []
+    return out
+
+
+def _remembering(
+    planners: Sequence[SecurityDriver], domain: Domain
+) -> dict[str, frozenset[str]] | None:
+    if not planners:
+        return None
+    found: dict[str, set[str]] = {}
+    resources = list(domain_resources(domain))
+    for drv in planners:
+        try:
+            ops = drv.set_ops(domain, resources)
+        except (SvirtError, OSError) as exc:
+            log.debug("doctor: %s: cannot plan %s: %s", domain.name, drv.name, exc)
+            return None
+        for op in ops:
+            if op.remember:
+                found.setdefault(op.path, set()).add(op.driver)
+    return {p: frozenset(f) for p, f in found.items()}
 
 
 def _dac_uid(domain: Domain) -> int | None:
@@ -368,6 +436,7 @@ def _dac_uid(domain: Domain) -> int | None:
 
 
 def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
+    planners = _planners(cfg)
     out: list[_Dom] = []
     try:
         records: list[DomainRecord] = list(DomainStore(cfg.state_dir).records())
@@ -388,6 +457,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
                 rec.path,
                 dead,
                 rec.owner,
+                remembers=_remembering(planners, rec.domain),
             )
         )
     try:
@@ -396,8 +466,27 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
         paths = []
     for path in paths:
         live = load_live_domain(path, "libvirt")
+        pending = None
         if isinstance(live, Skipped):
-            log.debug("doctor: %s: %s", live.path, live.reason)
+            # A status XML whose QEMU is gone (libvirtd and QEMU killed): libvirtd
+            # restores its files when it restarts and reconnects.
+            pending = crashed_libvirt_domain(path)
+            if pending is None:
+                log.debug("doctor: %s: %s", live.path, live.reason)
+                continue
+            out.append(
+                _Dom(
+                    pending.name,
+                    "libvirt",
+                    "crashed, status XML kept",
+                    None,
+                    _dac_uid(pending),
+                    pending,
+                    path,
+                    pending=True,
+                    remembers=_remembering(planners, pending),
+                )
+            )
             continue
         out.append(
             _Dom(
@@ -408,6 +497,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
                 _dac_uid(live.domain),
                 live.domain,
                 path,
+                remembers=_remembering(planners, live.domain),
             )
         )
     return out
@@ -445,10 +535,10 @@ def _stat_key(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _domain_keys(doms: Sequence[_Dom]) -> dict[tuple[int, int], list[_Dom]]:
+def _domain_keys(doms: Sequence[_Dom]) -> dict[tuple[int, int], list[DomainUse]]:
     """Which domains list each (device, inode): host paths, and for a running VM with
     its own mount namespace, its private copies of /dev nodes."""
-    index: dict[tuple[int, int], list[_Dom]] = {}
+    index: dict[tuple[int, int], list[DomainUse]] = {}
     for d in doms:
         private = d.pid is not None and _other_namespace(d.pid)
         for path in _resource_paths(d.domain):
@@ -460,8 +550,8 @@ def _domain_keys(doms: Sequence[_Dom]) -> dict[tuple[int, int], list[_Dom]]:
                 if key is None:
                     continue
                 users = index.setdefault(key, [])
-                if all(u is not d for u in users):
-                    users.append(d)
+                if all((u.origin, u.name) != (d.origin, d.name) for u in users):
+                    users.append(d.use(path))
     return index
 
 
@@ -493,6 +583,36 @@ def _ledger_levels(cfg: Config) -> list[tuple[str, str]]:
         log.debug("doctor: cannot read the MCS ledger %s: %s", db, exc)
         return []
     return [(str(level), str(dom)) for level, dom in rows]
+
+
+def _erased_findings(cfg: Config, doms: Sequence[_Dom], paths: set[str]) -> list[Finding]:
+    """svirt's own copies of originals whose xattrs someone else removed while its
+    domain uses the file (libvirt's failed start or stop on a shared file)."""
+    db = cfg.state_dir / "svirt.db"
+    if not db.exists():
+        return []
+    active = {d.name for d in doms if d.origin == "svirt" and not d.dead}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        try:
+            erased = KeptOriginals(conn).erased()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        log.debug("doctor: cannot read svirt's kept originals in %s: %s", db, exc)
+        return []
+    return [
+        Finding(
+            Kind.ERASED,
+            k.path,
+            erased_warning(k.path, k.driver, k.domain, k.value),
+            f"svirt stop {_q(k.domain)} (stop puts the original back from svirt's copy)",
+            family=k.driver,
+            domains=(k.domain,),
+        )
+        for k in erased
+        if k.domain in active and (not paths or os.path.realpath(k.path) in paths)
+    ]
 
 
 def _categories(text: str) -> frozenset[int] | None:
@@ -709,9 +829,10 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
-def _recover_command(cfg: Config, path: str | None) -> str:
+def _recover_command(cfg: Config, path: str | None, *, take: bool = False) -> str:
     conf = f" --config {_q(cfg.source)}" if not cfg.source.startswith("<") else ""
-    return f"svirt recover{conf} --apply" + (f" {_q(path)}" if path else "")
+    flag = " --take-from-libvirt" if take else ""
+    return f"svirt recover{conf} --apply{flag}" + (f" {_q(path)}" if path else "")
 
 
 def _perm_text(perm: int | None) -> str:
@@ -768,9 +889,13 @@ def _what(r: Remembered) -> str:
     return f"ACL reference of uid {r.uid} (replaced {entry})" if prev != "?" else "ACL reference"
 
 
+def _pending_libvirt(f: FileFacts, r: Remembered) -> list[DomainUse]:
+    return [d for d in f.domains if d.pending and f._counts(d, r.family, r.uid)]
+
+
 def _family_findings(cfg: Config, f: FileFacts, r: Remembered) -> list[Finding]:
-    users = f.users(r.uid)
-    who = f.describe_users(r.uid)
+    users = f.users(r.uid, r.family)
+    who = f.describe_users(r.uid, r.family)
     boot = boot_time()
     ts = (
         "no timestamp"
@@ -788,6 +913,24 @@ def _family_findings(cfg: Config, f: FileFacts, r: Remembered) -> list[Finding]:
             kind, f.path, f"{remembered}; {who}: {why}{in_ns}", fix, manual, r.family, restore
         )
 
+    pending = _pending_libvirt(f, r)
+    if pending and r.this_boot and not r.malformed:
+        names = ", ".join(d.name for d in pending)
+        return [
+            Finding(
+                Kind.LIBVIRT_PENDING,
+                f.path,
+                f"{remembered}; libvirt domain {names}: its status XML is still in "
+                f"{cfg.libvirt_run_dir} but its QEMU is gone: libvirtd will restore "
+                "this file when it restarts (its reconnect recalls the remembered original); "
+                "svirt recover leaves it",
+                "start libvirtd again",
+                f"{_recover_command(cfg, f.path, take=True)} (only if libvirtd will never run "
+                "again: libvirtd would then find nothing remembered and chown the file to "
+                "root:root)",
+                r.family,
+            )
+        ]
     if r.malformed:
         return [finding(Kind.REFCOUNT, f"malformed refcount {r.raw_refcount!r}")]
     if not r.this_boot:
@@ -806,10 +949,15 @@ def _family_findings(cfg: Config, f: FileFacts, r: Remembered) -> list[Finding]:
         return [finding(Kind.REFCOUNT, "no reference count: libvirt ignores this state")]
     if users == 0:
         kind = Kind.NAMESPACE_COPY if f.namespace_pid else Kind.REFCOUNT
+        refused = (
+            "Setting different DAC user or group on"
+            if r.family == "dac"
+            else "Setting different SELinux label on"
+        )
         why = (
             f"refcount {r.refcount} but nothing uses the file (a crashed daemon or an "
-            "interrupted detach); the next start would fail with 'Setting different SELinux "
-            "label on … which is already in use'"
+            f"interrupted detach); the next start would fail with '{refused} … which is "
+            "already in use'"
         )
         return [finding(kind, why)]
     if r.refcount != users:
@@ -836,9 +984,9 @@ def _orphan_finding(
     evidence = (
         f"label {f.label} carries categories {format_categories(cats)}, which no running or "
         f"labelled domain can reach ({len(owners)} domain labels checked: svirt's ledger and "
-        f"records, libvirt's live XML); {f.describe_users()}"
+        f"records, libvirt's live XML); {f.describe_users(family='selinux')}"
     )
-    if remembered is not None and f.users() == 0:
+    if remembered is not None and f.users(family="selinux") == 0:
         return Finding(
             Kind.ORPHAN_LABEL,
             f.path,
@@ -960,12 +1108,9 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
                 remembered,
                 tuple(holders.get(key, ())),
                 tuple(
-                    d.use()
-                    for d in (
-                        _dir_users(target.path, doms)
-                        if stat.S_ISDIR(st.st_mode)
-                        else by_key.get(key, ())
-                    )
+                    [d.use() for d in _dir_users(target.path, doms)]
+                    if stat.S_ISDIR(st.st_mode)
+                    else by_key.get(key, [])
                 ),
                 target.namespace_pid,
             )
@@ -988,6 +1133,7 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
         orphan = _orphan_finding(cfg, f, owners)
         if orphan is not None:
             findings.append(orphan)
+    findings += _erased_findings(cfg, doms, {os.path.realpath(f.path) for f in files})
     # Domain-level findings: all of them for a whole-host check, those of the named
     # domains when names were given, none when only paths were.
     named = {a for a in args if not _is_path(a)}
@@ -1136,10 +1282,12 @@ def _repair_family(target: str, r: Remembered, users: int, kind: RepairKind) -> 
     return f"{text}; removed {', '.join(r.names)}"
 
 
-def _plan(f: FileFacts) -> list[tuple[Remembered, RepairKind, int]]:
+def _plan(f: FileFacts, take: bool = False) -> list[tuple[Remembered, RepairKind, int]]:
     plan: list[tuple[Remembered, RepairKind, int]] = []
     for r in f.remembered:
-        users = f.users(r.uid)
+        if not take and _pending_libvirt(f, r):
+            continue  # libvirtd restores it when it restarts
+        users = f.users(r.uid, r.family, take_pending=take)
         stale = r.malformed or not r.this_boot or r.refcount is None
         if users == 0:
             plan.append((r, RepairKind.RESTORE, 0))
@@ -1157,13 +1305,15 @@ def _describe(f: FileFacts, r: Remembered, kind: RepairKind, users: int) -> str:
         return f"restore {r.family}: put back the remembered {_what(r)}, then remove {names}"
     return (
         f"fix {r.family} count: {r.raw_refcount or 'absent'} -> {users} "
-        f"({f.describe_users(r.uid)})" + ("" if r.this_boot else "; timestamp -> this boot")
+        f"({f.describe_users(r.uid, r.family)})"
+        + ("" if r.this_boot else "; timestamp -> this boot")
     )
 
 
-def repair_file(f: FileFacts, *, apply: bool) -> list[RecoverAction]:
-    """Repair one examined file (see :func:`recover`); a dry run unless ``apply``."""
-    plan = _plan(f)
+def repair_file(f: FileFacts, *, apply: bool, take: bool = False) -> list[RecoverAction]:
+    """Repair one examined file (see :func:`recover`); a dry run unless ``apply``.
+    ``take``: files of a crashed libvirt domain too (else left to libvirtd)."""
+    plan = _plan(f, take)
     if not plan:
         return []
     if not apply:
@@ -1216,9 +1366,17 @@ def repair_file(f: FileFacts, *, apply: bool) -> list[RecoverAction]:
     return actions
 
 
-def recover(cfg: Config, args: Sequence[str] = (), *, apply: bool = False) -> RecoverReport:
+def recover(
+    cfg: Config,
+    args: Sequence[str] = (),
+    *,
+    apply: bool = False,
+    take_from_libvirt: bool = False,
+) -> RecoverReport:
     """Repair what the doctor finds: journal rollback and dead monitors first, then each
-    file. Nothing changes unless ``apply``."""
+    file. Nothing changes unless ``apply``. Files of a libvirt domain whose status XML
+    is still there (libvirtd and QEMU killed) are left to libvirtd, which restores them
+    when it restarts, unless ``take_from_libvirt``."""
     actions: list[RecoverAction] = []
     mgr = SecurityManager(cfg)
     for a in mgr.recover(apply=apply):
@@ -1258,8 +1416,10 @@ def recover(cfg: Config, args: Sequence[str] = (), *, apply: bool = False) -> Re
                 )
     report = examine(cfg, args)
     for f in report.files:
-        actions.extend(repair_file(f, apply=apply))
+        actions.extend(repair_file(f, apply=apply, take=take_from_libvirt))
     for finding in report.findings:
+        if finding.kind is Kind.LIBVIRT_PENDING and take_from_libvirt:
+            continue  # repaired above
         if finding.repair is None:
             actions.append(
                 RecoverAction("manual", finding.path, f"{finding.evidence}; fix: {finding.fix}")

@@ -57,10 +57,12 @@ from svirt.launch.qemu import (
 )
 from svirt.launch.qmp import QMPClient
 from svirt.policy.preflight import check_before_start
+from svirt.security import remember as rem
 from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import LabelOp
 from svirt.security.manager import SecurityManager
 from svirt.state.domains import DomainRecord, DomainStore
+from svirt.state.originals import KeptOriginals
 
 __all__ = [
     "StartResult",
@@ -271,6 +273,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
                 kvm_available=kvm_usable(identity),
             )
             sl = live.seclabel("selinux")
+            log_start = _log_size(log_path)
             spawned = spawn(
                 cmd.argv,
                 log_path=log_path,
@@ -291,10 +294,12 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
             if wait_exit(qemu_pid, 1.0) is None:
                 raise
             qemu_pid = None
-            # libvirt's text, with what QEMU said last (e.g. "Could not open ...").
+            # libvirt's text, with everything QEMU said since this start: its error is
+            # often two lines ('Failed to get "write" lock', then 'Is another process
+            # using the image ...?'), and the first one explains the second.
             raise LaunchError(
                 "internal error: process exited while connecting to monitor: "
-                + (_last_line(log_path) or str(exc))
+                + (_qemu_error(log_path, log_start) or str(exc))
             ) from None
         sl = live.seclabel("selinux")
         _report(
@@ -351,14 +356,26 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     os._exit(0)
 
 
-def _last_line(path: Path) -> str:
+def _log_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+_QEMU_ERROR_MAX = 8192  # the tail kept of a very chatty failed start
+
+
+def _qemu_error(path: Path, start: int) -> str:
+    """Everything QEMU wrote to its log since ``start``, on one line."""
     try:
         with open(path, "rb") as fh:
-            fh.seek(max(os.fstat(fh.fileno()).st_size - 4096, 0))
-            lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln]
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(start, size - _QEMU_ERROR_MAX))
+            text = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return lines[-1] if lines else ""
+    return " ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
 def start_domain(cfg: Config, domain: Domain) -> StartResult:
@@ -478,6 +495,16 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
         if mgr.store.take(name, (rec.state,), rec.owner, "stopping"):
             mgr.restore_and_release(rec.domain, exclude=_copies_of(rec.private_dev))
     return how
+
+
+def erased_memory(cfg: Config, name: str) -> list[str]:
+    """Warnings for the originals of a domain whose remembered xattrs someone else
+    erased (libvirt's defect); the restore puts them back from svirt's own copy."""
+    mgr = SecurityManager(cfg)
+    return [
+        rem.erased_warning(k.path, k.driver, k.domain, k.value)
+        for k in KeptOriginals(mgr.conn).erased(name)
+    ]
 
 
 def _running(mgr: SecurityManager, name: str) -> DomainRecord:

@@ -32,9 +32,11 @@ __all__ = [
     "Remembered",
     "boot_time",
     "clear_remembered",
+    "erased_warning",
     "is_this_boot",
     "read_remembered",
     "recall",
+    "reinstate",
     "remember",
     "take_back",
     "xattr_names",
@@ -247,3 +249,24 @@ def take_back(path: str, driver: str, *, name: str | None = None) -> None:
             "Unable to restore label on '%s'. XATTRs might have been left in inconsistent state.",
             name or path,
         )
+
+
+def reinstate(path: str, driver: str, original: str, *, name: str | None = None) -> None:
+    """Write the remembered state back with one user (this boot): svirt's own copy of an
+    original whose xattrs someone else erased while svirt's domain used the file."""
+    shown = name or path
+    label_name, ref_name, ts_name = xattr_names(driver)
+    _set(path, label_name, original, shown)
+    _set(path, ts_name, str(boot_time()), shown)
+    _set(path, ref_name, "1", shown)
+
+
+def erased_warning(path: str, driver: str, domain: str, original: str) -> str:
+    """The one text saying that libvirt erased what svirt remembered (README quotes it)."""
+    what = "owner" if driver == "dac" else "label"
+    return (
+        f"the remembered {what} of {path} ({XATTR_PREFIX}{driver}) was erased while svirt "
+        f"domain '{domain}' used it (libvirt removes these xattrs when one of its domains "
+        f"fails to start on, or stops using, a file another domain uses); svirt kept its "
+        f"own copy: the original {what} is {original}"
+    )

@@ -137,9 +137,11 @@ class DomainStore:
         """Delete the row; with ``owner``, only while that process still owns it."""
         with write_transaction(self._db()) as conn:
             if owner is None:
-                conn.execute("DELETE FROM domains WHERE name=?", (name,))
+                cur = conn.execute("DELETE FROM domains WHERE name=?", (name,))
             else:
-                conn.execute("DELETE FROM domains WHERE name=? AND owner=?", (name, owner))
+                cur = conn.execute("DELETE FROM domains WHERE name=? AND owner=?", (name, owner))
+            if cur.rowcount:
+                conn.execute("DELETE FROM kept_originals WHERE domain=?", (name,))
 
     def rows(self) -> list[tuple[str, str, int | None, int, tuple[str, ...]]]:
         """(name, state, pid, owner, pending) of every claimed domain."""
