@@ -16,6 +16,7 @@ from svirt.launch.lifecycle import (
     erased_memory,
     qemu_alive,
     reconcile,
+    shared_media_notes,
     start_domain,
     stop_domain,
 )
@@ -100,11 +101,14 @@ def run_start(args: argparse.Namespace) -> int:
 def run_stop(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     erased = erased_memory(cfg, args.name)
+    notes = shared_media_notes(cfg, args.name)
     how = stop_domain(cfg, args.name, force=args.force, timeout=args.timeout)
     for text in erased:
         print(f"warning: {text}; put back from that copy", file=sys.stderr)
+    for text in notes:
+        print(f"note: {text}", file=sys.stderr)
     if args.json:
-        print_json({"name": args.name, "stopped": how, "warnings": erased})
+        print_json({"name": args.name, "stopped": how, "warnings": erased, "notes": notes})
     else:
         extra = (
             f" ({len(erased)} erased original{'s' if len(erased) != 1 else ''} put back "

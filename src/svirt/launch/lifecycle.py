@@ -507,6 +507,28 @@ def erased_memory(cfg: Config, name: str) -> list[str]:
     ]
 
 
+SHARED_MEDIA_NOTE = (
+    "{path} is {what}: like libvirt, svirt leaves the label and owner it gave this "
+    "medium (other domains may use it, and libvirt never restores them); put them back by "
+    "hand once no domain uses it"
+)
+
+
+def shared_media_notes(cfg: Config, name: str) -> list[str]:
+    """What stop leaves as the VM had it: read-only and shareable media (libvirt's rule,
+    which svirt follows so that a libvirt domain using the medium keeps it)."""
+    rec = DomainStore(cfg.state_dir, SecurityManager(cfg).conn).read(name)
+    if rec is None:
+        return []
+    out = []
+    for disk in rec.domain.disks:
+        if disk.source is None or not disk.source.path or not (disk.readonly or disk.shareable):
+            continue
+        what = "read-only" if disk.readonly else "shareable"
+        out.append(SHARED_MEDIA_NOTE.format(path=disk.source.path, what=what))
+    return out
+
+
 def _running(mgr: SecurityManager, name: str) -> DomainRecord:
     rec = mgr.store.read(name)
     if rec is None or rec.state != "running" or not qemu_alive(rec):
