@@ -59,18 +59,13 @@ from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
 from svirt.host.procs import pid_alive
+from svirt.host.remembered import ACL_XATTR_PREFIX, Remembered, has_remembered, read_all
 from svirt.launch.lifecycle import qemu_alive, reconcile
 from svirt.policy.verify import Skipped, crashed_libvirt_domain, load_live_domain
-from svirt.security.dac import ACL_XATTR_PREFIX, DACDriver, parse_acl_ref, parse_ids
+from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import SecurityDriver
 from svirt.security.manager import SecurityManager
-from svirt.security.remember import (
-    XATTR_PREFIX,
-    boot_time,
-    erased_warning,
-    is_this_boot,
-    xattr_names,
-)
+from svirt.security.remember import boot_time, erased_warning, xattr_names
 from svirt.security.selinux import SELinuxDriver
 from svirt.security.transaction import MetadataLocks
 from svirt.state.domains import DomainRecord, DomainStore
@@ -138,29 +133,6 @@ class DomainUse:
     # reference): libvirt's rule, from the drivers' own plans; None: not per file
     remembers: frozenset[str] | None = None
     pending: bool = False  # a libvirt domain whose QEMU died: libvirtd will restore
-
-
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """One family of remembered xattrs on one file, as found.
-
-    ``family`` is ``selinux`` or ``dac`` (libvirt's names) or ``acl_<uid>`` (svirt's ACL
-    reference). ``original`` is the remembered label, ``+uid:+gid`` owner, or for ACLs
-    the replaced entry and mask as ``prev mask``.
-    """
-
-    family: str
-    names: tuple[str, ...]  # the xattrs present
-    original: str | None
-    refcount: int | None
-    raw_refcount: str | None
-    timestamp: str | None
-    this_boot: bool
-    uid: int | None = None  # acl_<uid>
-
-    @property
-    def malformed(self) -> bool:
-        return self.raw_refcount is not None and self.refcount is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,69 +603,8 @@ def _categories(text: str) -> frozenset[int] | None:
 # --- what is on a file ---------------------------------------------------------------
 
 
-def _get(path: str, name: str) -> str | None:
-    try:
-        return os.getxattr(path, name).decode("utf-8", "replace")
-    except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return None
-        raise
-
-
 def _remembered(path: str) -> list[Remembered]:
-    out: list[Remembered] = []
-    for drv in ("selinux", "dac"):
-        names = xattr_names(drv)
-        values = [_get(path, n) for n in names]
-        if all(v is None for v in values):
-            continue
-        label, ref, ts = values
-        count = int(ref) if ref is not None and ref.isdigit() else None
-        out.append(
-            Remembered(
-                drv,
-                tuple(n for n, v in zip(names, values, strict=True) if v is not None),
-                label,
-                count,
-                ref,
-                ts,
-                ts is not None and is_this_boot(ts),
-            )
-        )
-    try:
-        all_names = os.listxattr(path)
-    except OSError:
-        all_names = []
-    for name in sorted(all_names):
-        if not name.startswith(ACL_XATTR_PREFIX):
-            continue
-        suffix = name[len(ACL_XATTR_PREFIX) :]
-        raw = _get(path, name)
-        if raw is None or not suffix.isdigit():
-            continue
-        acl_ref = parse_acl_ref(raw)
-        parts = raw.split()
-        out.append(
-            Remembered(
-                f"acl_{suffix}",
-                (name,),
-                f"{parts[1]} {parts[2]}" if acl_ref is not None else None,
-                acl_ref.refcount if acl_ref is not None else None,
-                parts[0] if parts else raw,
-                acl_ref.timestamp if acl_ref is not None else None,
-                acl_ref is not None and acl_ref.this_boot,
-                int(suffix),
-            )
-        )
-    return out
-
-
-def _has_remembered(path: str) -> bool:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return False
-    return any(n.startswith((XATTR_PREFIX, ACL_XATTR_PREFIX)) for n in names)
+    return read_all(path)
 
 
 # --- which files ---------------------------------------------------------------------
@@ -733,7 +644,7 @@ def _namespace_nodes(pid: int) -> Iterator[str]:
                 continue  # links, and other mounts (pts, shm, ...) shared with the host
             if stat.S_ISDIR(st.st_mode):
                 stack.append(entry.path)
-            elif _has_remembered(entry.path):
+            elif has_remembered(entry.path):
                 yield entry.path
 
 

@@ -339,7 +339,7 @@ class SecurityManager:
             remembered = None
             try:
                 info = read_remembered(op.path, op.driver)
-                remembered = info.label if info is not None else None
+                remembered = info.original if info is not None else None
             except OSError:
                 pass
             planned.append(PlannedOp(op, drv.current(op.path), remembered))
