@@ -88,7 +88,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ACTIVE_STATES = ("starting", "launching", "running", "stopping")
 _PROC_ROOT = re.compile(r"^/proc/(\d+)/root(/.*)$")
 _MAX_DEV_ENTRIES = 10_000  # a VM's private /dev is a 64 KiB tmpfs; refuse to walk a huge one
 
@@ -417,7 +416,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
         records = []
     for rec in records:
         alive = qemu_alive(rec)
-        dead = rec.state in _ACTIVE_STATES and not alive and not pid_alive(rec.owner)
+        dead = rec.state.active and not alive and not pid_alive(rec.owner)
         out.append(
             _Dom(
                 rec.domain.name,
@@ -1317,7 +1316,7 @@ def recover(
             )
     else:
         for rec in mgr.store.records():
-            if rec.state in _ACTIVE_STATES and not pid_alive(rec.owner) and not qemu_alive(rec):
+            if rec.state.active and not pid_alive(rec.owner) and not qemu_alive(rec):
                 actions.append(
                     RecoverAction(
                         "reconcile",

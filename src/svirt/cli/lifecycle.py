@@ -22,6 +22,7 @@ from svirt.launch.lifecycle import (
 )
 from svirt.policy.verify import find_live_domains
 from svirt.security.manager import SecurityManager, check_domain, default_model
+from svirt.state.domains import DomainState
 
 from .output import print_json, table
 
@@ -129,7 +130,9 @@ def run_list(args: argparse.Namespace) -> int:
         sl = rec.domain.seclabel("selinux")
         dac = rec.domain.seclabel("dac")
         alive = qemu_alive(rec)
-        state = rec.state if rec.state != "running" or alive else "running (QEMU gone)"
+        state = str(rec.state)
+        if rec.state is DomainState.RUNNING and not alive:
+            state = "running (QEMU gone)"
         entries.append(
             {
                 "name": rec.domain.name,
