@@ -345,3 +345,22 @@ def test_dac_refcount_finding_quotes_the_dac_message(cfg: Config, tmp_path: Path
     texts = {f.family: f.evidence for f in found if f.kind is Kind.REFCOUNT}
     assert "Setting different DAC user or group on" in texts["dac"]
     assert "Setting different SELinux label on" in texts["selinux"]
+
+
+def test_recover_repairs_run_in_a_journalled_transaction(cfg: Config, tmp_path: Path) -> None:
+    """Issue 12: recover's repairs go through the Transaction (pinned inode, metadata
+    lock, journal) like every other change: the journal records them."""
+    img = make_file(tmp_path / "vm.img")
+    libvirt_xattrs(img)
+    conn = SecurityManager(cfg).conn
+
+    def journalled() -> int:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='journal_tx'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    before = journalled()
+    report = recover(cfg, [str(img)], apply=True)
+    assert [a.what for a in report.actions if a.done] == ["restore", "restore"]
+    assert xattrs(img) == {}
+    assert journalled() == before + 1  # one journalled transaction for the file
+    assert conn.execute("SELECT count(*) FROM journal_tx").fetchone()[0] == 0  # closed

@@ -47,7 +47,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from svirt.conf import Config
 from svirt.context import MLSRange, SecurityContext, format_categories
@@ -63,12 +63,13 @@ from svirt.host.remembered import ACL_XATTR_PREFIX, Remembered, has_remembered, 
 from svirt.launch.lifecycle import qemu_alive, reconcile
 from svirt.policy.verify import Skipped, crashed_libvirt_domain, load_live_domain
 from svirt.security.dac import DACDriver, parse_ids
-from svirt.security.driver import SecurityDriver
+from svirt.security.driver import Action, LabelOp, Outcome, SecurityDriver
 from svirt.security.manager import SecurityManager
 from svirt.security.remember import boot_time, erased_warning, xattr_names
 from svirt.security.selinux import SELinuxDriver
-from svirt.security.transaction import MetadataLocks
+from svirt.security.transaction import Transaction
 from svirt.state.domains import DomainRecord, DomainStore
+from svirt.state.journal import Journal
 from svirt.state.originals import KeptOriginals
 
 __all__ = [
@@ -1101,8 +1102,14 @@ class RecoverReport:
         }
 
 
-class _Changed(Exception):
+class _Changed(SvirtError):
     """The file's remembered state changed since the scan: someone else is at work."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "its remembered state changed since the scan (a start or stop in progress?): "
+            "run svirt recover again"
+        )
 
 
 def _restore_selinux(target: str, r: Remembered) -> str:
@@ -1220,9 +1227,17 @@ def _describe(f: FileFacts, r: Remembered, kind: RepairKind, users: int) -> str:
     )
 
 
-def repair_file(f: FileFacts, *, apply: bool, take: bool = False) -> list[RecoverAction]:
+def repair_file(
+    f: FileFacts,
+    *,
+    apply: bool,
+    take: bool = False,
+    journal: Journal | None = None,
+    protected: Sequence[str] = (),
+) -> list[RecoverAction]:
     """Repair one examined file (see :func:`recover`); a dry run unless ``apply``.
-    ``take``: files of a crashed libvirt domain too (else left to libvirtd)."""
+    ``take``: files of a crashed libvirt domain too (else left to libvirtd). With a
+    ``journal`` (recover passes svirt's), the repair is journalled like any labelling."""
     plan = _plan(f, take)
     if not plan:
         return []
@@ -1231,7 +1246,6 @@ def repair_file(f: FileFacts, *, apply: bool, take: bool = False) -> list[Recove
             RecoverAction(kind.value, f.path, _describe(f, r, kind, users))
             for r, kind, users in plan
         ]
-    actions: list[RecoverAction] = []
     try:
         fd = os.open(f.path, os.O_PATH | os.O_CLOEXEC)
     except OSError as exc:
@@ -1244,36 +1258,67 @@ def repair_file(f: FileFacts, *, apply: bool, take: bool = False) -> list[Recove
                     "restore", f.path, "open", error="replaced by another file since the scan"
                 )
             ]
-        target = f"/proc/self/fd/{fd}"
-        with MetadataLocks([f.path], {f.path: target}):
-            for r, kind, users in plan:
-                try:
-                    text = _repair_family(target, r, users, kind)
-                except _Changed:
-                    actions.append(
-                        RecoverAction(
-                            kind.value,
-                            f.path,
-                            _describe(f, r, kind, users),
-                            error="its remembered state changed since the scan (a start or "
-                            "stop in progress?): run svirt recover again",
-                        )
-                    )
-                except (OSError, SvirtError, ValueError) as exc:
-                    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                    actions.append(
-                        RecoverAction(
-                            kind.value, f.path, _describe(f, r, kind, users), error=str(reason)
-                        )
-                    )
-                else:
-                    log.debug("recover: %s: %s", f.path, text)
-                    actions.append(RecoverAction(kind.value, f.path, text, done=True))
-    except SvirtError as exc:
-        actions.append(RecoverAction("restore", f.path, "lock", error=str(exc)))
     finally:
         os.close(fd)
+    # One transaction per file, like every other change svirt makes: the inode pinned
+    # (and re-checked), protected paths refused, libvirt's metadata lock held, the
+    # file's whole prior state journalled, and a failure or crash rolled back.
+    repairs = _RepairDriver(f, {r.family: (r, kind, users) for r, kind, users in plan})
+    tx = Transaction(
+        cast("dict[str, SecurityDriver]", {_RepairDriver.name: repairs}),
+        journal,
+        remember=True,
+        protected=protected,
+    )
+    ops = [
+        LabelOp(_RepairDriver.name, Action.SET, f.path, r.family, False, "recover")
+        for r, _kind, _users in plan
+    ]
+    try:
+        result = tx.run("svirt-recover", ops, best_effort=True)
+    except SvirtError as exc:
+        return [RecoverAction("restore", f.path, "lock", error=str(exc))]
+    failed = {op.value: exc for op, exc in result.errors}
+    actions: list[RecoverAction] = []
+    for r, kind, users in plan:
+        error = failed.get(r.family)
+        if error is not None:
+            actions.append(
+                RecoverAction(kind.value, f.path, _describe(f, r, kind, users), error=str(error))
+            )
+        else:
+            text = repairs.done.get(r.family, "")
+            log.debug("recover: %s: %s", f.path, text)
+            actions.append(RecoverAction(kind.value, f.path, text, done=True))
     return actions
+
+
+class _RepairDriver:
+    """recover's repairs as operations of a :class:`Transaction` (``op.value`` names the
+    family). Each re-reads the remembered state under the lock: a libvirt or svirt start
+    changes the xattrs under the same lock before it uses the file, so unchanged xattrs
+    mean the scan still holds."""
+
+    name = "recover"
+
+    def __init__(self, f: FileFacts, plan: dict[str, tuple[Remembered, RepairKind, int]]):
+        self.f = f
+        self.plan = plan
+        self.done: dict[str, str] = {}
+
+    def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
+        assert op.value is not None and target is not None
+        r, kind, users = self.plan[op.value]
+        st = os.stat(target)
+        if (st.st_dev, st.st_ino) != (self.f.dev, self.f.ino):
+            raise SecurityError("replaced by another file since the scan")
+        try:
+            self.done[op.value] = _repair_family(target, r, users, kind)
+        except OSError as exc:
+            raise SecurityError(exc.strerror or str(exc)) from None
+        except ValueError as exc:
+            raise SecurityError(str(exc)) from None
+        return Outcome.DONE
 
 
 def recover(
@@ -1326,7 +1371,15 @@ def recover(
                 )
     report = examine(cfg, args)
     for f in report.files:
-        actions.extend(repair_file(f, apply=apply, take=take_from_libvirt))
+        actions.extend(
+            repair_file(
+                f,
+                apply=apply,
+                take=take_from_libvirt,
+                journal=mgr.journal,
+                protected=cfg.protected_paths,
+            )
+        )
     for finding in report.findings:
         if finding.kind is Kind.LIBVIRT_PENDING and take_from_libvirt:
             continue  # repaired above
