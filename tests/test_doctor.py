@@ -362,5 +362,5 @@ def test_recover_repairs_run_in_a_journalled_transaction(cfg: Config, tmp_path: 
     report = recover(cfg, [str(img)], apply=True)
     assert [a.what for a in report.actions if a.done] == ["restore", "restore"]
     assert xattrs(img) == {}
-    assert journalled() == before + 1  # one journalled transaction for the file
+    assert journalled() == before + 2  # one journalled transaction per family
     assert conn.execute("SELECT count(*) FROM journal_tx").fetchone()[0] == 0  # closed

@@ -37,7 +37,6 @@ since the scan. Labels with no remembered original are reported, never guessed.
 from __future__ import annotations
 
 import enum
-import errno
 import logging
 import os
 import re
@@ -54,7 +53,6 @@ from svirt.context import MLSRange, SecurityContext, format_categories
 from svirt.domain.model import Domain, SeclabelType
 from svirt.domain.resources import ResourceKind, domain_resources
 from svirt.errors import ContextError, SecurityError, StateError, SvirtError
-from svirt.host import acl as host_acl
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
@@ -1112,56 +1110,7 @@ class _Changed(SvirtError):
         )
 
 
-def _restore_selinux(target: str, r: Remembered) -> str:
-    if r.original is not None:
-        try:
-            SecurityContext.parse(r.original)
-        except ContextError:
-            raise SecurityError(
-                f"the remembered label {r.original!r} is not a valid context; left as is"
-            ) from None
-        if host_selinux.getfilecon(target) != r.original:
-            host_selinux.setfilecon(target, r.original)
-        if host_selinux.getfilecon(target) != r.original:
-            raise SecurityError(f"the label did not become {r.original}; xattrs kept")
-        return f"label -> {r.original}"
-    return "no remembered label"
-
-
-def _restore_dac(target: str, r: Remembered) -> str:
-    if r.original is not None:
-        ids = _owner_ids(r.original)
-        if ids is None:
-            raise SecurityError(f"the remembered owner {r.original!r} is malformed; left as is")
-        st = os.stat(target)
-        if (st.st_uid, st.st_gid) != ids:
-            try:
-                acl: bytes | None = os.getxattr(target, host_acl.ACL_XATTR)
-            except OSError:
-                acl = None
-            os.chown(target, *ids)
-            if acl is not None:
-                # chown may rewrite the ACL mask: put the ACL back as it was.
-                os.setxattr(target, host_acl.ACL_XATTR, acl)
-        return f"owner -> {ids[0]}:{ids[1]}"
-    return "no remembered owner"
-
-
-def _restore_acl(target: str, r: Remembered) -> str:
-    assert r.uid is not None
-    if r.original is None:
-        raise SecurityError(f"malformed ACL reference {r.raw_refcount!r}; left as is")
-    prev, mask = (None if p == "-" else int(p) for p in r.original.split())
-    acl, _ = host_acl.read_acl(target)
-    acl = acl.with_named_user(r.uid, prev)
-    acl = acl.with_mask(mask) if mask is not None else acl.with_mask()
-    host_acl.write_acl(target, acl)
-    return "ACL entry " + (
-        f"u:{r.uid} removed" if prev is None else f"u:{r.uid}:{_perm_text(prev)}"
-    )
-
-
-def _set_count(target: str, r: Remembered, users: int) -> str:
+def _set_count(target: str, r: Remembered, users: int, *, force_boot: bool = False) -> str:
     if r.uid is not None:
         value = f"{users} {r.original or '- -'} {boot_time()}"
         os.setxattr(target, f"{ACL_XATTR_PREFIX}{r.uid}", value.encode())
@@ -1169,34 +1118,12 @@ def _set_count(target: str, r: Remembered, users: int) -> str:
     _, ref_name, ts_name = xattr_names(r.family)
     os.setxattr(target, ref_name, str(users).encode())
     text = f"{ref_name} {r.raw_refcount or 'absent'} -> {users}"
-    if not r.this_boot:
+    if force_boot and r.original is None:
+        raise SecurityError(f"no remembered original in {xattr_names(r.family)[0]}")
+    if not r.this_boot or force_boot:
         os.setxattr(target, ts_name, str(boot_time()).encode())
         text += f", {ts_name} -> {boot_time()}"
     return text
-
-
-def _repair_family(target: str, r: Remembered, users: int, kind: RepairKind) -> str:
-    # Re-read under the lock: a libvirt or svirt start changes the xattrs under the same
-    # lock before it uses the file, so unchanged xattrs mean the scan still holds.
-    now = {x.family: x for x in _remembered(target)}.get(r.family)
-    if now != r:
-        raise _Changed
-    if kind is RepairKind.REFCOUNT:
-        return _set_count(target, r, users)
-    if r.family == "selinux":
-        text = _restore_selinux(target, r)
-    elif r.family == "dac":
-        text = _restore_dac(target, r)
-    else:
-        text = _restore_acl(target, r)
-    # Only now that the original is back are the xattrs that remembered it removed.
-    for name in r.names:
-        try:
-            os.removexattr(target, name)
-        except OSError as exc:
-            if exc.errno != errno.ENODATA:
-                raise
-    return f"{text}; removed {', '.join(r.names)}"
 
 
 def _plan(f: FileFacts, take: bool = False) -> list[tuple[Remembered, RepairKind, int]]:
@@ -1234,6 +1161,7 @@ def repair_file(
     take: bool = False,
     journal: Journal | None = None,
     protected: Sequence[str] = (),
+    cfg: Config | None = None,
 ) -> list[RecoverAction]:
     """Repair one examined file (see :func:`recover`); a dry run unless ``apply``.
     ``take``: files of a crashed libvirt domain too (else left to libvirtd). With a
@@ -1262,63 +1190,150 @@ def repair_file(
         os.close(fd)
     # One transaction per file, like every other change svirt makes: the inode pinned
     # (and re-checked), protected paths refused, libvirt's metadata lock held, the
-    # file's whole prior state journalled, and a failure or crash rolled back.
-    repairs = _RepairDriver(f, {r.family: (r, kind, users) for r, kind, users in plan})
-    tx = Transaction(
-        cast("dict[str, SecurityDriver]", {_RepairDriver.name: repairs}),
-        journal,
-        remember=True,
-        protected=protected,
-    )
-    ops = [
-        LabelOp(_RepairDriver.name, Action.SET, f.path, r.family, False, "recover")
-        for r, _kind, _users in plan
-    ]
-    try:
-        result = tx.run("svirt-recover", ops, best_effort=True)
-    except SvirtError as exc:
-        return [RecoverAction("restore", f.path, "lock", error=str(exc))]
-    failed = {op.value: exc for op, exc in result.errors}
+    # file's whole prior state journalled, and a failure or crash rolled back. A count
+    # is corrected in place; a restore first makes the remembered state one valid user
+    # of this boot, then runs the driver's own restore operation, which recalls it.
     actions: list[RecoverAction] = []
+    drivers = _restorers(cfg)
     for r, kind, users in plan:
-        error = failed.get(r.family)
-        if error is not None:
+        fix = _Recount(f, r, kind, users)
+        ops = [LabelOp(_Recount.name, Action.SET, f.path, r.family, False, "recover")]
+        restore = _restore_op(f.path, r) if kind is RepairKind.RESTORE else None
+        if restore is not None:
+            ops.append(restore)
+        table: dict[str, Any] = {_Recount.name: fix, **drivers}
+        tx = Transaction(
+            cast("dict[str, SecurityDriver]", table),
+            journal,
+            remember=True,
+            protected=protected,
+            # a node that cannot be opened for the lock (a device copy in a VM's
+            # /dev) is still recalled: its xattrs were re-checked just before
+            recall_unlocked=True,
+        )
+        try:
+            result = tx.run("svirt-recover", ops)
+        except SvirtError as exc:
             actions.append(
-                RecoverAction(kind.value, f.path, _describe(f, r, kind, users), error=str(error))
+                RecoverAction(kind.value, f.path, _describe(f, r, kind, users), error=str(exc))
             )
-        else:
-            text = repairs.done.get(r.family, "")
-            log.debug("recover: %s: %s", f.path, text)
-            actions.append(RecoverAction(kind.value, f.path, text, done=True))
+            continue
+        text = fix.text
+        if restore is not None:
+            outcome = result.outcomes[-1][1] if len(result.outcomes) == len(ops) else None
+            left = {n for n in r.names if _has_xattr(f.path, n)}
+            if outcome not in (Outcome.DONE, Outcome.SKIPPED) or left:
+                actions.append(
+                    RecoverAction(
+                        kind.value,
+                        f.path,
+                        _describe(f, r, kind, users),
+                        error=f"the {r.family} driver could not restore it ({outcome})",
+                    )
+                )
+                continue
+            text = f"{_restored(r)}; removed {', '.join(r.names)}"
+        log.debug("recover: %s: %s", f.path, text)
+        actions.append(RecoverAction(kind.value, f.path, text, done=True))
     return actions
 
 
-class _RepairDriver:
-    """recover's repairs as operations of a :class:`Transaction` (``op.value`` names the
-    family). Each re-reads the remembered state under the lock: a libvirt or svirt start
-    changes the xattrs under the same lock before it uses the file, so unchanged xattrs
-    mean the scan still holds."""
+def _has_xattr(path: str, name: str) -> bool:
+    try:
+        os.getxattr(path, name)
+    except OSError:
+        return False
+    return True
+
+
+def _restorers(cfg: Config | None) -> dict[str, SecurityDriver]:
+    """The drivers whose restore operations recover runs (whatever the configured stack:
+    a file may carry libvirt's SELinux memory on a host where svirt runs without it)."""
+    from svirt.conf import config_from_mapping
+
+    base = cfg if cfg is not None else config_from_mapping({}, source="<recover>")
+    out: dict[str, SecurityDriver] = {"dac": DACDriver(base)}
+    try:
+        out["selinux"] = SELinuxDriver(base)
+    except (SvirtError, OSError) as exc:
+        log.debug("recover: no SELinux driver: %s", exc)
+    return out
+
+
+def _restore_op(path: str, r: Remembered) -> LabelOp | None:
+    """The driver's own restore of one remembered family (recalling the original)."""
+    if r.family == "selinux":
+        return LabelOp("selinux", Action.RESTORE, path, None, True, "recover")
+    if r.family == "dac":
+        ids = _owner_ids(r.original or "")
+        value = f"+{ids[0]}:+{ids[1]}" if ids is not None else None
+        return LabelOp("dac", Action.RESTORE, path, value, True, "recover")
+    if r.uid is not None:
+        return LabelOp("dac", Action.RESTORE, path, f"+{r.uid}:+{r.uid}", True, "recover")
+    return None
+
+
+def _restored(r: Remembered) -> str:
+    if r.family == "selinux":
+        return f"label -> {r.original}"
+    if r.family == "dac":
+        ids = _owner_ids(r.original or "")
+        return f"owner -> {ids[0]}:{ids[1]}" if ids else "owner"
+    prev = r.original.split()[0] if r.original else "-"
+    return "ACL entry " + (
+        f"u:{r.uid} removed" if prev == "-" else f"u:{r.uid}:{_perm_text(int(prev))}"
+    )
+
+
+class _Recount:
+    """recover's own step, run as an operation of the file's :class:`Transaction`
+    (``op.value`` names the family). It re-reads the remembered state under the lock (a
+    libvirt or svirt start changes the xattrs under the same lock before it uses the file,
+    so unchanged xattrs mean the scan still holds), then sets the count: to the users
+    found, or, before a restore, to one valid user of this boot so that the driver's
+    recall puts the original back."""
 
     name = "recover"
 
-    def __init__(self, f: FileFacts, plan: dict[str, tuple[Remembered, RepairKind, int]]):
-        self.f = f
-        self.plan = plan
-        self.done: dict[str, str] = {}
+    def __init__(self, f: FileFacts, r: Remembered, kind: RepairKind, users: int) -> None:
+        self.f, self.r, self.kind, self.users = f, r, kind, users
+        self.text = ""
 
     def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
-        assert op.value is not None and target is not None
-        r, kind, users = self.plan[op.value]
+        assert target is not None
         st = os.stat(target)
         if (st.st_dev, st.st_ino) != (self.f.dev, self.f.ino):
             raise SecurityError("replaced by another file since the scan")
+        now = {x.family: x for x in _remembered(target)}.get(self.r.family)
+        if now != self.r:
+            raise _Changed
         try:
-            self.done[op.value] = _repair_family(target, r, users, kind)
+            if self.kind is RepairKind.REFCOUNT:
+                self.text = _set_count(target, self.r, self.users)
+            else:
+                _check_original(self.r)
+                _set_count(target, self.r, 1, force_boot=True)
         except OSError as exc:
             raise SecurityError(exc.strerror or str(exc)) from None
-        except ValueError as exc:
-            raise SecurityError(str(exc)) from None
         return Outcome.DONE
+
+
+def _check_original(r: Remembered) -> None:
+    """A remembered original recover would not put back: report it, change nothing."""
+    if r.family == "selinux":
+        if r.original is None:
+            raise SecurityError("no remembered label; left as is")
+        try:
+            SecurityContext.parse(r.original)
+        except ContextError:
+            raise SecurityError(
+                f"the remembered label {r.original!r} is not a valid context; left as is"
+            ) from None
+    elif r.family == "dac":
+        if r.original is None or _owner_ids(r.original) is None:
+            raise SecurityError(f"the remembered owner {r.original!r} is malformed; left as is")
+    elif r.original is None:
+        raise SecurityError(f"malformed ACL reference {r.raw_refcount!r}; left as is")
 
 
 def recover(
@@ -1378,6 +1393,7 @@ def recover(
                 take=take_from_libvirt,
                 journal=mgr.journal,
                 protected=cfg.protected_paths,
+                cfg=cfg,
             )
         )
     for finding in report.findings:

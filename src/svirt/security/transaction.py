@@ -234,15 +234,18 @@ class Transaction:
         remember: bool = True,
         protected: Sequence[str] = (),
         step_hook: Callable[[int], None] | None = None,
+        recall_unlocked: bool = False,
     ) -> None:
+        self.recall_unlocked = recall_unlocked
         self.drivers = drivers
         self.journal = journal
         self.remember = remember
         self.protected = tuple(protected)
         self.step_hook = step_hook
 
-    @staticmethod
-    def _effective(op: LabelOp, locks: MetadataLocks | None) -> LabelOp:
+    def _effective(self, op: LabelOp, locks: MetadataLocks | None) -> LabelOp:
+        if self.recall_unlocked:
+            return op
         if op.remember and not (locks is not None and locks.locked(op.path)):
             return LabelOp(op.driver, op.action, op.path, op.value, False, op.owner, op.readonly)
         return op
