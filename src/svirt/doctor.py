@@ -555,7 +555,9 @@ def _ledger_levels(cfg: Config) -> list[tuple[str, str]]:
     return [(str(level), str(dom)) for level, dom in rows]
 
 
-def _erased_findings(cfg: Config, doms: Sequence[_Dom], paths: set[str]) -> list[Finding]:
+def _erased_findings(
+    cfg: Config, doms: Sequence[_Dom], files: Sequence[FileFacts], whole_host: bool
+) -> list[Finding]:
     """svirt's own copies of originals whose xattrs someone else removed while its
     domain uses the file (libvirt's failed start or stop on a shared file)."""
     db = cfg.state_dir / "svirt.db"
@@ -571,6 +573,9 @@ def _erased_findings(cfg: Config, doms: Sequence[_Dom], paths: set[str]) -> list
     except sqlite3.Error as exc:
         log.debug("doctor: cannot read svirt's kept originals in %s: %s", db, exc)
         return []
+    if not erased:
+        return []
+    paths = set() if whole_host else {os.path.realpath(f.path) for f in files}
     return [
         Finding(
             Kind.ERASED,
@@ -581,7 +586,7 @@ def _erased_findings(cfg: Config, doms: Sequence[_Dom], paths: set[str]) -> list
             domains=(k.domain,),
         )
         for k in erased
-        if k.domain in active and (not paths or os.path.realpath(k.path) in paths)
+        if k.domain in active and (whole_host or os.path.realpath(k.path) in paths)
     ]
 
 
@@ -1042,7 +1047,7 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
         orphan = _orphan_finding(cfg, f, owners)
         if orphan is not None:
             findings.append(orphan)
-    findings += _erased_findings(cfg, doms, {os.path.realpath(f.path) for f in files})
+    findings += _erased_findings(cfg, doms, files, whole_host=not args)
     # Domain-level findings: all of them for a whole-host check, those of the named
     # domains when names were given, none when only paths were.
     named = {a for a in args if not _is_path(a)}
