@@ -11,6 +11,9 @@ APT_PACKAGES=(
   python3-selinux python3-setools python3-audit setools semodule-utils checkpolicy
   auditd attr acl qemu-system-x86 qemu-utils python3-venv
 )
+# Interop suite with the real libvirt 9.0 (tests/interop/, issue 12): libvirtd,
+# virtlogd and virsh, started by the tests in a private mount namespace.
+APT_PACKAGES+=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
 VENV=.venv
 QEMU_USER=svirt-qemu
 
@@ -22,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # Fleet ledger (issue 15): etcd for the tests' real 3-member cluster, etcdctl, and the

@@ -26,7 +26,12 @@ def data_dir() -> Path:
 def selinux_config(tmp_path: Path) -> Config:
     """The SELinux driver named explicitly, runtime state under the test's tmp dir."""
     return config_from_mapping(
-        {"security_driver": ["selinux"], "state_dir": str(tmp_path / "state")},
+        {
+            "security_driver": ["selinux"],
+            "state_dir": str(tmp_path / "state"),
+            # issue 12: never the host's /run/libvirt/qemu
+            "libvirt_run_dir": str(tmp_path / "libvirt-run"),
+        },
         source="<test>",
     )
 

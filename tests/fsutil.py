@@ -65,6 +65,12 @@ def svirt_xattrs(path: Path | str) -> list[str]:
 
 
 def config(tmp_path: Path, **extra: object) -> Config:
-    data: dict[str, object] = {"security_driver": ["selinux"], "state_dir": str(tmp_path / "state")}
+    # Every host path svirt reads points into the test's own directory: a libvirt running
+    # on the machine (its /run/libvirt/qemu) cannot change the outcome (issue 12).
+    data: dict[str, object] = {
+        "security_driver": ["selinux"],
+        "state_dir": str(tmp_path / "state"),
+        "libvirt_run_dir": str(tmp_path / "libvirt-run"),
+    }
     data.update(extra)
     return config_from_mapping(data, source="<test>")

@@ -129,7 +129,8 @@ def test_stale_copy_in_the_vm_namespace(cfg: Config, vm_dir: Path) -> None:
         assert node in {f.path for f in examine(cfg, ["nsvm"]).findings}
 
         before_img = state(img)
-        recover(cfg, apply=True)
+        done = recover(cfg, apply=True)
+        assert [a.error for a in done.actions] == [None, None]
         assert os.getxattr(node, "security.selinux").rstrip(b"\0").decode() == FIXED_DISK
         assert (os.stat(node).st_uid, os.stat(node).st_gid) == (0, 6)
         assert svirt_xattrs(node) == []

@@ -251,7 +251,19 @@ def test_read_remembered_reports_state_without_changing_it(img: Path) -> None:
     assert rem.read_remembered(str(img), "selinux") is None
     rem.remember(str(img), "selinux", ORIG)
     info = rem.read_remembered(str(img), "selinux")
-    assert info == rem.Remembered("selinux", ORIG, "1", str(btime()))
+    assert info == rem.Remembered(
+        "selinux",
+        (
+            "trusted.libvirt.security.selinux",
+            "trusted.libvirt.security.ref_selinux",
+            "trusted.libvirt.security.timestamp_selinux",
+        ),
+        ORIG,
+        1,
+        "1",
+        str(btime()),
+        True,
+    )
     assert info is not None and not info.stale
     os.setxattr(img, TS, b"1000")
     info = rem.read_remembered(str(img), "selinux")

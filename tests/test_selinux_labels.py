@@ -29,7 +29,11 @@ CONTENT_CONTEXT = "system_u:object_r:virt_content_t:s0"
 
 
 def config(tmp_path: Path, **extra: Any) -> Config:
-    data: dict[str, Any] = {"security_driver": ["selinux"], "state_dir": str(tmp_path / "state")}
+    data: dict[str, Any] = {
+        "security_driver": ["selinux"],
+        "state_dir": str(tmp_path / "state"),
+        "libvirt_run_dir": str(tmp_path / "libvirt-run"),
+    }
     data.update(extra)
     return config_from_mapping(data, source="<test>")
 

@@ -59,6 +59,7 @@ def config(tmp_path: Path, **extra: Any) -> Config:
     data: dict[str, Any] = {
         "security_driver": ["selinux"],
         "state_dir": str(tmp_path / "state"),
+        "libvirt_run_dir": str(tmp_path / "libvirt-run"),
         "dynamic_ownership": False,
     }
     data.update(extra)

@@ -22,7 +22,7 @@ from fsutil import config, disk_xml, domain_xml, make_file, state, svirt_xattrs
 from svirt.domain import parse_domain
 from svirt.errors import SecurityError, StateError
 from svirt.security.manager import SecurityManager
-from svirt.state.domains import DomainStore
+from svirt.state.domains import DomainState, DomainStore, may_move
 
 
 def _domain(tmp_path: Path, n: int = 3, name: str = "vm") -> tuple[str, list[Path]]:
@@ -387,7 +387,12 @@ def test_dead_domain_is_restored_once_however_many_reconcile(tmp_path: Path) -> 
     assert os.getxattr(shared, "trusted.libvirt.security.ref_dac") == b"2"
     gone = subprocess.Popen(["true"])
     gone.wait()
-    mgr.store.set_state("dead", "running", owner=gone.pid)  # its monitor and QEMU died
+    # its monitor and QEMU died (forged in the row: the transition table never lets a
+    # labelled domain run without a monitor starting it)
+    with mgr.conn:
+        mgr.conn.execute(
+            "UPDATE domains SET state='running', owner=? WHERE name='dead'", (gone.pid,)
+        )
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(3)
     procs = [ctx.Process(target=_reconcile, args=(str(tmp_path), barrier)) for _ in range(3)]
@@ -402,9 +407,33 @@ def test_dead_domain_is_restored_once_however_many_reconcile(tmp_path: Path) -> 
 
 def test_take_is_won_once(tmp_path: Path) -> None:
     mgr = SecurityManager(config(tmp_path))
-    mgr.store.claim("vm", "labelled", 1)
-    assert mgr.store.take("vm", ("labelled",), 1, "restoring")
-    assert not mgr.store.take("vm", ("labelled",), 1, "restoring")
+    mgr.store.claim("vm", DomainState.LABELLING, 1)
+    mgr.store.set_state("vm", DomainState.LABELLED)
+    assert mgr.store.take("vm", ("labelled",), 1, DomainState.RESTORING)
+    assert not mgr.store.take("vm", ("labelled",), 1, DomainState.RESTORING)
+
+
+def test_domain_states_follow_the_transition_table(tmp_path: Path) -> None:
+    """One table of allowed state changes (issue 12): a change it does not list is
+    refused, before anything is written."""
+    mgr = SecurityManager(config(tmp_path))
+    with pytest.raises(StateError, match="cannot go from no record to running"):
+        mgr.store.claim("vm", DomainState.RUNNING, 1)
+    mgr.store.claim("vm", DomainState.LABELLING, 1)
+    mgr.store.set_state("vm", DomainState.LABELLED)
+    with pytest.raises(StateError, match="domain 'vm' cannot go from labelled to running"):
+        mgr.store.set_state("vm", DomainState.RUNNING)
+    assert mgr.store.rows()[0][1] == "labelled"
+    # take() never takes a state the table does not let move to the target
+    assert not mgr.store.take("vm", ("labelled",), 1, DomainState.STOPPING)
+    assert may_move(DomainState.RUNNING, DomainState.STOPPING)
+    assert not may_move(DomainState.RUNNING, DomainState.LABELLED)
+    assert {s for s in DomainState if s.active} == {
+        DomainState.STARTING,
+        DomainState.LAUNCHING,
+        DomainState.RUNNING,
+        DomainState.STOPPING,
+    }
 
 
 def test_views_follow_the_rows(tmp_path: Path) -> None:

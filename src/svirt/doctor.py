@@ -37,7 +37,6 @@ since the scan. Labels with no remembered original are reported, never guessed.
 from __future__ import annotations
 
 import enum
-import errno
 import logging
 import os
 import re
@@ -47,25 +46,29 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from svirt.conf import Config
 from svirt.context import MLSRange, SecurityContext, format_categories
 from svirt.domain.model import Domain, SeclabelType
 from svirt.domain.resources import ResourceKind, domain_resources
 from svirt.errors import ContextError, SecurityError, StateError, SvirtError
-from svirt.host import acl as host_acl
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
 from svirt.host.procs import pid_alive
+from svirt.host.remembered import ACL_XATTR_PREFIX, Remembered, has_remembered, read_all
 from svirt.launch.lifecycle import qemu_alive, reconcile
-from svirt.policy.verify import Skipped, load_live_domain
-from svirt.security.dac import ACL_XATTR_PREFIX, parse_acl_ref, parse_ids
+from svirt.policy.verify import Skipped, crashed_libvirt_domain, load_live_domain
+from svirt.security.dac import DACDriver, parse_ids
+from svirt.security.driver import Action, LabelOp, Outcome, SecurityDriver
 from svirt.security.manager import SecurityManager
-from svirt.security.remember import XATTR_PREFIX, boot_time, is_this_boot, xattr_names
-from svirt.security.transaction import MetadataLocks
+from svirt.security.remember import boot_time, erased_warning, xattr_names
+from svirt.security.selinux import SELinuxDriver
+from svirt.security.transaction import Transaction
 from svirt.state.domains import DomainRecord, DomainStore
+from svirt.state.journal import Journal
+from svirt.state.originals import KeptOriginals
 
 __all__ = [
     "DoctorReport",
@@ -84,7 +87,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_ACTIVE_STATES = ("starting", "launching", "running", "stopping")
 _PROC_ROOT = re.compile(r"^/proc/(\d+)/root(/.*)$")
 _MAX_DEV_ENTRIES = 10_000  # a VM's private /dev is a 64 KiB tmpfs; refuse to walk a huge one
 
@@ -96,6 +98,8 @@ class Kind(enum.Enum):
     CATEGORY_CLASH = "category-clash"
     NAMESPACE_COPY = "namespace-copy"
     DEAD_DOMAIN = "dead-domain"
+    LIBVIRT_PENDING = "libvirt-pending"  # libvirtd will restore it when it restarts
+    ERASED = "erased"  # someone else removed what svirt remembered (libvirt's defect)
 
 
 class RepairKind(enum.Enum):
@@ -123,29 +127,10 @@ class DomainUse:
     state: str
     pid: int | None  # its QEMU, when running
     uid: int | None  # the QEMU uid from its DAC label, when known
-
-
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """One family of remembered xattrs on one file, as found.
-
-    ``family`` is ``selinux`` or ``dac`` (libvirt's names) or ``acl_<uid>`` (svirt's ACL
-    reference). ``original`` is the remembered label, ``+uid:+gid`` owner, or for ACLs
-    the replaced entry and mask as ``prev mask``.
-    """
-
-    family: str
-    names: tuple[str, ...]  # the xattrs present
-    original: str | None
-    refcount: int | None
-    raw_refcount: str | None
-    timestamp: str | None
-    this_boot: bool
-    uid: int | None = None  # acl_<uid>
-
-    @property
-    def malformed(self) -> bool:
-        return self.raw_refcount is not None and self.refcount is None
+    # the drivers whose labelling of this file remembers the original (and so holds a
+    # reference): libvirt's rule, from the drivers' own plans; None: not per file
+    remembers: frozenset[str] | None = None
+    pending: bool = False  # a libvirt domain whose QEMU died: libvirtd will restore
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,24 +147,39 @@ class FileFacts:
     domains: tuple[DomainUse, ...]
     namespace_pid: int | None  # the VM whose private /dev holds this node
 
-    def users(self, uid: int | None = None) -> int:
-        """Domains listing the file plus other processes holding it (``uid``: only
-        those running as that user, for an ACL reference)."""
+    def _counts(self, d: DomainUse, family: str | None, uid: int | None) -> bool:
+        if uid is not None and d.uid is not None and d.uid != uid:
+            return False
+        if family in ("selinux", "dac") and d.remembers is not None:
+            # libvirt counts a domain for a driver only where that driver's labelling
+            # remembers: not a DAC-only domain for selinux, not read-only or shareable
+            # media, not a domain without that seclabel.
+            return family in d.remembers
+        return True
+
+    def users(
+        self, uid: int | None = None, family: str | None = None, *, take_pending: bool = False
+    ) -> int:
+        """Domains using the file for ``family`` plus other processes holding it
+        (``uid``: only those running as that user, for an ACL reference).
+        ``take_pending``: libvirt domains whose QEMU died no longer count."""
         keys: set[tuple[str, str]] = set()
         dom_pids = {d.pid for d in self.domains if d.pid is not None}
         for d in self.domains:
-            if uid is None or d.uid is None or d.uid == uid:
+            if take_pending and d.pending:
+                continue
+            if self._counts(d, family, uid):
                 keys.add((d.origin, d.name))
         for h in self.holders:
             if (uid is None or h.uid == uid) and h.pid not in dom_pids:
                 keys.add(("pid", str(h.pid)))
         return len(keys)
 
-    def describe_users(self, uid: int | None = None) -> str:
+    def describe_users(self, uid: int | None = None, family: str | None = None) -> str:
         parts = [
             f"{d.origin} domain {d.name} ({d.state})"
             for d in self.domains
-            if uid is None or d.uid is None or d.uid == uid
+            if self._counts(d, family, uid)
         ]
         dom_pids = {d.pid for d in self.domains if d.pid is not None}
         parts += [
@@ -352,9 +352,47 @@ class _Dom:
     source: Path
     dead: bool = False  # an svirt record whose monitor and QEMU are gone
     owner: int | None = None
+    pending: bool = False  # libvirt's status XML is there, its QEMU is gone
+    # path -> the drivers whose labelling of it remembers (None: not known)
+    remembers: dict[str, frozenset[str]] | None = None
 
-    def use(self) -> DomainUse:
-        return DomainUse(self.name, self.origin, self.state, self.pid, self.uid)
+    def use(self, path: str | None = None) -> DomainUse:
+        fams = None
+        if path is not None and self.remembers is not None:
+            fams = self.remembers.get(path, frozenset())
+        return DomainUse(self.name, self.origin, self.state, self.pid, self.uid, fams, self.pending)
+
+
+def _planners(cfg: Config) -> list[SecurityDriver]:
+    """The drivers whose plans say which files a domain's labelling remembers (the one
+    place of libvirt's rule: top of a chain, not read-only, not shareable, ...)."""
+    out: list[SecurityDriver] = []
+    for make in (SELinuxDriver, DACDriver):
+        try:
+            out.append(make(cfg))
+        except (SvirtError, OSError) as exc:
+            log.debug("doctor: no %s plans: %s", make.__name__, exc)
+            return []
+    return out
+
+
+def _remembering(
+    planners: Sequence[SecurityDriver], domain: Domain
+) -> dict[str, frozenset[str]] | None:
+    if not planners:
+        return None
+    found: dict[str, set[str]] = {}
+    resources = list(domain_resources(domain))
+    for drv in planners:
+        try:
+            ops = drv.set_ops(domain, resources)
+        except (SvirtError, OSError) as exc:
+            log.debug("doctor: %s: cannot plan %s: %s", domain.name, drv.name, exc)
+            return None
+        for op in ops:
+            if op.remember:
+                found.setdefault(op.path, set()).add(op.driver)
+    return {p: frozenset(f) for p, f in found.items()}
 
 
 def _dac_uid(domain: Domain) -> int | None:
@@ -368,6 +406,7 @@ def _dac_uid(domain: Domain) -> int | None:
 
 
 def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
+    planners = _planners(cfg)
     out: list[_Dom] = []
     try:
         records: list[DomainRecord] = list(DomainStore(cfg.state_dir).records())
@@ -376,7 +415,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
         records = []
     for rec in records:
         alive = qemu_alive(rec)
-        dead = rec.state in _ACTIVE_STATES and not alive and not pid_alive(rec.owner)
+        dead = rec.state.active and not alive and not pid_alive(rec.owner)
         out.append(
             _Dom(
                 rec.domain.name,
@@ -388,6 +427,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
                 rec.path,
                 dead,
                 rec.owner,
+                remembers=_remembering(planners, rec.domain),
             )
         )
     try:
@@ -396,8 +436,27 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
         paths = []
     for path in paths:
         live = load_live_domain(path, "libvirt")
+        pending = None
         if isinstance(live, Skipped):
-            log.debug("doctor: %s: %s", live.path, live.reason)
+            # A status XML whose QEMU is gone (libvirtd and QEMU killed): libvirtd
+            # restores its files when it restarts and reconnects.
+            pending = crashed_libvirt_domain(path)
+            if pending is None:
+                log.debug("doctor: %s: %s", live.path, live.reason)
+                continue
+            out.append(
+                _Dom(
+                    pending.name,
+                    "libvirt",
+                    "crashed, status XML kept",
+                    None,
+                    _dac_uid(pending),
+                    pending,
+                    path,
+                    pending=True,
+                    remembers=_remembering(planners, pending),
+                )
+            )
             continue
         out.append(
             _Dom(
@@ -408,6 +467,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
                 _dac_uid(live.domain),
                 live.domain,
                 path,
+                remembers=_remembering(planners, live.domain),
             )
         )
     return out
@@ -445,10 +505,10 @@ def _stat_key(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _domain_keys(doms: Sequence[_Dom]) -> dict[tuple[int, int], list[_Dom]]:
+def _domain_keys(doms: Sequence[_Dom]) -> dict[tuple[int, int], list[DomainUse]]:
     """Which domains list each (device, inode): host paths, and for a running VM with
     its own mount namespace, its private copies of /dev nodes."""
-    index: dict[tuple[int, int], list[_Dom]] = {}
+    index: dict[tuple[int, int], list[DomainUse]] = {}
     for d in doms:
         private = d.pid is not None and _other_namespace(d.pid)
         for path in _resource_paths(d.domain):
@@ -460,8 +520,8 @@ def _domain_keys(doms: Sequence[_Dom]) -> dict[tuple[int, int], list[_Dom]]:
                 if key is None:
                     continue
                 users = index.setdefault(key, [])
-                if all(u is not d for u in users):
-                    users.append(d)
+                if all((u.origin, u.name) != (d.origin, d.name) for u in users):
+                    users.append(d.use(path))
     return index
 
 
@@ -495,6 +555,41 @@ def _ledger_levels(cfg: Config) -> list[tuple[str, str]]:
     return [(str(level), str(dom)) for level, dom in rows]
 
 
+def _erased_findings(
+    cfg: Config, doms: Sequence[_Dom], files: Sequence[FileFacts], whole_host: bool
+) -> list[Finding]:
+    """svirt's own copies of originals whose xattrs someone else removed while its
+    domain uses the file (libvirt's failed start or stop on a shared file)."""
+    db = cfg.state_dir / "svirt.db"
+    if not db.exists():
+        return []
+    active = {d.name for d in doms if d.origin == "svirt" and not d.dead}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        try:
+            erased = KeptOriginals(conn).erased()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        log.debug("doctor: cannot read svirt's kept originals in %s: %s", db, exc)
+        return []
+    if not erased:
+        return []
+    paths = set() if whole_host else {os.path.realpath(f.path) for f in files}
+    return [
+        Finding(
+            Kind.ERASED,
+            k.path,
+            erased_warning(k.path, k.driver, k.domain, k.value),
+            f"svirt stop {_q(k.domain)} (stop puts the original back from svirt's copy)",
+            family=k.driver,
+            domains=(k.domain,),
+        )
+        for k in erased
+        if k.domain in active and (whole_host or os.path.realpath(k.path) in paths)
+    ]
+
+
 def _categories(text: str) -> frozenset[int] | None:
     """The (high) categories of a context or a level/range; None when unparsable."""
     try:
@@ -511,69 +606,8 @@ def _categories(text: str) -> frozenset[int] | None:
 # --- what is on a file ---------------------------------------------------------------
 
 
-def _get(path: str, name: str) -> str | None:
-    try:
-        return os.getxattr(path, name).decode("utf-8", "replace")
-    except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return None
-        raise
-
-
 def _remembered(path: str) -> list[Remembered]:
-    out: list[Remembered] = []
-    for drv in ("selinux", "dac"):
-        names = xattr_names(drv)
-        values = [_get(path, n) for n in names]
-        if all(v is None for v in values):
-            continue
-        label, ref, ts = values
-        count = int(ref) if ref is not None and ref.isdigit() else None
-        out.append(
-            Remembered(
-                drv,
-                tuple(n for n, v in zip(names, values, strict=True) if v is not None),
-                label,
-                count,
-                ref,
-                ts,
-                ts is not None and is_this_boot(ts),
-            )
-        )
-    try:
-        all_names = os.listxattr(path)
-    except OSError:
-        all_names = []
-    for name in sorted(all_names):
-        if not name.startswith(ACL_XATTR_PREFIX):
-            continue
-        suffix = name[len(ACL_XATTR_PREFIX) :]
-        raw = _get(path, name)
-        if raw is None or not suffix.isdigit():
-            continue
-        acl_ref = parse_acl_ref(raw)
-        parts = raw.split()
-        out.append(
-            Remembered(
-                f"acl_{suffix}",
-                (name,),
-                f"{parts[1]} {parts[2]}" if acl_ref is not None else None,
-                acl_ref.refcount if acl_ref is not None else None,
-                parts[0] if parts else raw,
-                acl_ref.timestamp if acl_ref is not None else None,
-                acl_ref is not None and acl_ref.this_boot,
-                int(suffix),
-            )
-        )
-    return out
-
-
-def _has_remembered(path: str) -> bool:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return False
-    return any(n.startswith((XATTR_PREFIX, ACL_XATTR_PREFIX)) for n in names)
+    return read_all(path)
 
 
 # --- which files ---------------------------------------------------------------------
@@ -613,7 +647,7 @@ def _namespace_nodes(pid: int) -> Iterator[str]:
                 continue  # links, and other mounts (pts, shm, ...) shared with the host
             if stat.S_ISDIR(st.st_mode):
                 stack.append(entry.path)
-            elif _has_remembered(entry.path):
+            elif has_remembered(entry.path):
                 yield entry.path
 
 
@@ -709,9 +743,10 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
-def _recover_command(cfg: Config, path: str | None) -> str:
+def _recover_command(cfg: Config, path: str | None, *, take: bool = False) -> str:
     conf = f" --config {_q(cfg.source)}" if not cfg.source.startswith("<") else ""
-    return f"svirt recover{conf} --apply" + (f" {_q(path)}" if path else "")
+    flag = " --take-from-libvirt" if take else ""
+    return f"svirt recover{conf} --apply{flag}" + (f" {_q(path)}" if path else "")
 
 
 def _perm_text(perm: int | None) -> str:
@@ -768,9 +803,13 @@ def _what(r: Remembered) -> str:
     return f"ACL reference of uid {r.uid} (replaced {entry})" if prev != "?" else "ACL reference"
 
 
+def _pending_libvirt(f: FileFacts, r: Remembered) -> list[DomainUse]:
+    return [d for d in f.domains if d.pending and f._counts(d, r.family, r.uid)]
+
+
 def _family_findings(cfg: Config, f: FileFacts, r: Remembered) -> list[Finding]:
-    users = f.users(r.uid)
-    who = f.describe_users(r.uid)
+    users = f.users(r.uid, r.family)
+    who = f.describe_users(r.uid, r.family)
     boot = boot_time()
     ts = (
         "no timestamp"
@@ -788,6 +827,24 @@ def _family_findings(cfg: Config, f: FileFacts, r: Remembered) -> list[Finding]:
             kind, f.path, f"{remembered}; {who}: {why}{in_ns}", fix, manual, r.family, restore
         )
 
+    pending = _pending_libvirt(f, r)
+    if pending and r.this_boot and not r.malformed:
+        names = ", ".join(d.name for d in pending)
+        return [
+            Finding(
+                Kind.LIBVIRT_PENDING,
+                f.path,
+                f"{remembered}; libvirt domain {names}: its status XML is still in "
+                f"{cfg.libvirt_run_dir} but its QEMU is gone: libvirtd will restore "
+                "this file when it restarts (its reconnect recalls the remembered original); "
+                "svirt recover leaves it",
+                "start libvirtd again",
+                f"{_recover_command(cfg, f.path, take=True)} (only if libvirtd will never run "
+                "again: libvirtd would then find nothing remembered and chown the file to "
+                "root:root)",
+                r.family,
+            )
+        ]
     if r.malformed:
         return [finding(Kind.REFCOUNT, f"malformed refcount {r.raw_refcount!r}")]
     if not r.this_boot:
@@ -806,10 +863,15 @@ def _family_findings(cfg: Config, f: FileFacts, r: Remembered) -> list[Finding]:
         return [finding(Kind.REFCOUNT, "no reference count: libvirt ignores this state")]
     if users == 0:
         kind = Kind.NAMESPACE_COPY if f.namespace_pid else Kind.REFCOUNT
+        refused = (
+            "Setting different DAC user or group on"
+            if r.family == "dac"
+            else "Setting different SELinux label on"
+        )
         why = (
             f"refcount {r.refcount} but nothing uses the file (a crashed daemon or an "
-            "interrupted detach); the next start would fail with 'Setting different SELinux "
-            "label on … which is already in use'"
+            f"interrupted detach); the next start would fail with '{refused} … which is "
+            "already in use'"
         )
         return [finding(kind, why)]
     if r.refcount != users:
@@ -836,9 +898,9 @@ def _orphan_finding(
     evidence = (
         f"label {f.label} carries categories {format_categories(cats)}, which no running or "
         f"labelled domain can reach ({len(owners)} domain labels checked: svirt's ledger and "
-        f"records, libvirt's live XML); {f.describe_users()}"
+        f"records, libvirt's live XML); {f.describe_users(family='selinux')}"
     )
-    if remembered is not None and f.users() == 0:
+    if remembered is not None and f.users(family="selinux") == 0:
         return Finding(
             Kind.ORPHAN_LABEL,
             f.path,
@@ -997,12 +1059,9 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
                 remembered,
                 tuple(holders.get(key, ())),
                 tuple(
-                    d.use()
-                    for d in (
-                        _dir_users(target.path, doms)
-                        if stat.S_ISDIR(st.st_mode)
-                        else by_key.get(key, ())
-                    )
+                    [d.use() for d in _dir_users(target.path, doms)]
+                    if stat.S_ISDIR(st.st_mode)
+                    else by_key.get(key, [])
                 )
                 + remote.get(target.path, ()),
                 target.namespace_pid,
@@ -1026,6 +1085,7 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
         orphan = _orphan_finding(cfg, f, owners)
         if orphan is not None:
             findings.append(orphan)
+    findings += _erased_findings(cfg, doms, files, whole_host=not args)
     # Domain-level findings: all of them for a whole-host check, those of the named
     # domains when names were given, none when only paths were.
     named = {a for a in args if not _is_path(a)}
@@ -1083,60 +1143,17 @@ class RecoverReport:
         }
 
 
-class _Changed(Exception):
+class _Changed(SvirtError):
     """The file's remembered state changed since the scan: someone else is at work."""
 
-
-def _restore_selinux(target: str, r: Remembered) -> str:
-    if r.original is not None:
-        try:
-            SecurityContext.parse(r.original)
-        except ContextError:
-            raise SecurityError(
-                f"the remembered label {r.original!r} is not a valid context; left as is"
-            ) from None
-        if host_selinux.getfilecon(target) != r.original:
-            host_selinux.setfilecon(target, r.original)
-        if host_selinux.getfilecon(target) != r.original:
-            raise SecurityError(f"the label did not become {r.original}; xattrs kept")
-        return f"label -> {r.original}"
-    return "no remembered label"
+    def __init__(self) -> None:
+        super().__init__(
+            "its remembered state changed since the scan (a start or stop in progress?): "
+            "run svirt recover again"
+        )
 
 
-def _restore_dac(target: str, r: Remembered) -> str:
-    if r.original is not None:
-        ids = _owner_ids(r.original)
-        if ids is None:
-            raise SecurityError(f"the remembered owner {r.original!r} is malformed; left as is")
-        st = os.stat(target)
-        if (st.st_uid, st.st_gid) != ids:
-            try:
-                acl: bytes | None = os.getxattr(target, host_acl.ACL_XATTR)
-            except OSError:
-                acl = None
-            os.chown(target, *ids)
-            if acl is not None:
-                # chown may rewrite the ACL mask: put the ACL back as it was.
-                os.setxattr(target, host_acl.ACL_XATTR, acl)
-        return f"owner -> {ids[0]}:{ids[1]}"
-    return "no remembered owner"
-
-
-def _restore_acl(target: str, r: Remembered) -> str:
-    assert r.uid is not None
-    if r.original is None:
-        raise SecurityError(f"malformed ACL reference {r.raw_refcount!r}; left as is")
-    prev, mask = (None if p == "-" else int(p) for p in r.original.split())
-    acl, _ = host_acl.read_acl(target)
-    acl = acl.with_named_user(r.uid, prev)
-    acl = acl.with_mask(mask) if mask is not None else acl.with_mask()
-    host_acl.write_acl(target, acl)
-    return "ACL entry " + (
-        f"u:{r.uid} removed" if prev is None else f"u:{r.uid}:{_perm_text(prev)}"
-    )
-
-
-def _set_count(target: str, r: Remembered, users: int) -> str:
+def _set_count(target: str, r: Remembered, users: int, *, force_boot: bool = False) -> str:
     if r.uid is not None:
         value = f"{users} {r.original or '- -'} {boot_time()}"
         os.setxattr(target, f"{ACL_XATTR_PREFIX}{r.uid}", value.encode())
@@ -1144,40 +1161,20 @@ def _set_count(target: str, r: Remembered, users: int) -> str:
     _, ref_name, ts_name = xattr_names(r.family)
     os.setxattr(target, ref_name, str(users).encode())
     text = f"{ref_name} {r.raw_refcount or 'absent'} -> {users}"
-    if not r.this_boot:
+    if force_boot and r.original is None:
+        raise SecurityError(f"no remembered original in {xattr_names(r.family)[0]}")
+    if not r.this_boot or force_boot:
         os.setxattr(target, ts_name, str(boot_time()).encode())
         text += f", {ts_name} -> {boot_time()}"
     return text
 
 
-def _repair_family(target: str, r: Remembered, users: int, kind: RepairKind) -> str:
-    # Re-read under the lock: a libvirt or svirt start changes the xattrs under the same
-    # lock before it uses the file, so unchanged xattrs mean the scan still holds.
-    now = {x.family: x for x in _remembered(target)}.get(r.family)
-    if now != r:
-        raise _Changed
-    if kind is RepairKind.REFCOUNT:
-        return _set_count(target, r, users)
-    if r.family == "selinux":
-        text = _restore_selinux(target, r)
-    elif r.family == "dac":
-        text = _restore_dac(target, r)
-    else:
-        text = _restore_acl(target, r)
-    # Only now that the original is back are the xattrs that remembered it removed.
-    for name in r.names:
-        try:
-            os.removexattr(target, name)
-        except OSError as exc:
-            if exc.errno != errno.ENODATA:
-                raise
-    return f"{text}; removed {', '.join(r.names)}"
-
-
-def _plan(f: FileFacts) -> list[tuple[Remembered, RepairKind, int]]:
+def _plan(f: FileFacts, take: bool = False) -> list[tuple[Remembered, RepairKind, int]]:
     plan: list[tuple[Remembered, RepairKind, int]] = []
     for r in f.remembered:
-        users = f.users(r.uid)
+        if not take and _pending_libvirt(f, r):
+            continue  # libvirtd restores it when it restarts
+        users = f.users(r.uid, r.family, take_pending=take)
         stale = r.malformed or not r.this_boot or r.refcount is None
         if users == 0:
             plan.append((r, RepairKind.RESTORE, 0))
@@ -1195,13 +1192,24 @@ def _describe(f: FileFacts, r: Remembered, kind: RepairKind, users: int) -> str:
         return f"restore {r.family}: put back the remembered {_what(r)}, then remove {names}"
     return (
         f"fix {r.family} count: {r.raw_refcount or 'absent'} -> {users} "
-        f"({f.describe_users(r.uid)})" + ("" if r.this_boot else "; timestamp -> this boot")
+        f"({f.describe_users(r.uid, r.family)})"
+        + ("" if r.this_boot else "; timestamp -> this boot")
     )
 
 
-def repair_file(f: FileFacts, *, apply: bool) -> list[RecoverAction]:
-    """Repair one examined file (see :func:`recover`); a dry run unless ``apply``."""
-    plan = _plan(f)
+def repair_file(
+    f: FileFacts,
+    *,
+    apply: bool,
+    take: bool = False,
+    journal: Journal | None = None,
+    protected: Sequence[str] = (),
+    cfg: Config | None = None,
+) -> list[RecoverAction]:
+    """Repair one examined file (see :func:`recover`); a dry run unless ``apply``.
+    ``take``: files of a crashed libvirt domain too (else left to libvirtd). With a
+    ``journal`` (recover passes svirt's), the repair is journalled like any labelling."""
+    plan = _plan(f, take)
     if not plan:
         return []
     if not apply:
@@ -1209,7 +1217,6 @@ def repair_file(f: FileFacts, *, apply: bool) -> list[RecoverAction]:
             RecoverAction(kind.value, f.path, _describe(f, r, kind, users))
             for r, kind, users in plan
         ]
-    actions: list[RecoverAction] = []
     try:
         fd = os.open(f.path, os.O_PATH | os.O_CLOEXEC)
     except OSError as exc:
@@ -1222,41 +1229,167 @@ def repair_file(f: FileFacts, *, apply: bool) -> list[RecoverAction]:
                     "restore", f.path, "open", error="replaced by another file since the scan"
                 )
             ]
-        target = f"/proc/self/fd/{fd}"
-        with MetadataLocks([f.path], {f.path: target}):
-            for r, kind, users in plan:
-                try:
-                    text = _repair_family(target, r, users, kind)
-                except _Changed:
-                    actions.append(
-                        RecoverAction(
-                            kind.value,
-                            f.path,
-                            _describe(f, r, kind, users),
-                            error="its remembered state changed since the scan (a start or "
-                            "stop in progress?): run svirt recover again",
-                        )
-                    )
-                except (OSError, SvirtError, ValueError) as exc:
-                    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                    actions.append(
-                        RecoverAction(
-                            kind.value, f.path, _describe(f, r, kind, users), error=str(reason)
-                        )
-                    )
-                else:
-                    log.debug("recover: %s: %s", f.path, text)
-                    actions.append(RecoverAction(kind.value, f.path, text, done=True))
-    except SvirtError as exc:
-        actions.append(RecoverAction("restore", f.path, "lock", error=str(exc)))
     finally:
         os.close(fd)
+    # One transaction per file, like every other change svirt makes: the inode pinned
+    # (and re-checked), protected paths refused, libvirt's metadata lock held, the
+    # file's whole prior state journalled, and a failure or crash rolled back. A count
+    # is corrected in place; a restore first makes the remembered state one valid user
+    # of this boot, then runs the driver's own restore operation, which recalls it.
+    actions: list[RecoverAction] = []
+    drivers = _restorers(cfg)
+    for r, kind, users in plan:
+        fix = _Recount(f, r, kind, users)
+        ops = [LabelOp(_Recount.name, Action.SET, f.path, r.family, False, "recover")]
+        restore = _restore_op(f.path, r) if kind is RepairKind.RESTORE else None
+        if restore is not None:
+            ops.append(restore)
+        table: dict[str, Any] = {_Recount.name: fix, **drivers}
+        tx = Transaction(
+            cast("dict[str, SecurityDriver]", table),
+            journal,
+            remember=True,
+            protected=protected,
+            # a node that cannot be opened for the lock (a device copy in a VM's
+            # /dev) is still recalled: its xattrs were re-checked just before
+            recall_unlocked=True,
+        )
+        try:
+            result = tx.run("svirt-recover", ops)
+        except SvirtError as exc:
+            actions.append(
+                RecoverAction(kind.value, f.path, _describe(f, r, kind, users), error=str(exc))
+            )
+            continue
+        text = fix.text
+        if restore is not None:
+            outcome = result.outcomes[-1][1] if len(result.outcomes) == len(ops) else None
+            left = {n for n in r.names if _has_xattr(f.path, n)}
+            if outcome not in (Outcome.DONE, Outcome.SKIPPED) or left:
+                actions.append(
+                    RecoverAction(
+                        kind.value,
+                        f.path,
+                        _describe(f, r, kind, users),
+                        error=f"the {r.family} driver could not restore it ({outcome})",
+                    )
+                )
+                continue
+            text = f"{_restored(r)}; removed {', '.join(r.names)}"
+        log.debug("recover: %s: %s", f.path, text)
+        actions.append(RecoverAction(kind.value, f.path, text, done=True))
     return actions
 
 
-def recover(cfg: Config, args: Sequence[str] = (), *, apply: bool = False) -> RecoverReport:
+def _has_xattr(path: str, name: str) -> bool:
+    try:
+        os.getxattr(path, name)
+    except OSError:
+        return False
+    return True
+
+
+def _restorers(cfg: Config | None) -> dict[str, SecurityDriver]:
+    """The drivers whose restore operations recover runs (whatever the configured stack:
+    a file may carry libvirt's SELinux memory on a host where svirt runs without it)."""
+    from svirt.conf import config_from_mapping
+
+    base = cfg if cfg is not None else config_from_mapping({}, source="<recover>")
+    out: dict[str, SecurityDriver] = {"dac": DACDriver(base)}
+    try:
+        out["selinux"] = SELinuxDriver(base)
+    except (SvirtError, OSError) as exc:
+        log.debug("recover: no SELinux driver: %s", exc)
+    return out
+
+
+def _restore_op(path: str, r: Remembered) -> LabelOp | None:
+    """The driver's own restore of one remembered family (recalling the original)."""
+    if r.family == "selinux":
+        return LabelOp("selinux", Action.RESTORE, path, None, True, "recover")
+    if r.family == "dac":
+        ids = _owner_ids(r.original or "")
+        value = f"+{ids[0]}:+{ids[1]}" if ids is not None else None
+        return LabelOp("dac", Action.RESTORE, path, value, True, "recover")
+    if r.uid is not None:
+        return LabelOp("dac", Action.RESTORE, path, f"+{r.uid}:+{r.uid}", True, "recover")
+    return None
+
+
+def _restored(r: Remembered) -> str:
+    if r.family == "selinux":
+        return f"label -> {r.original}"
+    if r.family == "dac":
+        ids = _owner_ids(r.original or "")
+        return f"owner -> {ids[0]}:{ids[1]}" if ids else "owner"
+    prev = r.original.split()[0] if r.original else "-"
+    return "ACL entry " + (
+        f"u:{r.uid} removed" if prev == "-" else f"u:{r.uid}:{_perm_text(int(prev))}"
+    )
+
+
+class _Recount:
+    """recover's own step, run as an operation of the file's :class:`Transaction`
+    (``op.value`` names the family). It re-reads the remembered state under the lock (a
+    libvirt or svirt start changes the xattrs under the same lock before it uses the file,
+    so unchanged xattrs mean the scan still holds), then sets the count: to the users
+    found, or, before a restore, to one valid user of this boot so that the driver's
+    recall puts the original back."""
+
+    name = "recover"
+
+    def __init__(self, f: FileFacts, r: Remembered, kind: RepairKind, users: int) -> None:
+        self.f, self.r, self.kind, self.users = f, r, kind, users
+        self.text = ""
+
+    def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
+        assert target is not None
+        st = os.stat(target)
+        if (st.st_dev, st.st_ino) != (self.f.dev, self.f.ino):
+            raise SecurityError("replaced by another file since the scan")
+        now = {x.family: x for x in _remembered(target)}.get(self.r.family)
+        if now != self.r:
+            raise _Changed
+        try:
+            if self.kind is RepairKind.REFCOUNT:
+                self.text = _set_count(target, self.r, self.users)
+            else:
+                _check_original(self.r)
+                _set_count(target, self.r, 1, force_boot=True)
+        except OSError as exc:
+            raise SecurityError(exc.strerror or str(exc)) from None
+        return Outcome.DONE
+
+
+def _check_original(r: Remembered) -> None:
+    """A remembered original recover would not put back: report it, change nothing."""
+    if r.family == "selinux":
+        if r.original is None:
+            raise SecurityError("no remembered label; left as is")
+        try:
+            SecurityContext.parse(r.original)
+        except ContextError:
+            raise SecurityError(
+                f"the remembered label {r.original!r} is not a valid context; left as is"
+            ) from None
+    elif r.family == "dac":
+        if r.original is None or _owner_ids(r.original) is None:
+            raise SecurityError(f"the remembered owner {r.original!r} is malformed; left as is")
+    elif r.original is None:
+        raise SecurityError(f"malformed ACL reference {r.raw_refcount!r}; left as is")
+
+
+def recover(
+    cfg: Config,
+    args: Sequence[str] = (),
+    *,
+    apply: bool = False,
+    take_from_libvirt: bool = False,
+) -> RecoverReport:
     """Repair what the doctor finds: journal rollback and dead monitors first, then each
-    file. Nothing changes unless ``apply``."""
+    file. Nothing changes unless ``apply``. Files of a libvirt domain whose status XML
+    is still there (libvirtd and QEMU killed) are left to libvirtd, which restores them
+    when it restarts, unless ``take_from_libvirt``."""
     actions: list[RecoverAction] = []
     mgr = SecurityManager(cfg)
     for a in mgr.recover(apply=apply):
@@ -1286,7 +1419,7 @@ def recover(cfg: Config, args: Sequence[str] = (), *, apply: bool = False) -> Re
             )
     else:
         for rec in mgr.store.records():
-            if rec.state in _ACTIVE_STATES and not pid_alive(rec.owner) and not qemu_alive(rec):
+            if rec.state.active and not pid_alive(rec.owner) and not qemu_alive(rec):
                 actions.append(
                     RecoverAction(
                         "reconcile",
@@ -1296,8 +1429,19 @@ def recover(cfg: Config, args: Sequence[str] = (), *, apply: bool = False) -> Re
                 )
     report = examine(cfg, args)
     for f in report.files:
-        actions.extend(repair_file(f, apply=apply))
+        actions.extend(
+            repair_file(
+                f,
+                apply=apply,
+                take=take_from_libvirt,
+                journal=mgr.journal,
+                protected=cfg.protected_paths,
+                cfg=cfg,
+            )
+        )
     for finding in report.findings:
+        if finding.kind is Kind.LIBVIRT_PENDING and take_from_libvirt:
+            continue  # repaired above
         if finding.repair is None:
             actions.append(
                 RecoverAction("manual", finding.path, f"{finding.evidence}; fix: {finding.fix}")

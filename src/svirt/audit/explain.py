@@ -45,6 +45,7 @@ from svirt.audit.records import (
 )
 from svirt.context import Level, SecurityContext, format_categories
 from svirt.errors import ContextError, PolicyError
+from svirt.host.remembered import read_family, xattr_names
 
 __all__ = [
     "XATTR_REF",
@@ -65,9 +66,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-XATTR_REMEMBERED = "trusted.libvirt.security.selinux"
-XATTR_REF = "trusted.libvirt.security.ref_selinux"
-XATTR_TIMESTAMP = "trusted.libvirt.security.timestamp_selinux"
+XATTR_REMEMBERED, XATTR_REF, XATTR_TIMESTAMP = xattr_names("selinux")
 
 # Process types of QEMU guests (sVirt): one type for all VMs, categories tell them apart.
 VIRT_DOMAIN_TYPES = frozenset({"svirt_t", "svirt_tcg_t", "svirt_kvm_net_t", "svirt_qemu_net_t"})
@@ -405,33 +404,17 @@ def collect_denials(events: Iterable[Event]) -> list[Denial]:
 # Facts about the host
 
 
-def _getxattr(path: str, name: str) -> bytes | None:
-    try:
-        return os.getxattr(path, name)
-    except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return None
-        raise
-
-
 def read_remembered(path: str) -> Remembered:
-    """libvirt's remembered SELinux label, refcount and boot timestamp of a file."""
-    label = _getxattr(path, XATTR_REMEMBERED)
-    ref = _getxattr(path, XATTR_REF)
-    stamp = _getxattr(path, XATTR_TIMESTAMP)
-
-    def _num(raw: bytes | None) -> int | None:
-        if raw is None:
-            return None
-        try:
-            return int(raw.rstrip(b"\0").decode())
-        except (UnicodeDecodeError, ValueError):
-            return None
-
+    """libvirt's remembered SELinux label, refcount and boot timestamp of a file (read
+    through the one codec of remembered state, :mod:`svirt.host.remembered`)."""
+    r = read_family(path, "selinux")
+    if r is None:
+        return Remembered(label=None, refcount=None, timestamp=None)
+    stamp = r.timestamp.rsplit("-", 1)[-1] if r.timestamp is not None else None
     return Remembered(
-        label=None if label is None else label.rstrip(b"\0").decode("utf-8", "replace"),
-        refcount=_num(ref),
-        timestamp=_num(stamp),
+        label=None if r.original is None else r.original.rstrip("\0"),
+        refcount=r.refcount,
+        timestamp=int(stamp) if stamp is not None and stamp.isdigit() else None,
     )
 
 

@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="files (default: as doctor)")
     p.add_argument("--apply", action="store_true", help="make the changes")
+    p.add_argument(
+        "--take-from-libvirt",
+        action="store_true",
+        help="also repair files of a libvirt domain whose QEMU died but whose status XML "
+        "is kept (libvirtd restores them itself when it restarts: use only if it never will)",
+    )
     p.set_defaults(func=run_recover)
 
 
@@ -114,7 +120,7 @@ def _print_recover(report: RecoverReport) -> None:
 
 def run_recover(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    report = recover(cfg, args.paths, apply=args.apply)
+    report = recover(cfg, args.paths, apply=args.apply, take_from_libvirt=args.take_from_libvirt)
     if args.json:
         print_json(report.to_dict())
     else:

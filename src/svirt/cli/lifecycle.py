@@ -13,12 +13,16 @@ from svirt.host import selinux as host_selinux
 from svirt.launch.lifecycle import (
     attach_disk,
     detach_disk,
+    erased_memory,
     qemu_alive,
     reconcile,
+    shared_media_notes,
     start_domain,
     stop_domain,
 )
+from svirt.policy.verify import find_live_domains
 from svirt.security.manager import SecurityManager, check_domain, default_model
+from svirt.state.domains import DomainState
 
 from .output import print_json, table
 
@@ -97,11 +101,23 @@ def run_start(args: argparse.Namespace) -> int:
 
 def run_stop(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    erased = erased_memory(cfg, args.name)
+    notes = shared_media_notes(cfg, args.name)
     how = stop_domain(cfg, args.name, force=args.force, timeout=args.timeout)
+    for text in erased:
+        print(f"warning: {text}; put back from that copy", file=sys.stderr)
+    for text in notes:
+        print(f"note: {text}", file=sys.stderr)
     if args.json:
-        print_json({"name": args.name, "stopped": how})
+        print_json({"name": args.name, "stopped": how, "warnings": erased, "notes": notes})
     else:
-        print(f"Domain '{args.name}' stopped ({how}); labels and owners restored")
+        extra = (
+            f" ({len(erased)} erased original{'s' if len(erased) != 1 else ''} put back "
+            "from svirt's own copy)"
+            if erased
+            else ""
+        )
+        print(f"Domain '{args.name}' stopped ({how}); labels and owners restored{extra}")
     return 0
 
 
@@ -114,7 +130,9 @@ def run_list(args: argparse.Namespace) -> int:
         sl = rec.domain.seclabel("selinux")
         dac = rec.domain.seclabel("dac")
         alive = qemu_alive(rec)
-        state = rec.state if rec.state != "running" or alive else "running (QEMU gone)"
+        state = str(rec.state)
+        if rec.state is DomainState.RUNNING and not alive:
+            state = "running (QEMU gone)"
         entries.append(
             {
                 "name": rec.domain.name,
@@ -125,6 +143,27 @@ def run_list(args: argparse.Namespace) -> int:
                 "imagelabel": sl.imagelabel if sl else None,
                 "dac": dac.label if dac else None,
                 "enforced": host_selinux.is_enabled(),
+                "origin": "svirt",
+            }
+        )
+    # libvirt's running domains too (its status XML), marked as libvirt's.
+    lv, _skipped = find_live_domains(cfg)
+    for live in lv:
+        if live.source != "libvirt":
+            continue
+        sl = live.domain.seclabel("selinux")
+        dac = live.domain.seclabel("dac")
+        entries.append(
+            {
+                "name": live.name,
+                "id": live.domain.id,
+                "state": f"{live.state or 'running'} (libvirt)",
+                "pid": live.pid,
+                "label": sl.label if sl else None,
+                "imagelabel": sl.imagelabel if sl else None,
+                "dac": dac.label if dac else None,
+                "enforced": host_selinux.is_enabled(),
+                "origin": "libvirt",
             }
         )
     if args.json:

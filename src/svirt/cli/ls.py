@@ -10,8 +10,13 @@ from typing import Any
 
 from svirt.errors import SvirtError
 from svirt.host import selinux as host_selinux
-from svirt.security.dac import ACL_XATTR_PREFIX, parse_acl_ref
-from svirt.security.remember import DRIVERS, boot_time, read_remembered
+from svirt.host.remembered import (
+    ACL_XATTR_PREFIX,
+    DRIVERS,
+    boot_time,
+    parse_acl_ref,
+)
+from svirt.host.remembered import read_family as read_remembered
 
 from .output import print_json
 
@@ -59,8 +64,8 @@ def describe(path: str) -> dict[str, Any]:
             info = read_remembered(path, drv) if names else None
             if info is not None:
                 entry["remembered"][drv] = {
-                    "label": info.label,
-                    "refcount": info.refcount,
+                    "label": info.original,
+                    "refcount": info.raw_refcount,
                     "timestamp": info.timestamp,
                     "stale": info.stale,
                 }

@@ -57,10 +57,12 @@ from svirt.launch.qemu import (
 )
 from svirt.launch.qmp import QMPClient
 from svirt.policy.preflight import check_before_start
+from svirt.security import remember as rem
 from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import LabelOp
 from svirt.security.manager import SecurityManager
-from svirt.state.domains import DomainRecord, DomainStore
+from svirt.state.domains import DomainRecord, DomainState, DomainStore
+from svirt.state.originals import KeptOriginals
 
 __all__ = [
     "StartResult",
@@ -179,7 +181,10 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
     mgr.recover()
     done = []
     for rec in list(mgr.store.records()):
-        if rec.state not in ("launching", "running", "stopping") or rec.owner is None:
+        if (
+            rec.state not in (DomainState.LAUNCHING, DomainState.RUNNING, DomainState.STOPPING)
+            or rec.owner is None
+        ):
             continue
         if pid_alive(rec.owner) or qemu_alive(rec):
             continue
@@ -191,7 +196,7 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(orphan, signal.SIGKILL)
                 _wait_gone(orphan, 5.0)
-        if not mgr.store.take(name, (rec.state,), rec.owner, "stopping"):
+        if not mgr.store.take(name, (rec.state,), rec.owner, DomainState.STOPPING):
             continue  # another svirt process is already on it
         log.warning("domain %s: its monitor and QEMU are gone; restoring its labels", name)
         try:
@@ -239,11 +244,11 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     try:
         mgr = SecurityManager(cfg)
         reconcile(cfg, mgr)
-        mgr.store.claim(domain.name, "starting", os.getpid(), private_dev=private_dev)
+        mgr.store.claim(domain.name, DomainState.STARTING, os.getpid(), private_dev=private_dev)
         claimed = True
         live = mgr.gen_labels(domain)
         live = replace(live, id=mgr.store.next_id())
-        mgr.store.write(live, "starting", owner=os.getpid())
+        mgr.store.write(live, DomainState.STARTING, owner=os.getpid())
         # A failed labelling transaction has already put every file back as it was;
         # only after it succeeded is there something of ours to restore.
         ops = mgr.set_ops(live)
@@ -251,7 +256,9 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         mgr.transaction().run(
             live.name,
             [op for op in ops if op not in copies],
-            on_commit=lambda _r: mgr.store.set_state(live.name, "launching", owner=os.getpid()),
+            on_commit=lambda _r: mgr.store.set_state(
+                live.name, DomainState.LAUNCHING, owner=os.getpid()
+            ),
         )
         labelled = True
         mgr.record_shared(live)  # fleet ledger: who holds the shared files (issue 15)
@@ -272,6 +279,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
                 kvm_available=kvm_usable(identity),
             )
             sl = live.seclabel("selinux")
+            log_start = _log_size(log_path)
             spawned = spawn(
                 cmd.argv,
                 log_path=log_path,
@@ -283,8 +291,8 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         finally:
             sock.close()
         qemu_pid = spawned.pid
-        mgr.store.set_state(live.name, "running", pid=qemu_pid, owner=os.getpid())
-        mgr.store.write(live, "running", pid=qemu_pid, owner=os.getpid())
+        mgr.store.set_state(live.name, DomainState.RUNNING, pid=qemu_pid, owner=os.getpid())
+        mgr.store.write(live, DomainState.RUNNING, pid=qemu_pid, owner=os.getpid())
         try:
             with QMPClient.connect(qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid) as qmp:
                 qmp.query_status()
@@ -292,10 +300,12 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
             if wait_exit(qemu_pid, 1.0) is None:
                 raise
             qemu_pid = None
-            # libvirt's text, with what QEMU said last (e.g. "Could not open ...").
+            # libvirt's text, with everything QEMU said since this start: its error is
+            # often two lines ('Failed to get "write" lock', then 'Is another process
+            # using the image ...?'), and the first one explains the second.
             raise LaunchError(
                 "internal error: process exited while connecting to monitor: "
-                + (_last_line(log_path) or str(exc))
+                + (_qemu_error(log_path, log_start) or str(exc))
             ) from None
         sl = live.seclabel("selinux")
         _report(
@@ -338,7 +348,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     try:
         # "stopping" first: from then on no hotplug can change the disk list, so the one
         # read next is the one to restore.
-        mgr.store.set_state(live.name, "stopping", owner=os.getpid())
+        mgr.store.set_state(live.name, DomainState.STOPPING, owner=os.getpid())
         rec = mgr.store.read(live.name)
         current = rec.domain if rec is not None else live
         mgr.store.sync_views()
@@ -352,14 +362,26 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     os._exit(0)
 
 
-def _last_line(path: Path) -> str:
+def _log_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+_QEMU_ERROR_MAX = 8192  # the tail kept of a very chatty failed start
+
+
+def _qemu_error(path: Path, start: int) -> str:
+    """Everything QEMU wrote to its log since ``start``, on one line."""
     try:
         with open(path, "rb") as fh:
-            fh.seek(max(os.fstat(fh.fileno()).st_size - 4096, 0))
-            lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln]
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(start, size - _QEMU_ERROR_MAX))
+            text = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return lines[-1] if lines else ""
+    return " ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
 def start_domain(cfg: Config, domain: Domain) -> StartResult:
@@ -425,10 +447,14 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
     mgr = SecurityManager(cfg)
     reconcile(cfg, mgr)
     rec = mgr.store.read(name)
-    if rec is None or rec.state not in ("starting", "launching", "running", "stopping"):
+    if rec is None or not rec.state.active:
         raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{name}' is not running")
     deadline = time.monotonic() + _READY_TIMEOUT
-    while rec is not None and rec.state in ("starting", "launching") and pid_alive(rec.owner):
+    while (
+        rec is not None
+        and rec.state in (DomainState.STARTING, DomainState.LAUNCHING)
+        and pid_alive(rec.owner)
+    ):
         if time.monotonic() > deadline:
             raise LaunchError(
                 PREFIX_OPERATION_INVALID + f"domain '{name}' is still starting; try again"
@@ -464,26 +490,58 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
     # The monitor restores the labels when it sees QEMU exit: wait for it. Only if the
     # monitor is gone does this process restore, after taking the domain over.
     deadline = time.monotonic() + 60.0
-    while rec is not None and pid_alive(rec.owner) and rec.state != "restore-failed":
+    while rec is not None and pid_alive(rec.owner) and rec.state != DomainState.RESTORE_FAILED:
         if time.monotonic() > deadline:
             raise LaunchError(f"domain '{name}': its monitor has not finished restoring")
         time.sleep(0.01)
         rec = mgr.store.read(name)
     if rec is not None:
-        if rec.state == "restore-failed":
+        if rec.state == DomainState.RESTORE_FAILED:
             raise LaunchError(
                 f"domain '{name}' stopped, but some labels could not be restored: "
                 f"{', '.join(rec.pending)}; run 'svirt restore' after fixing the cause"
             )
         assert rec.owner is not None
-        if mgr.store.take(name, (rec.state,), rec.owner, "stopping"):
+        if mgr.store.take(name, (rec.state,), rec.owner, DomainState.STOPPING):
             mgr.restore_and_release(rec.domain, exclude=_copies_of(rec.private_dev))
     return how
 
 
+def erased_memory(cfg: Config, name: str) -> list[str]:
+    """Warnings for the originals of a domain whose remembered xattrs someone else
+    erased (libvirt's defect); the restore puts them back from svirt's own copy."""
+    mgr = SecurityManager(cfg)
+    return [
+        rem.erased_warning(k.path, k.driver, k.domain, k.value)
+        for k in KeptOriginals(mgr.conn).erased(name)
+    ]
+
+
+SHARED_MEDIA_NOTE = (
+    "{path} is {what}: like libvirt, svirt leaves the label and owner it gave this "
+    "medium (other domains may use it, and libvirt never restores them); put them back by "
+    "hand once no domain uses it"
+)
+
+
+def shared_media_notes(cfg: Config, name: str) -> list[str]:
+    """What stop leaves as the VM had it: read-only and shareable media (libvirt's rule,
+    which svirt follows so that a libvirt domain using the medium keeps it)."""
+    rec = DomainStore(cfg.state_dir, SecurityManager(cfg).conn).read(name)
+    if rec is None:
+        return []
+    out = []
+    for disk in rec.domain.disks:
+        if disk.source is None or not disk.source.path or not (disk.readonly or disk.shareable):
+            continue
+        what = "read-only" if disk.readonly else "shareable"
+        out.append(SHARED_MEDIA_NOTE.format(path=disk.source.path, what=what))
+    return out
+
+
 def _running(mgr: SecurityManager, name: str) -> DomainRecord:
     rec = mgr.store.read(name)
-    if rec is None or rec.state != "running" or not qemu_alive(rec):
+    if rec is None or rec.state != DomainState.RUNNING or not qemu_alive(rec):
         raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{name}' is not running")
     return rec
 
@@ -510,7 +568,7 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
     # The disk joins the record in the commit of its labels: a crash after it leaves a
     # disk the monitor restores at stop; once the monitor is stopping, nothing joins.
     mgr.transaction().run(
-        name, ops, on_commit=lambda _r: mgr.store.set_domain_while(new, "running")
+        name, ops, on_commit=lambda _r: mgr.store.set_domain_while(new, DomainState.RUNNING)
     )
     qmp_path, _ = runtime_paths(cfg, name)
     added: list[str] = []
@@ -532,7 +590,7 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
                 if not in_private_dev(rec.private_dev, op.path)
             ],
             best_effort=True,
-            on_commit=lambda _r: mgr.store.set_domain_while(domain, "running"),
+            on_commit=lambda _r: mgr.store.set_domain_while(domain, DomainState.RUNNING),
         )
         if created:
             remove_from_namespace(rec.pid, created)
@@ -564,7 +622,7 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
         name,
         [op for op in restore if not in_private_dev(rec.private_dev, op.path)],
         best_effort=True,
-        on_commit=lambda _r: mgr.store.set_domain_while(new, "running"),
+        on_commit=lambda _r: mgr.store.set_domain_while(new, DomainState.RUNNING),
     )
     mgr.store.sync_views()
     if result.errors:

@@ -34,6 +34,7 @@ from svirt.domain.model import SeclabelType
 from svirt.domain.parse import MAX_XML_BYTES, parse_domain
 from svirt.domain.resources import Resource, ResourceKind, domain_resources
 from svirt.errors import ContextError, SvirtError
+from svirt.host.procs import pid_alive
 from svirt.host.selinux import getfilecon
 from svirt.policy.oracle import Access, Decision, PolicyOracle, Reason, tclass_for_mode
 
@@ -48,6 +49,7 @@ __all__ = [
     "Skipped",
     "VerifyReport",
     "check_resources",
+    "crashed_libvirt_domain",
     "find_live_domains",
     "load_live_domain",
     "verify",
@@ -182,13 +184,8 @@ class VerifyReport:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # A zombie has exited (its parent has not reaped it yet): not a running QEMU.
+    return pid_alive(pid)
 
 
 def _root_attributes(data: bytes) -> dict[str, str]:
@@ -225,6 +222,24 @@ def load_live_domain(path: Path, source: str) -> LiveDomain | Skipped:
     if seclabel is not None and seclabel.type is not SeclabelType.NONE:
         label = seclabel.label
     return LiveDomain(domain.name, source, path, pid, attrs.get("state"), label, domain)
+
+
+def crashed_libvirt_domain(path: Path) -> Domain | None:
+    """A libvirt status XML whose QEMU is gone (libvirtd and QEMU killed): libvirtd
+    restores the domain's files when it restarts, so they are left to it."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_XML_BYTES + 1)
+    except OSError:
+        return None
+    attrs = _root_attributes(data)
+    pid_text = attrs.get("pid")
+    if pid_text is None or not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        return None
+    try:
+        return parse_domain(data, inactive=False, source=str(path))
+    except SvirtError:
+        return None
 
 
 def find_live_domains(cfg: Config) -> tuple[list[LiveDomain], list[Skipped]]:

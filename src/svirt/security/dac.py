@@ -23,8 +23,7 @@ import os
 import pwd
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Final
+from dataclasses import replace
 
 from svirt.conf import Config
 from svirt.domain.model import Domain, Seclabel, SeclabelType
@@ -40,6 +39,7 @@ from svirt.errors import (
 from svirt.host import acl as host_acl
 from svirt.host import devices as host_devices
 from svirt.host.ids import resolve_gid, resolve_uid
+from svirt.host.remembered import ACL_XATTR_PREFIX, AclRef, format_acl_ref, parse_acl_ref
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome
 
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-ACL_XATTR_PREFIX: Final = "trusted.svirt.security.acl_"
 _SOFT_CHOWN = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.EPERM, errno.EROFS)
 _NO_ACL = (errno.EOPNOTSUPP, errno.ENOTSUP)
 
@@ -399,7 +398,7 @@ class DACDriver:
             )
             return self._set_chown(op, path, uid, gid)
         try:
-            os.setxattr(path, name, _format_acl_ref(ref + 1, prev, mask).encode())
+            os.setxattr(path, name, format_acl_ref(ref + 1, prev, mask).encode())
         except OSError as exc:
             if exc.errno in _NO_ACL:
                 return self._fallback_chown(op, path, uid, gid)
@@ -514,43 +513,6 @@ def _widens_others(old: host_acl.Acl, new: host_acl.Acl, uid: int) -> bool:
     return any(e.perm & widened for e in others)
 
 
-def _format_acl_ref(ref: int, prev: int | None, mask: int | None) -> str:
-    p = "-" if prev is None else str(prev)
-    m = "-" if mask is None else str(mask)
-    return f"{ref} {p} {m} {rem.boot_time()}"
-
-
-@dataclass(frozen=True, slots=True)
-class AclRef:
-    """svirt's ACL reference on a file, ``trusted.svirt.security.acl_<uid>`` =
-    ``"<refcount> <replaced entry perm|-> <replaced mask|-> <boot time>"``."""
-
-    refcount: int
-    prev: int | None  # the named entry's perm this grant replaced (None: there was none)
-    mask: int | None  # the mask it replaced (None: the ACL had none)
-    timestamp: str
-
-    @property
-    def this_boot(self) -> bool:
-        return rem.is_this_boot(self.timestamp)
-
-
-def parse_acl_ref(raw: str) -> AclRef | None:
-    """The reference, or None when the value is malformed."""
-    parts = raw.split()
-    if (
-        len(parts) != 4
-        or not parts[0].isdigit()
-        or not all(p == "-" or p.isdigit() for p in parts[1:3])
-    ):
-        return None
-
-    def perm(text: str) -> int | None:
-        return None if text == "-" else int(text)
-
-    return AclRef(int(parts[0]), perm(parts[1]), perm(parts[2]), parts[3])
-
-
 def _read_acl_ref(path: str, uid: int) -> tuple[int, int | None, int | None, bool] | None:
     """(refcount, replaced entry perm, replaced mask, from this boot) of svirt's ACL
     reference, or None. A value from an earlier boot has no live users, but still says
@@ -592,4 +554,4 @@ def _write_or_clear_ref(
             if exc.errno != errno.ENODATA:
                 raise
         return
-    os.setxattr(path, name, _format_acl_ref(*state).encode())
+    os.setxattr(path, name, format_acl_ref(*state).encode())

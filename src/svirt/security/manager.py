@@ -44,7 +44,7 @@ from svirt.security.remember import boot_time, read_remembered
 from svirt.security.selinux import SELinuxDriver
 from svirt.security.transaction import RecoveryAction, Transaction, TransactionResult, recover
 from svirt.state.db import connect, write_transaction
-from svirt.state.domains import DomainStore
+from svirt.state.domains import DomainState, DomainStore
 from svirt.state.journal import Journal
 
 __all__ = [
@@ -305,15 +305,17 @@ class SecurityManager:
         for name, state, _pid, owner, pending in rows:
             if pid_alive(owner):
                 continue
-            if state in ("labelling", "starting"):
+            if state in (DomainState.LABELLING, DomainState.STARTING):
                 log.info("forgetting %s: its svirt process %d died while labelling", name, owner)
                 self._release_levels(name)
                 self.store.remove(name)
                 claimed.discard(name)
-            elif state == "restoring":
+            elif state == DomainState.RESTORING:
                 # The rollback above put its files back as they were before the restore.
                 self.store.set_state(
-                    name, "restore-failed" if pending else "labelled", pending=pending
+                    name,
+                    DomainState.RESTORE_FAILED if pending else DomainState.LABELLED,
+                    pending=pending,
                 )
         drv = self.selinux
         if drv is not None:
@@ -360,7 +362,7 @@ class SecurityManager:
             remembered = None
             try:
                 info = read_remembered(op.path, op.driver)
-                remembered = info.label if info is not None else None
+                remembered = info.original if info is not None else None
             except OSError:
                 pass
             planned.append(PlannedOp(op, drv.current(op.path), remembered))
@@ -373,12 +375,12 @@ class SecurityManager:
         self.recover()
         # Claiming the name first makes a second process labelling the same domain fail
         # here, before it allocates or touches anything.
-        self.store.claim(domain.name, "labelling", os.getpid())
+        self.store.claim(domain.name, DomainState.LABELLING, os.getpid())
         try:
             live = self.gen_labels(domain)
 
             def commit(_result: TransactionResult) -> None:
-                self.store.set_state(live.name, "labelled")
+                self.store.set_state(live.name, DomainState.LABELLED)
                 self.store.set_domain(live)
 
             self.transaction(step_hook).run(live.name, self.set_ops(live), on_commit=commit)
@@ -416,7 +418,7 @@ class SecurityManager:
                 PREFIX_OPERATION_INVALID
                 + f"domain '{name}' is being changed by another svirt process"
             )
-        if rec is not None and rec.state not in ("labelled", "restore-failed"):
+        if rec is not None and rec.state not in (DomainState.LABELLED, DomainState.RESTORE_FAILED):
             raise SecurityError(
                 PREFIX_OPERATION_INVALID
                 + f"domain '{name}' is {rec.state}; use 'svirt stop' for a running domain"
@@ -433,9 +435,12 @@ class SecurityManager:
                 PREFIX_OPERATION_INVALID
                 + f"domain '{name}' was not labelled by svirt on this host; nothing to restore"
             )
-        pending = rec.pending if rec is not None and rec.state == "restore-failed" else None
+        pending = (
+            rec.pending if rec is not None and rec.state == DomainState.RESTORE_FAILED else None
+        )
         if rec is not None and (
-            rec.owner is None or not self.store.take(name, (rec.state,), rec.owner, "restoring")
+            rec.owner is None
+            or not self.store.take(name, (rec.state,), rec.owner, DomainState.RESTORING)
         ):
             raise SecurityError(
                 PREFIX_OPERATION_INVALID
@@ -476,7 +481,7 @@ class SecurityManager:
             # leaves the files labelled and the domain claimed, or both released.
             failed = failed_of(result)
             if failed:
-                self.store.set_state(domain.name, "restore-failed", pending=failed)
+                self.store.set_state(domain.name, DomainState.RESTORE_FAILED, pending=failed)
             else:
                 self._release_levels(domain.name)
                 self.store.drop(domain.name, owner=os.getpid())
@@ -484,7 +489,7 @@ class SecurityManager:
         result = self.transaction().run(domain.name, ops, best_effort=True, on_commit=commit)
         failed = failed_of(result)
         if failed:
-            self.store.write(domain, "restore-failed", pending=failed)
+            self.store.write(domain, DomainState.RESTORE_FAILED, pending=failed)
             first = result.errors[0][1]
             raise SecurityError(
                 f"could not restore {len(failed)} path(s) of domain '{domain.name}' "

@@ -15,14 +15,18 @@ on the inode they checked; ``name`` is then the path messages show.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
-import re
-from dataclasses import dataclass
-from typing import Final
 
 from svirt.errors import PREFIX_INTERNAL, LabelSystemError, SecurityError
+from svirt.host import remembered as codec
+from svirt.host.remembered import (
+    DRIVERS,
+    XATTR_PREFIX,
+    Remembered,
+    is_this_boot,
+    xattr_names,
+)
 
 __all__ = [
     "DRIVERS",
@@ -32,9 +36,11 @@ __all__ = [
     "Remembered",
     "boot_time",
     "clear_remembered",
+    "erased_warning",
     "is_this_boot",
     "read_remembered",
     "recall",
+    "reinstate",
     "remember",
     "take_back",
     "xattr_names",
@@ -42,10 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-XATTR_PREFIX: Final = "trusted.libvirt.security."
-DRIVERS: Final = ("selinux", "dac")
-_UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
-_TIMESTAMP = re.compile(r"^(?:[0-9a-fA-F-]{36}-)?([0-9]+)$")
+_UNSUPPORTED = codec.UNSUPPORTED
 
 
 class _Marker:
@@ -56,48 +59,20 @@ class _Marker:
         return self._name
 
 
-NOT_REMEMBERED: Final = _Marker("NOT_REMEMBERED")  # libvirt's -2: restore to the default
-IN_USE: Final = _Marker("IN_USE")  # refcount still above zero: do not restore
+NOT_REMEMBERED = _Marker("NOT_REMEMBERED")  # libvirt's -2: restore to the default
+IN_USE = _Marker("IN_USE")  # refcount still above zero: do not restore
 
 
-def xattr_names(driver: str) -> tuple[str, str, str]:
-    """(label, ref, timestamp) xattr names for a driver."""
-    return (
-        f"{XATTR_PREFIX}{driver}",
-        f"{XATTR_PREFIX}ref_{driver}",
-        f"{XATTR_PREFIX}timestamp_{driver}",
-    )
-
-
-@functools.cache
 def boot_time() -> int:
-    """The host boot time in Unix seconds: ``btime`` of /proc/stat, as libvirt 9 writes."""
+    """The host boot time (the codec's), as the error libvirt reports when it has none."""
     try:
-        with open("/proc/stat") as fh:
-            for line in fh:
-                if line.startswith("btime "):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    raise SecurityError(PREFIX_INTERNAL + "Unable to get host boot time")
-
-
-def is_this_boot(value: str) -> bool:
-    """libvirt 9 writes the boot time alone; the 5.x era wrote ``<host-uuid>-<boot>``.
-    Where utmp lacks a boot record libvirt derives it from /proc/uptime, which can differ
-    from ``btime`` by a second; both forms and that jitter count as this boot."""
-    m = _TIMESTAMP.match(value.strip())
-    return m is not None and abs(int(m.group(1)) - boot_time()) <= 1
+        return codec.boot_time()
+    except codec.BootTimeError:
+        raise SecurityError(PREFIX_INTERNAL + "Unable to get host boot time") from None
 
 
 def _get(path: str, name: str) -> str | None:
-    """An xattr's value, None when absent. Unsupported filesystems raise OSError."""
-    try:
-        return os.getxattr(path, name).decode("utf-8", "replace")
-    except OSError as exc:
-        if exc.errno == errno.ENODATA:
-            return None
-        raise
+    return codec.get_xattr(path, name)
 
 
 def _set(path: str, name: str, value: str, shown: str | None = None) -> None:
@@ -207,33 +182,9 @@ def recall(path: str, driver: str, *, name: str | None = None) -> str | _Marker:
     return label
 
 
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """What the xattrs of one driver say, read without changing anything."""
-
-    driver: str
-    label: str | None
-    refcount: str | None
-    timestamp: str | None
-
-    @property
-    def stale(self) -> bool:
-        """libvirt would discard this state: no valid timestamp from this boot."""
-        return self.timestamp is None or not is_this_boot(self.timestamp)
-
-
 def read_remembered(path: str, driver: str) -> Remembered | None:
-    """The driver's remembered state on ``path``, or None when it has none."""
-    names = xattr_names(driver)
-    try:
-        values = [_get(path, n) for n in names]
-    except OSError as exc:
-        if exc.errno in _UNSUPPORTED:
-            return None
-        raise
-    if all(v is None for v in values):
-        return None
-    return Remembered(driver, values[0], values[1], values[2])
+    """The driver's remembered state on ``path`` (the codec's), or None when it has none."""
+    return codec.read_family(path, driver)
 
 
 def take_back(path: str, driver: str, *, name: str | None = None) -> None:
@@ -247,3 +198,24 @@ def take_back(path: str, driver: str, *, name: str | None = None) -> None:
             "Unable to restore label on '%s'. XATTRs might have been left in inconsistent state.",
             name or path,
         )
+
+
+def reinstate(path: str, driver: str, original: str, *, name: str | None = None) -> None:
+    """Write the remembered state back with one user (this boot): svirt's own copy of an
+    original whose xattrs someone else erased while svirt's domain used the file."""
+    shown = name or path
+    label_name, ref_name, ts_name = xattr_names(driver)
+    _set(path, label_name, original, shown)
+    _set(path, ts_name, str(boot_time()), shown)
+    _set(path, ref_name, "1", shown)
+
+
+def erased_warning(path: str, driver: str, domain: str, original: str) -> str:
+    """The one text saying that libvirt erased what svirt remembered (README quotes it)."""
+    what = "owner" if driver == "dac" else "label"
+    return (
+        f"the remembered {what} of {path} ({XATTR_PREFIX}{driver}) was erased while svirt "
+        f"domain '{domain}' used it (libvirt removes these xattrs when one of its domains "
+        f"fails to start on, or stops using, a file another domain uses); svirt kept its "
+        f"own copy: the original {what} is {original}"
+    )

@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 from svirt.errors import LabelSystemError, SecurityError, SvirtError
 from svirt.host.files import FileState, restore_state, snapshot
 from svirt.host.procs import pid_alive
-from svirt.security.driver import LabelOp, Outcome, SecurityDriver
+from svirt.security import remember as rem
+from svirt.security.driver import Action, LabelOp, Outcome, SecurityDriver
 from svirt.state.db import write_transaction
 from svirt.state.journal import Journal
+from svirt.state.originals import Kept, KeptOriginals
 
 __all__ = ["MetadataLocks", "RecoveryAction", "Transaction", "TransactionResult", "recover"]
 
@@ -199,6 +201,19 @@ class _InterruptedBefore(Exception):
 class TransactionResult:
     outcomes: list[tuple[LabelOp, Outcome]] = field(default_factory=list)
     errors: list[tuple[LabelOp, SvirtError]] = field(default_factory=list)
+    # (path, driver, original) whose remembered xattrs had been erased by someone else
+    # and were put back from svirt's own copy before the restore
+    reinstated: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+_REMEMBERED_DRIVERS = ("selinux", "dac")
+
+
+def _remembered_value(target: str, driver: str) -> str | None:
+    try:
+        return os.getxattr(target, rem.xattr_names(driver)[0]).decode("utf-8", "replace")
+    except OSError:
+        return None
 
 
 class Transaction:
@@ -219,15 +234,18 @@ class Transaction:
         remember: bool = True,
         protected: Sequence[str] = (),
         step_hook: Callable[[int], None] | None = None,
+        recall_unlocked: bool = False,
     ) -> None:
+        self.recall_unlocked = recall_unlocked
         self.drivers = drivers
         self.journal = journal
         self.remember = remember
         self.protected = tuple(protected)
         self.step_hook = step_hook
 
-    @staticmethod
-    def _effective(op: LabelOp, locks: MetadataLocks | None) -> LabelOp:
+    def _effective(self, op: LabelOp, locks: MetadataLocks | None) -> LabelOp:
+        if self.recall_unlocked:
+            return op
         if op.remember and not (locks is not None and locks.locked(op.path)):
             return LabelOp(op.driver, op.action, op.path, op.value, False, op.owner, op.readonly)
         return op
@@ -345,11 +363,14 @@ class Transaction:
             files = [(pins.real[p], st) for p, st in before.items()]
             tx = self.journal.begin(domain, ops[0].action.value, files)
         touched: list[str] = []
+        kept = KeptOriginals(self.journal.conn) if self.journal is not None else None
         try:
             for i, raw_op in enumerate(ops):
                 op = self._effective(raw_op, locks)
                 if op.path not in touched:
                     touched.append(op.path)
+                if kept is not None and op.action is Action.RESTORE and op.remember:
+                    self._reinstate(kept, domain, op, pins.targets[op.path], result)
                 try:
                     outcome = self.drivers[op.driver].apply(op, pins.targets[op.path])
                 except SvirtError as exc:
@@ -366,11 +387,17 @@ class Transaction:
             if tx is not None and self.journal is not None:
                 self.journal.finish(tx, "rolledback")
             raise
-        also = (lambda: on_commit(result)) if on_commit is not None else None
+
+        def also() -> None:
+            if kept is not None:
+                self._keep(kept, domain, result, pins.targets)
+            if on_commit is not None:
+                on_commit(result)
+
         try:
             if tx is not None and self.journal is not None:
                 self.journal.finish(tx, "committed", also)
-            elif also is not None:
+            else:
                 also()
         except BaseException:
             # on_commit refused (its database transaction rolled back with the journal's
@@ -379,6 +406,46 @@ class Transaction:
             if tx is not None and self.journal is not None:
                 self.journal.finish(tx, "rolledback")
             raise
+
+    @staticmethod
+    def _keep(
+        kept: KeptOriginals, domain: str, result: TransactionResult, targets: Mapping[str, str]
+    ) -> None:
+        """svirt's own copy of each original this transaction remembered (SET), dropped
+        once recalled (RESTORE); runs in the commit that closes the journal entry."""
+        for op, outcome in result.outcomes:
+            if not op.remember or op.driver not in _REMEMBERED_DRIVERS:
+                continue
+            if op.action is Action.RESTORE:
+                kept.forget(domain, op.driver, op.path)
+                continue
+            if outcome is not Outcome.DONE:
+                continue
+            target = targets[op.path]
+            value = _remembered_value(target, op.driver)
+            if value is None:
+                continue
+            st = os.stat(target)
+            kept.keep(Kept(domain, op.driver, op.path, st.st_dev, st.st_ino, value))
+
+    @staticmethod
+    def _reinstate(
+        kept: KeptOriginals, domain: str, op: LabelOp, target: str, result: TransactionResult
+    ) -> None:
+        """Before a restore that recalls: when the remembered xattrs are gone but svirt
+        kept the original for this domain and inode, put them back (one user: this
+        domain) so the driver's own restore recalls the true original."""
+        if op.driver not in _REMEMBERED_DRIVERS or _remembered_value(target, op.driver):
+            return
+        k = kept.get(domain, op.driver, op.path)
+        if k is None:
+            return
+        st = os.stat(target)
+        if (st.st_dev, st.st_ino) != (k.dev, k.ino):
+            return
+        rem.reinstate(target, op.driver, k.value, name=op.path)
+        log.warning("%s", rem.erased_warning(op.path, op.driver, domain, k.value))
+        result.reinstated.append((op.path, op.driver, k.value))
 
     @staticmethod
     def _rollback(

@@ -69,6 +69,19 @@ CREATE TABLE IF NOT EXISTS journal_file (
     before TEXT NOT NULL,
     PRIMARY KEY (tx, seq)
 );
+-- svirt's own copy of every original it remembers in trusted.libvirt.security.<driver>
+-- (issue 12): libvirt erases those xattrs when one of its domains fails to start on, or
+-- stops using, a file another domain uses: the copy lets svirt notice and put the true
+-- original back. Written and removed in the commits of the labelling and the restore.
+CREATE TABLE IF NOT EXISTS kept_originals (
+    domain TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    path TEXT NOT NULL,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (domain, driver, path)
+);
 """
 
 

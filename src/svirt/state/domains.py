@@ -22,6 +22,7 @@ tooling) uses; without a connection the store reads the files alone.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import re
 import sqlite3
@@ -40,15 +41,74 @@ from svirt.domain.parse import parse_domain
 from svirt.errors import PREFIX_OPERATION_INVALID, StateError, SvirtError
 from svirt.state.db import fsync_dir, write_transaction
 
-__all__ = ["DomainRecord", "DomainStore"]
+__all__ = ["ACTIVE", "TRANSITIONS", "DomainRecord", "DomainState", "DomainStore", "may_move"]
 
 _NAME = re.compile(r"^[^/\0]{1,200}$")
+
+
+class DomainState(enum.StrEnum):
+    """The state of a domain's record (the values are those of the status XML)."""
+
+    LABELLING = "labelling"  # a `svirt label` is labelling its files
+    LABELLED = "labelled"  # labelled without a QEMU (`svirt label`)
+    STARTING = "starting"  # the monitor claimed it and is labelling
+    LAUNCHING = "launching"  # labelled, QEMU not up yet
+    RUNNING = "running"
+    STOPPING = "stopping"  # QEMU is gone or going: whoever took it restores
+    RESTORING = "restoring"  # a `svirt restore` of a labelled domain
+    RESTORE_FAILED = "restore-failed"  # some files are still to restore (``pending``)
+
+    @property
+    def active(self) -> bool:
+        """A QEMU belongs (or is about to belong) to the domain."""
+        return self in ACTIVE
+
+
+ACTIVE: frozenset[DomainState] = frozenset(
+    {DomainState.STARTING, DomainState.LAUNCHING, DomainState.RUNNING, DomainState.STOPPING}
+)
+
+# Every state change a record may make (None: no record). Restoring and stopping end by
+# removing the record; recovery forgets a claim whose process died while labelling and
+# puts a dead `restoring` back to what its rollback restored.
+TRANSITIONS: dict[DomainState | None, frozenset[DomainState | None]] = {
+    None: frozenset({DomainState.LABELLING, DomainState.STARTING}),
+    DomainState.LABELLING: frozenset({DomainState.LABELLED, None}),
+    DomainState.LABELLED: frozenset({DomainState.RESTORING}),
+    DomainState.STARTING: frozenset({DomainState.LAUNCHING, DomainState.STOPPING, None}),
+    DomainState.LAUNCHING: frozenset(
+        {DomainState.RUNNING, DomainState.STOPPING, DomainState.RESTORE_FAILED, None}
+    ),
+    DomainState.RUNNING: frozenset({DomainState.STOPPING}),
+    DomainState.STOPPING: frozenset({DomainState.STOPPING, DomainState.RESTORE_FAILED, None}),
+    DomainState.RESTORING: frozenset({DomainState.LABELLED, DomainState.RESTORE_FAILED, None}),
+    DomainState.RESTORE_FAILED: frozenset(
+        {DomainState.RESTORING, DomainState.RESTORE_FAILED, None}
+    ),
+}
+
+
+def may_move(old: DomainState | str | None, new: DomainState | str | None) -> bool:
+    """Whether the table allows a record in ``old`` to go to ``new``."""
+    try:
+        o = None if old is None else DomainState(old)
+        n = None if new is None else DomainState(new)
+    except ValueError:
+        return False
+    return n in TRANSITIONS[o]
+
+
+def _refuse(name: str, old: str | None, new: str | None) -> StateError:
+    return StateError(
+        f"internal error: domain '{name}' cannot go from {old or 'no record'} to "
+        f"{new or 'no record'}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class DomainRecord:
     domain: Domain
-    state: str
+    state: DomainState
     pid: int | None  # QEMU's pid when running
     owner: int | None  # svirt process or monitor responsible for the record
     path: Path
@@ -68,9 +128,13 @@ class DomainStore:
             raise StateError("internal error: the domain store has no database")
         return self.conn
 
-    def claim(self, name: str, state: str, owner: int, *, private_dev: bool = False) -> None:
+    def claim(
+        self, name: str, state: DomainState, owner: int, *, private_dev: bool = False
+    ) -> None:
         """Claim a domain name, atomically; raises when it is labelled or active."""
         self.path(name)
+        if not may_move(None, state):
+            raise _refuse(name, None, state)
         conn = self._db()
         with write_transaction(conn):
             row = conn.execute("SELECT state FROM domains WHERE name=?", (name,)).fetchone()
@@ -87,14 +151,19 @@ class DomainStore:
     def set_state(
         self,
         name: str,
-        state: str,
+        state: DomainState,
         *,
         pid: int | None = None,
         owner: int | None = None,
         pending: Sequence[str] = (),
     ) -> None:
-        """Change a row (joins the caller's database transaction when there is one)."""
+        """Change a row (joins the caller's database transaction when there is one);
+        a change the transition table does not allow raises."""
         with write_transaction(self._db()) as conn:
+            row = conn.execute("SELECT state FROM domains WHERE name=?", (name,)).fetchone()
+            old = None if row is None else str(row[0])
+            if old is not None and not may_move(old, state):
+                raise _refuse(name, old, state)
             conn.execute(
                 "UPDATE domains SET state=?, pid=COALESCE(?, pid), owner=COALESCE(?, owner), "
                 "pending=? WHERE name=?",
@@ -107,7 +176,7 @@ class DomainStore:
         with write_transaction(self._db()) as conn:
             conn.execute("UPDATE domains SET xml=? WHERE name=?", (body, domain.name))
 
-    def set_domain_while(self, domain: Domain, state: str) -> None:
+    def set_domain_while(self, domain: Domain, state: DomainState) -> None:
         """Record the domain's XML only while its row is in ``state`` (a hotplug's
         commit: once the monitor is stopping the VM, it alone decides what to restore)."""
         with write_transaction(self._db()) as conn:
@@ -120,10 +189,14 @@ class DomainStore:
                     PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is no longer {state}"
                 )
 
-    def take(self, name: str, states: Sequence[str], seen_owner: int, state: str) -> bool:
+    def take(self, name: str, states: Sequence[str], seen_owner: int, state: DomainState) -> bool:
         """Become the row's owner, moving it to ``state``, if it is still in one of
         ``states`` with the owner seen: of two processes racing to restore a domain, one
-        wins and the other does nothing."""
+        wins and the other does nothing. Only states the table lets move to ``state``
+        are taken."""
+        states = [s for s in states if may_move(s, state)]
+        if not states:
+            return False
         with write_transaction(self._db()) as conn:
             marks = ",".join("?" * len(states))
             cur = conn.execute(
@@ -137,9 +210,11 @@ class DomainStore:
         """Delete the row; with ``owner``, only while that process still owns it."""
         with write_transaction(self._db()) as conn:
             if owner is None:
-                conn.execute("DELETE FROM domains WHERE name=?", (name,))
+                cur = conn.execute("DELETE FROM domains WHERE name=?", (name,))
             else:
-                conn.execute("DELETE FROM domains WHERE name=? AND owner=?", (name, owner))
+                cur = conn.execute("DELETE FROM domains WHERE name=? AND owner=?", (name, owner))
+            if cur.rowcount:
+                conn.execute("DELETE FROM kept_originals WHERE domain=?", (name,))
 
     def rows(self) -> list[tuple[str, str, int | None, int, tuple[str, ...]]]:
         """(name, state, pid, owner, pending) of every claimed domain."""
@@ -201,7 +276,7 @@ class DomainStore:
     def write(
         self,
         domain: Domain,
-        state: str,
+        state: DomainState,
         *,
         pid: int | None = None,
         owner: int | None = None,
@@ -266,7 +341,9 @@ class DomainStore:
             except SvirtError as exc:
                 raise StateError(f"unreadable domain record: {exc}", source=str(p)) from None
             pending = tuple(x for x in str(row[3]).split("\n") if x)
-            return DomainRecord(domain, str(row[0]), row[1], int(row[2]), p, pending, bool(row[5]))
+            return DomainRecord(
+                domain, DomainState(str(row[0])), row[1], int(row[2]), p, pending, bool(row[5])
+            )
         if not p.exists():
             return None
         return self._read(p)
@@ -282,7 +359,7 @@ class DomainStore:
         owner = root.get("svirt-owner")
         return DomainRecord(
             domain,
-            root.get("state", "running"),
+            _state(root.get("state"), p),
             int(pid) if pid and pid.isdigit() else None,
             int(owner) if owner and owner.isdigit() else None,
             p,
@@ -320,3 +397,10 @@ class DomainStore:
     def next_id(self) -> int:
         ids = [r.domain.id for r in self.records() if r.domain.id is not None]
         return max(ids, default=0) + 1
+
+
+def _state(text: str | None, path: Path) -> DomainState:
+    try:
+        return DomainState(text or "running")
+    except ValueError:
+        raise StateError(f"unknown domain state '{text}'", source=str(path)) from None
