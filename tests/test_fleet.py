@@ -385,7 +385,7 @@ def test_cli_migrate_label_hands_the_pair_to_the_destination(
     xml = tmp_path / "vm.xml"
     xml.write_text("<domain type='kvm'><name>vm</name><os><type>hvm</type></os></domain>")
     conf_a, conf_b = _host_conf(tmp_path, cluster, "ha"), _host_conf(tmp_path, cluster, "hb")
-    fleet = Fleet(cluster, tmp_path, "/t-shared/")
+    fleet = Fleet(cluster, tmp_path, _prefix(tmp_path))
     try:
         assert main(["label", "--json", "--config", str(conf_a), str(xml)]) == 0
         label = json.loads(capsys.readouterr().out)["label"]
@@ -434,13 +434,18 @@ def test_sticky_label_follows_the_domain_across_restarts_and_hosts(fleet: Fleet)
 # --- shared files -------------------------------------------------------------------------
 
 
+def _prefix(tmp_path: Path) -> str:
+    """The etcd prefix of a test's own (tests share the module's cluster)."""
+    return f"/t-{tmp_path.name}/"
+
+
 def _host_conf(tmp_path: Path, cluster: EtcdCluster, host: str, ledger: str = "etcd") -> Path:
     conf = tmp_path / f"{host}-{ledger}.conf"
     eps = ", ".join(f'"{e}"' for e in cluster.endpoints)
     conf.write_text(
         f'security_driver = ["selinux"]\nstate_dir = "{tmp_path / host}"\n'
         f'ledger = "{ledger}"\netcd_endpoints = [{eps}]\nhost_id = "{host}"\n'
-        f'etcd_lease_ttl = {TTL}\netcd_prefix = "/t-shared/"\n'
+        f'etcd_lease_ttl = {TTL}\netcd_prefix = "{_prefix(tmp_path)}"\n'
     )
     return conf
 
@@ -461,7 +466,7 @@ def test_doctor_asks_the_cluster_before_calling_a_shared_file_stale(
         "<target dev='vda'/></disk></devices></domain>"
     )
     conf_a, conf_b = _host_conf(tmp_path, cluster, "ha"), _host_conf(tmp_path, cluster, "hb")
-    fleet = Fleet(cluster, tmp_path, "/t-shared/")
+    fleet = Fleet(cluster, tmp_path, _prefix(tmp_path))
     try:
         assert main(["label", "--config", str(conf_a), str(xml)]) == 0
         labelled = os.getxattr(img, "security.selinux")
@@ -483,7 +488,7 @@ def test_doctor_asks_the_cluster_before_calling_a_shared_file_stale(
         assert main(["restore", "--config", str(conf_a), str(xml)]) == 0
         assert os.getxattr(img, "security.selinux") == orig
         client = FleetClient(fleet.settings("probe"))
-        assert wait_until(lambda: client.prefix("/t-shared/file/") == [], 10)
+        assert wait_until(lambda: client.prefix(f"{fleet.prefix}file/") == [], 10)
     finally:
         fleet.stop_keepers()
 
@@ -528,7 +533,7 @@ def test_static_labels_and_libvirt_domains_are_reserved_fleet_wide(
     )
     dyn = tmp_path / "dyn.xml"
     dyn.write_text("<domain type='kvm'><name>dyn</name><os><type>hvm</type></os></domain>")
-    fleet = Fleet(cluster, tmp_path, "/t-shared/")
+    fleet = Fleet(cluster, tmp_path, _prefix(tmp_path))
     try:
         assert main(["label", "--config", str(conf_a), str(dyn)]) == 0  # syncs libvirt's
         assert main(["label", "--config", str(conf_b), str(static)]) == 0
@@ -589,9 +594,9 @@ def test_forget_gives_up_a_pair_that_follows_a_domain(
 ) -> None:
     conf_a = _host_conf(tmp_path, cluster, "ha")
     conf_a.write_text(conf_a.read_text() + 'keep_labels = ["db"]\n')
-    fleet = Fleet(cluster, tmp_path, "/t-shared/")
+    fleet = Fleet(cluster, tmp_path, _prefix(tmp_path))
     try:
-        a = fleet.ledger("ha", prefix="/t-shared/", keep_labels=("db",))
+        a = fleet.ledger("ha", keep_labels=("db",))
         level = a.allocate("db")
         assert main(["fleet", "forget", "db", "--config", str(conf_a)]) == 1
         assert "holds its MCS level here; stop it first" in capsys.readouterr().err
@@ -603,7 +608,7 @@ def test_forget_gives_up_a_pair_that_follows_a_domain(
         )
         assert fleet.pairs() == {}
         client = FleetClient(fleet.settings("probe"))
-        assert client.get("/t-shared/sticky/db") is None
+        assert client.get(f"{fleet.prefix}sticky/db") is None
         assert main(["fleet", "forget", "db", "--config", str(conf_a)]) == 1
         assert "no MCS level follows domain db" in capsys.readouterr().err
     finally:
