@@ -89,6 +89,11 @@ class StartResult:
     warnings: tuple[str, ...] = ()
 
 
+def _vm_label(domain: Domain) -> str | None:
+    sl = domain.seclabel("selinux")
+    return sl.label if sl is not None else None
+
+
 def runtime_paths(cfg: Config, name: str) -> tuple[Path, Path]:
     """(QMP socket, QEMU log) of a domain, under the state directory."""
     d = cfg.state_dir / "qemu"
@@ -262,7 +267,8 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         if private_dev:
             dev_plan = plan_private_dev(domain_dev_paths(live, cfg.cgroup_device_acl))
             dev_plan = _apply_overrides(dev_plan, _copy_overrides(copies))
-        sock = bind_monitor_socket(qmp_path)
+        sl = live.seclabel("selinux")
+        sock = bind_monitor_socket(qmp_path, context=sl.label if sl is not None else None)
         try:
             cmd = build_command(
                 live,
@@ -285,7 +291,9 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         mgr.store.set_state(live.name, "running", pid=qemu_pid, owner=os.getpid())
         mgr.store.write(live, "running", pid=qemu_pid, owner=os.getpid())
         try:
-            with QMPClient.connect(qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid) as qmp:
+            with QMPClient.connect(
+                qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid, vm_label=_vm_label(live)
+            ) as qmp:
                 qmp.query_status()
         except SvirtError as exc:
             if wait_exit(qemu_pid, 1.0) is None:
@@ -442,7 +450,9 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
         assert rec.pid is not None
         how = "killed"
         try:
-            with QMPClient.connect(qmp_path, timeout=2.0, pid=rec.pid) as qmp:
+            with QMPClient.connect(
+                qmp_path, timeout=2.0, pid=rec.pid, vm_label=_vm_label(rec.domain)
+            ) as qmp:
                 if not force:
                     qmp.system_powerdown()
                     if _wait_gone(rec.pid, timeout):
@@ -514,13 +524,18 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
     qmp_path, _ = runtime_paths(cfg, name)
     added: list[str] = []
     try:
-        with QMPClient.connect(qmp_path, timeout=5.0, pid=rec.pid) as qmp:
+        with QMPClient.connect(
+            qmp_path, timeout=5.0, pid=rec.pid, vm_label=_vm_label(rec.domain)
+        ) as qmp:
             for node in disk_blockdevs(disk):
                 qmp.blockdev_add(node)
                 added.append(str(node["node-name"]))
             qmp.device_add(disk_device(disk, domain.os.machine or "pc"))
     except SvirtError:
-        with contextlib.suppress(SvirtError), QMPClient.connect(qmp_path, timeout=5.0) as qmp:
+        with (
+            contextlib.suppress(SvirtError),
+            QMPClient.connect(qmp_path, timeout=5.0, vm_label=_vm_label(rec.domain)) as qmp,
+        ):
             for node_name in reversed(added):
                 qmp.blockdev_del(node_name)
         mgr.transaction().run(
@@ -550,7 +565,9 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
         raise LaunchError(f"disk {target} not found")
     assert rec.pid is not None
     qmp_path, _ = runtime_paths(cfg, name)
-    with QMPClient.connect(qmp_path, timeout=5.0, pid=rec.pid) as qmp:
+    with QMPClient.connect(
+        qmp_path, timeout=5.0, pid=rec.pid, vm_label=_vm_label(rec.domain)
+    ) as qmp:
         qmp.device_del(disk_device_id(disk))
         # Bottom layer first in the list: delete from the top (format before storage).
         for node in reversed(disk_blockdevs(disk)):
