@@ -21,8 +21,8 @@ from svirt.conf import Config
 from svirt.domain import Domain, parse_domain
 from svirt.errors import LaunchError, PolicyError
 from svirt.launch.lifecycle import start_domain, stop_domain
+from svirt.launch.preflight import check_before_start, preflight_check, resource_accesses
 from svirt.policy.oracle import Access, Decision, PolicyOracle, Reason
-from svirt.policy.preflight import check_before_start, preflight_check, resource_accesses
 from svirt.security.manager import SecurityManager
 from svirt.state.domains import DomainStore
 

@@ -83,7 +83,7 @@ def security_view(domain: Domain) -> dict[str, Any]:
 def _preflight(cfg: Config, domain: Domain) -> list[str]:
     """What QEMU would be denied with the labels ``svirt start`` would give (a dry run:
     the MCS pair drawn for it is not kept)."""
-    from svirt.policy.preflight import preflight_check
+    from svirt.launch.preflight import preflight_check
     from svirt.security.manager import SecurityManager
 
     # The plan is made against a scratch state directory: validating writes nothing

@@ -47,6 +47,7 @@ from svirt.host.namespace import (
     run_in_namespace,
 )
 from svirt.host.procs import find_qemu, pid_alive
+from svirt.launch.preflight import check_before_start
 from svirt.launch.process import bind_monitor_socket, spawn, wait_exit
 from svirt.launch.qemu import (
     build_command,
@@ -56,7 +57,6 @@ from svirt.launch.qemu import (
     kvm_usable,
 )
 from svirt.launch.qmp import QMPClient
-from svirt.policy.preflight import check_before_start
 from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import LabelOp
 from svirt.security.manager import SecurityManager
