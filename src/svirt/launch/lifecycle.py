@@ -261,8 +261,16 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         labelled = True
         # Pre-flight (issue 7): ask the policy whether QEMU can use every resource with
         # the label it now carries; fails on an enforcing host, else warns.
-        preflight_warnings = check_before_start(cfg, live, mgr.selinux)
+        # QEMU opens the copies in its private /dev, with the labels they will carry;
+        # the QEMU identity's own access (DAC) is decided by the kernel (issue 10).
         identity = _identity(mgr, live)
+        preflight_warnings = check_before_start(
+            cfg,
+            live,
+            mgr.selinux,
+            labels={op.path: op.value for op in copies if op.driver == "selinux" and op.value},
+            identity=identity,
+        )
         dev_plan = None
         if private_dev:
             dev_plan = plan_private_dev(domain_dev_paths(live, cfg.cgroup_device_acl))

@@ -18,8 +18,10 @@ and returns warnings on a permissive one or where SELinux is off.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,14 +31,25 @@ from svirt.audit.owners import LiveDomain, load_live_domains
 from svirt.conf import Config
 from svirt.domain.model import Domain, SeclabelType
 from svirt.domain.resources import Resource, ResourceKind, domain_resources
-from svirt.errors import LaunchError, SvirtError
+from svirt.errors import PREFIX_XML_ERROR, LaunchError, SvirtError, XMLError
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
-from svirt.policy.oracle import Access, Decision, PolicyOracle, tclass_for_mode
+from svirt.host.access import access_as
+from svirt.host.ids import Identity
+from svirt.launch.qemu import kvm_usable
+from svirt.policy.oracle import Access, Decision, PolicyOracle, Reason, tclass_for_mode
 from svirt.policy.verify import UNLABELED_CONTEXT
 from svirt.security.selinux import SELinuxDriver, shared_policy_oracle
 
-__all__ = ["Finding", "check_before_start", "preflight_check", "resource_accesses"]
+__all__ = [
+    "DacFinding",
+    "Finding",
+    "check_before_start",
+    "dac_findings",
+    "preflight_check",
+    "process_findings",
+    "resource_accesses",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +80,7 @@ class Finding:
     explanation: Explanation
     fixes: tuple[Fix, ...]  # most direct first; the explanation's, after svirt's own
     notes: tuple[str, ...]
+    verb: str | None = None  # what is denied when it is not file access ("execmem", ...)
 
     @property
     def cause(self) -> Cause:
@@ -74,10 +88,17 @@ class Finding:
 
     def summary(self) -> str:
         """One line: what would be denied, why, and the first fix."""
-        text = (
-            f"{self.owner} {self.path} labelled {self.label}: {self.process_label} cannot "
-            f"{self.access.value} it ({self.explanation.why})"
-        )
+        if self.verb is not None:
+            target = f" {self.path}" if self.path else ""
+            text = (
+                f"{self.owner}{target} ({self.label}): {self.process_label} cannot "
+                f"{self.verb} ({self.explanation.why})"
+            )
+        else:
+            text = (
+                f"{self.owner} {self.path} labelled {self.label}: {self.process_label} "
+                f"cannot {self.access.value} it ({self.explanation.why})"
+            )
         fix = next((f for f in self.fixes if f.command), None)
         if fix is not None:
             text += f"; fix: {fix.command}"
@@ -90,7 +111,7 @@ class Finding:
             "path": self.path,
             "label": self.label,
             "class": self.tclass,
-            "access": self.access.value,
+            "access": self.verb or self.access.value,
             "process_label": self.process_label,
             "reason": self.decision.reason.name.lower(),
             "cause": e.cause.value,
@@ -290,31 +311,296 @@ def preflight_check(
     return findings
 
 
-def check_before_start(cfg: Config, domain: Domain, driver: SELinuxDriver | None) -> list[str]:
+# --- process permissions: may the daemon start QEMU in the VM's label, and run it? ----
+
+
+def _qemu_uses_tcg(domain: Domain, identity: Identity | None) -> bool:
+    if domain.type == "qemu":
+        return True
+    return not kvm_usable(identity)
+
+
+def _process_denial(scon: str, tcon: str, tclass: str, perm: str, exe: str) -> Denial:
+    return Denial(
+        scontext=scon,
+        tcontext=tcon,
+        tclass=tclass,
+        perms=(perm,),
+        denied=True,
+        permissive=False,
+        user_space=False,
+        comm=os.path.basename(exe),
+        exe=exe,
+        pids=(),
+        name=None,
+        path=exe if tclass == "file" else None,
+        dev=None,
+        ino=None,
+        count=1,
+        first=0.0,
+        last=0.0,
+        serials=(),
+    )
+
+
+def process_findings(
+    cfg: Config,
+    domain: Domain,
+    oracle: PolicyOracle,
+    *,
+    daemon_context: str,
+    identity: Identity | None = None,
+    domains: Sequence[LiveDomain] = (),
+) -> list[Finding]:
+    """What the kernel would refuse before QEMU opens anything: the daemon's
+    ``transition`` to the VM's label, that label's ``entrypoint`` on the QEMU binary,
+    and ``execmem`` where QEMU runs under TCG (its translator maps writable executable
+    memory: seed 001's "Could not allocate dynamic translator buffer").
+
+    Raises :class:`XMLError` (libvirt's ``Invalid security label``) when the policy does
+    not know the VM's label (a type it lacks, no level): libvirt refuses such a static
+    label before start (``security_check_context``)."""
+    sl = domain.seclabel("selinux")
+    if sl is None or sl.type is SeclabelType.NONE or sl.label is None:
+        return []
+    process = sl.label
+    if oracle.decide(process, process, "process", ("transition",)).reason is Reason.BADSCON:
+        raise XMLError(PREFIX_XML_ERROR + f"Invalid security label {process}")
+    exe = os.path.realpath(cfg.qemu_binary)
+    try:
+        exe_label = host_selinux.getfilecon(exe) or UNLABELED_CONTEXT
+    except OSError:
+        exe_label = None  # a missing binary fails the start for its own reason
+    checks: list[tuple[str, str, str, str, str]] = [
+        ("the daemon", daemon_context, process, "process", "transition"),
+    ]
+    if exe_label is not None:
+        checks.append(("the QEMU binary", process, exe_label, "file", "entrypoint"))
+    if _qemu_uses_tcg(domain, identity):
+        checks.append(("QEMU under TCG", process, process, "process", "execmem"))
+    findings: list[Finding] = []
+    for owner, scon, tcon, tclass, perm in checks:
+        decision = oracle.decide(scon, tcon, tclass, (perm,))
+        if decision.allowed or decision.reason is Reason.BADSCON:
+            continue
+        denial = _process_denial(scon, tcon, tclass, perm, exe)
+        explanation = explain_denial(denial, oracle=oracle, domains=domains)
+        notes = list(explanation.notes)
+        if perm == "execmem":
+            notes.insert(
+                0,
+                "QEMU's TCG translator needs writable executable memory; without it QEMU "
+                "exits with 'Could not allocate dynamic translator buffer'",
+            )
+        findings.append(
+            Finding(
+                owner=owner,
+                path=exe if tclass == "file" else "",
+                label=tcon,
+                tclass=tclass,
+                access=Access.READ,
+                process_label=scon,
+                decision=decision,
+                explanation=explanation,
+                fixes=explanation.fixes,
+                notes=tuple(notes),
+                verb=perm,
+            )
+        )
+    return findings
+
+
+# --- DAC: may the QEMU identity reach and open each file? ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DacFinding:
+    """QEMU, running as ``identity``, could not reach or open one resource."""
+
+    owner: str  # "disk vda", ...
+    path: str  # the file QEMU opens
+    blocked: str  # the directory it cannot search, or the file itself
+    need: str  # "search", "read", "read-write"
+    identity: str  # "107:107 (svirt-qemu)"
+    mode: str  # "0700 root:root" of ``blocked``
+    fix: str
+
+    def summary(self) -> str:
+        what = "directory" if self.need == "search" else "file"
+        return (
+            f"{self.owner} {self.path}: the QEMU user {self.identity} cannot {self.need} "
+            f"{what} {self.blocked} (mode {self.mode}); fix: {self.fix}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "path": self.path,
+            "blocked": self.blocked,
+            "need": self.need,
+            "identity": self.identity,
+            "mode": self.mode,
+            "cause": "dac",
+            "fixes": [{"text": "", "command": self.fix}],
+        }
+
+
+def _mode_text(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc.strerror or "unknown"
+    return f"{stat.S_IMODE(st.st_mode):04o} {st.st_uid}:{st.st_gid}"
+
+
+def _parents(path: str) -> list[str]:
+    """Every directory the kernel walks to reach ``path`` (as given, then resolved)."""
+    out: list[str] = []
+    for p in (os.path.abspath(path), os.path.realpath(path)):
+        d = os.path.dirname(p)
+        chain = []
+        while True:
+            chain.append(d)
+            if d == "/":
+                break
+            d = os.path.dirname(d)
+        for c in reversed(chain):
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def dac_findings(
+    domain: Domain,
+    identity: Identity,
+    *,
+    granted: frozenset[str] = frozenset(),
+    private_dev: bool = True,
+) -> list[DacFinding]:
+    """What the kernel's DAC would refuse QEMU's ``identity``, decided by the kernel in
+    a child that takes that identity (:func:`svirt.host.access.access_as`): search on
+    every parent directory of each file QEMU opens, then the file itself. ``granted``
+    are paths svirt will chown or grant an ACL on before start (a dry run), not
+    checked. Device nodes QEMU gets as copies in its private ``/dev`` are not checked
+    (svirt owns the copy)."""
+    ident = f"{identity.uid}:{identity.gid}" + (
+        f" ({identity.user_name})" if identity.user_name else ""
+    )
+    plan: list[tuple[str, str, Access, list[str]]] = []
+    checks: list[tuple[str, int]] = []
+    for owner, path, access in resource_accesses(domain):
+        if not os.path.lexists(path):
+            continue  # QEMU reports a missing file itself
+        real = os.path.realpath(path)
+        if private_dev and real.startswith("/dev/"):
+            continue
+        dirs = [d for d in _parents(path) if d not in granted]
+        plan.append((owner, path, access, dirs))
+        checks += [(d, os.X_OK) for d in dirs]
+        if real not in granted and path not in granted:
+            mode = os.R_OK | (os.W_OK if access is Access.READ_WRITE else 0)
+            checks.append((path, mode))
+    if not checks:
+        return []
+    try:
+        answers = dict(zip(checks, access_as(identity, checks), strict=True))
+    except OSError as exc:
+        log.warning("pre-flight: DAC check skipped: %s", exc)
+        return []
+    findings: list[DacFinding] = []
+    for owner, path, access, dirs in plan:
+        blocked = next((d for d in dirs if answers.get((d, os.X_OK)) == errno.EACCES), None)
+        if blocked is not None:
+            findings.append(
+                DacFinding(
+                    owner,
+                    path,
+                    blocked,
+                    "search",
+                    ident,
+                    _mode_text(blocked),
+                    f'setfacl -m u:{identity.uid}:x {blocked} (or dac_mode = "acl" in '
+                    "svirt.conf, which grants it while the VM runs)",
+                )
+            )
+            continue
+        mode = os.R_OK | (os.W_OK if access is Access.READ_WRITE else 0)
+        if answers.get((path, mode)) == errno.EACCES:
+            need = "read-write" if access is Access.READ_WRITE else "read"
+            perm = "rw" if access is Access.READ_WRITE else "r"
+            findings.append(
+                DacFinding(
+                    owner,
+                    path,
+                    path,
+                    need,
+                    ident,
+                    _mode_text(path),
+                    f"setfacl -m u:{identity.uid}:{perm} {path} (or let svirt chown it: "
+                    "dynamic_ownership = 1)",
+                )
+            )
+    return findings
+
+
+def check_before_start(
+    cfg: Config,
+    domain: Domain,
+    driver: SELinuxDriver | None,
+    *,
+    labels: Mapping[str, str] | None = None,
+    identity: Identity | None = None,
+    daemon_context: str | None = None,
+) -> list[str]:
     """The lifecycle's pre-flight: raise LaunchError on an enforcing host when QEMU
     would be denied, else return one warning line per finding (and one when the policy
-    cannot be asked). ``driver`` None (no SELinux driver stacked) checks nothing."""
-    if driver is None:
-        return []
-    oracle = driver.policy_oracle()
-    if oracle is None:
-        return [f"pre-flight skipped: cannot ask the policy ({driver.policy_error})"]
-    try:
-        findings = preflight_check(cfg, domain, oracle)
-    except SvirtError as exc:
-        # The check is advice about the labels; its own failure must not stop a start.
-        log.warning("pre-flight failed: %s", exc)
-        return [f"pre-flight failed: {exc}"]
+    cannot be asked). ``driver`` None (no SELinux driver stacked) checks no label.
+
+    ``labels`` are the labels of the copies in the VM's private ``/dev`` (path -> label:
+    QEMU opens the copy, never the host's node); ``identity`` the QEMU user (DAC: may it
+    search every parent directory and open each file?); ``daemon_context`` the context
+    QEMU is started from (default: the driver's)."""
+    findings: list[Finding | DacFinding] = []
+    warnings: list[str] = []
+    if identity is not None:
+        findings += dac_findings(domain, identity)
+    if driver is not None:
+        oracle = driver.policy_oracle()
+        if oracle is None:
+            warnings.append(f"pre-flight skipped: cannot ask the policy ({driver.policy_error})")
+        else:
+            try:
+                findings += process_findings(
+                    cfg,
+                    domain,
+                    oracle,
+                    daemon_context=daemon_context or driver.daemon_context,
+                    identity=identity,
+                )
+                findings += preflight_check(cfg, domain, oracle, labels=labels)
+            except XMLError:
+                raise  # an invalid static label: a configuration error (libvirt's Verify)
+            except SvirtError as exc:
+                # The check is advice about the labels; its own failure must not stop a start.
+                log.warning("pre-flight failed: %s", exc)
+                warnings.append(f"pre-flight failed: {exc}")
     if not findings:
-        return []
-    if driver.enforcing:
+        return warnings
+    if (driver is not None and driver.enforcing) or (
+        driver is None and any(isinstance(f, DacFinding) for f in findings)
+    ):
         raise LaunchError(
             "pre-flight: QEMU would be denied by SELinux: "
             + "; ".join(f.summary() for f in findings)
+        )
+    if any(isinstance(f, DacFinding) for f in findings):
+        # DAC is enforced everywhere: QEMU would fail with a bare "Permission denied".
+        raise LaunchError(
+            "pre-flight: QEMU would be denied: " + "; ".join(f.summary() for f in findings)
         )
     why = (
         "SELinux is permissive: the access will be logged as a denial"
         if host_selinux.is_enabled()
         else "SELinux is off on this host; an enforcing host would refuse it"
     )
-    return [f"pre-flight: {f.summary()} ({why})" for f in findings]
+    return [*warnings, *(f"pre-flight: {f.summary()} ({why})" for f in findings)]
