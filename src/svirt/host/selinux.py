@@ -82,6 +82,21 @@ def boolean_active(name: str) -> bool:
     return bool(value)
 
 
+def active_booleans() -> dict[str, bool]:
+    """Every boolean's current value in the running kernel (``setsebool`` without
+    ``-P`` changes only these); empty where SELinux is not active."""
+    root = Path("/sys/fs/selinux/booleans")
+    if not is_enabled() or not root.is_dir():
+        return {}
+    out: dict[str, bool] = {}
+    for entry in root.iterdir():
+        try:
+            out[entry.name] = entry.read_text().split()[0] == "1"
+        except (OSError, IndexError):
+            continue
+    return out
+
+
 def getcon() -> str:
     """The calling process's raw context. Raises OSError where SELinux is off."""
     mod = _binding()
