@@ -35,14 +35,8 @@ from svirt.domain.parse import MAX_XML_BYTES, parse_domain
 from svirt.domain.resources import Resource, ResourceKind, domain_resources
 from svirt.errors import ContextError, SvirtError
 from svirt.host.selinux import getfilecon
-from svirt.policy.oracle import (
-    Access,
-    Decision,
-    PolicyOracle,
-    Reason,
-    tclass_for_mode,
-    with_active_booleans,
-)
+from svirt.policy.oracle import Access, Decision, PolicyOracle, Reason, tclass_for_mode
+from svirt.policy.oracle import with_active_booleans as _with_active_booleans
 
 __all__ = [
     "BooleanRisk",
@@ -484,7 +478,7 @@ def verify_domains(
 def verify(cfg: Config, oracle: PolicyOracle | None = None) -> VerifyReport:
     """Find the running domains from ``cfg`` and check them."""
     if oracle is None:
-        oracle = with_active_booleans(PolicyOracle(cfg.policy_path))
+        oracle = _with_active_booleans(PolicyOracle(cfg.policy_path))
     domains, skipped = find_live_domains(cfg)
     for s in skipped:
         log.debug("verify: skipping %s: %s", s.path, s.reason)
