@@ -16,6 +16,18 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-enforcing
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# --- the SELinux-enforcing lab (issue 10): boot Debian's kernel with the reference policy
+# enforcing (scripts/lab) and run tests/enforcing inside it. A host where the lab cannot
+# boot fails here; it never skips.
+.PHONY: test-enforcing lab
+LAB_AUDIT_LOG ?= lab-audit.log
+test-enforcing: setup
+	scripts/lab run --audit-log $(LAB_AUDIT_LOG) -- .venv/bin/python -m pytest -p no:cacheprovider tests/enforcing $(ENFORCING_ARGS)
+
+lab: setup
+	scripts/lab build

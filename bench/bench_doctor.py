@@ -23,8 +23,8 @@ from pathlib import Path
 from svirt.conf import config_from_mapping
 from svirt.doctor import _holders, _processes, examine, recover
 from svirt.domain import parse_domain
+from svirt.launch.preflight import preflight_check
 from svirt.policy.oracle import PolicyOracle
-from svirt.policy.preflight import preflight_check
 from svirt.security.manager import SecurityManager
 from svirt.security.remember import boot_time
 

@@ -75,3 +75,17 @@ if [ ! -f "$SCAN_LIB" ] || [ "$SCAN_SRC" -nt "$SCAN_LIB" ]; then
   cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$SCAN_LIB.tmp" "$SCAN_SRC" -ldl
   mv "$SCAN_LIB.tmp" "$SCAN_LIB"
 fi
+
+# --- the SELinux-enforcing lab (scripts/lab, issue 10): its initramfs is busybox-static;
+# the kernel package is fetched into the lab's cache by scripts/lab, never installed.
+LAB_PACKAGES=(busybox-static e2fsprogs)
+lab_missing=()
+for p in "${LAB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || lab_missing+=("$p")
+done
+if [ ${#lab_missing[@]} -gt 0 ]; then
+  echo "setup: installing ${lab_missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${lab_missing[@]}" >/dev/null
+fi

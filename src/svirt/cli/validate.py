@@ -83,15 +83,42 @@ def security_view(domain: Domain) -> dict[str, Any]:
 def _preflight(cfg: Config, domain: Domain) -> list[str]:
     """What QEMU would be denied with the labels ``svirt start`` would give (a dry run:
     the MCS pair drawn for it is not kept)."""
-    from svirt.policy.preflight import preflight_check
+    from svirt.host.ids import resolve_identity
+    from svirt.launch.preflight import dac_findings, preflight_check, process_findings
+    from svirt.security.dac import DACDriver
     from svirt.security.manager import SecurityManager
 
     # The plan is made against a scratch state directory: validating writes nothing
     # (any free pair stands for the one start would draw; the policy treats them alike).
     with tempfile.TemporaryDirectory(prefix="svirt-preflight-") as scratch:
-        live, plan = SecurityManager(replace(cfg, state_dir=Path(scratch))).dry_run(domain)
+        mgr = SecurityManager(replace(cfg, state_dir=Path(scratch)))
+        live, plan = mgr.dry_run(domain)
+        dac = mgr.drivers.get("dac")
+        identity = None
+        if isinstance(dac, DACDriver):
+            uid, gid = dac.process_ids(live)
+            identity = resolve_identity(f"+{uid}", f"+{gid}")
+        selinux_driver = mgr.selinux
     labels = {p.op.path: p.op.value for p in plan if p.op.driver == "selinux" and p.op.value}
-    return [f.summary() for f in preflight_check(cfg, live, labels=labels)]
+    granted = frozenset(p.op.path for p in plan if p.op.driver != "selinux")
+    out: list[str] = []
+    if identity is not None:
+        out += [f.summary() for f in dac_findings(live, identity, granted=granted)]
+    if selinux_driver is not None:
+        oracle = selinux_driver.policy_oracle()
+        if oracle is not None:
+            out += [
+                f.summary()
+                for f in process_findings(
+                    cfg,
+                    live,
+                    oracle,
+                    daemon_context=selinux_driver.daemon_context,
+                    identity=identity,
+                )
+            ]
+    out += [f.summary() for f in preflight_check(cfg, live, labels=labels)]
+    return out
 
 
 def _yes_no(relabel: bool | str) -> str:

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from svirt.conf import load_config
-from svirt.policy.oracle import PolicyOracle
+from svirt.policy.oracle import PolicyOracle, with_active_booleans
 from svirt.policy.verify import CheckedResource, VerifyReport, verify
 
 from .output import print_json, table
@@ -174,6 +174,8 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     oracle = PolicyOracle(args.policy or cfg.policy_path, backend=args.backend)
+    if args.policy is None:  # the loaded policy: with the kernel's booleans
+        oracle = with_active_booleans(oracle)
     report = verify(cfg, oracle)
     if args.json:
         print_json(report_view(report))

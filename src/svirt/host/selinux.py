@@ -82,6 +82,21 @@ def boolean_active(name: str) -> bool:
     return bool(value)
 
 
+def active_booleans() -> dict[str, bool]:
+    """Every boolean's current value in the running kernel (``setsebool`` without
+    ``-P`` changes only these); empty where SELinux is not active."""
+    root = Path("/sys/fs/selinux/booleans")
+    if not is_enabled() or not root.is_dir():
+        return {}
+    out: dict[str, bool] = {}
+    for entry in root.iterdir():
+        try:
+            out[entry.name] = entry.read_text().split()[0] == "1"
+        except (OSError, IndexError):
+            continue
+    return out
+
+
 def getcon() -> str:
     """The calling process's raw context. Raises OSError where SELinux is off."""
     mod = _binding()
@@ -105,6 +120,35 @@ def set_exec_context(context: str | None) -> None:
         return
     with open("/proc/thread-self/attr/exec", "w") as fh:
         fh.write(context or "")
+
+
+def set_socket_create_context(context: str | None) -> None:
+    """``setsockcreatecon_raw`` for the sockets this thread creates next (None: reset).
+
+    libvirt creates the monitor socket it hands to QEMU with the VM's label
+    (``virSecurityManagerSetSocketLabel``): a socket left in the daemon's own domain is
+    one the VM's process may not even ``getattr``, and QEMU refuses the descriptor."""
+    mod = _binding()
+    if mod is not None:
+        mod.setsockcreatecon_raw(context)
+        return
+    with open("/proc/thread-self/attr/sockcreate", "w") as fh:
+        fh.write(context or "")
+
+
+def daemon_socket_context(vm_label: str) -> str | None:
+    """The context a daemon's client socket to a VM's monitor needs: the daemon's own
+    user, role and type at the VM's level (libvirt's ``SetDaemonSocketLabel``). The
+    server end QEMU accepts takes the client's level; at the daemon's range the VM's
+    QEMU may neither read nor write it (MCS). None where SELinux is off or the label
+    has no level."""
+    if not is_enabled():
+        return None
+    parts = vm_label.split(":", 3)
+    if len(parts) < 4:
+        return None
+    own = getcon().split(":", 3)
+    return ":".join([*own[:3], parts[3]])
 
 
 def _decode(raw: bytes) -> str:

@@ -47,6 +47,7 @@ from svirt.host.namespace import (
     run_in_namespace,
 )
 from svirt.host.procs import find_qemu, pid_alive
+from svirt.launch.preflight import check_before_start
 from svirt.launch.process import bind_monitor_socket, spawn, wait_exit
 from svirt.launch.qemu import (
     build_command,
@@ -56,7 +57,6 @@ from svirt.launch.qemu import (
     kvm_usable,
 )
 from svirt.launch.qmp import QMPClient
-from svirt.policy.preflight import check_before_start
 from svirt.security import remember as rem
 from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import LabelOp
@@ -89,6 +89,11 @@ class StartResult:
     notes: tuple[str, ...]
     seconds: float
     warnings: tuple[str, ...] = ()
+
+
+def _vm_label(domain: Domain) -> str | None:
+    sl = domain.seclabel("selinux")
+    return sl.label if sl is not None else None
 
 
 def runtime_paths(cfg: Config, name: str) -> tuple[Path, Path]:
@@ -264,13 +269,22 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         mgr.record_shared(live)  # fleet ledger: who holds the shared files (issue 15)
         # Pre-flight (issue 7): ask the policy whether QEMU can use every resource with
         # the label it now carries; fails on an enforcing host, else warns.
-        preflight_warnings = check_before_start(cfg, live, mgr.selinux)
+        # QEMU opens the copies in its private /dev, with the labels they will carry;
+        # the QEMU identity's own access (DAC) is decided by the kernel (issue 10).
         identity = _identity(mgr, live)
+        preflight_warnings = check_before_start(
+            cfg,
+            live,
+            mgr.selinux,
+            labels={op.path: op.value for op in copies if op.driver == "selinux" and op.value},
+            identity=identity,
+        )
         dev_plan = None
         if private_dev:
             dev_plan = plan_private_dev(domain_dev_paths(live, cfg.cgroup_device_acl))
             dev_plan = _apply_overrides(dev_plan, _copy_overrides(copies))
-        sock = bind_monitor_socket(qmp_path)
+        sl = live.seclabel("selinux")
+        sock = bind_monitor_socket(qmp_path, context=sl.label if sl is not None else None)
         try:
             cmd = build_command(
                 live,
@@ -294,7 +308,9 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         mgr.store.set_state(live.name, DomainState.RUNNING, pid=qemu_pid, owner=os.getpid())
         mgr.store.write(live, DomainState.RUNNING, pid=qemu_pid, owner=os.getpid())
         try:
-            with QMPClient.connect(qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid) as qmp:
+            with QMPClient.connect(
+                qmp_path, timeout=_READY_TIMEOUT, pid=qemu_pid, vm_label=_vm_label(live)
+            ) as qmp:
                 qmp.query_status()
         except SvirtError as exc:
             if wait_exit(qemu_pid, 1.0) is None:
@@ -469,7 +485,9 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
         assert rec.pid is not None
         how = "killed"
         try:
-            with QMPClient.connect(qmp_path, timeout=2.0, pid=rec.pid) as qmp:
+            with QMPClient.connect(
+                qmp_path, timeout=2.0, pid=rec.pid, vm_label=_vm_label(rec.domain)
+            ) as qmp:
                 if not force:
                     qmp.system_powerdown()
                     if _wait_gone(rec.pid, timeout):
@@ -573,13 +591,18 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
     qmp_path, _ = runtime_paths(cfg, name)
     added: list[str] = []
     try:
-        with QMPClient.connect(qmp_path, timeout=5.0, pid=rec.pid) as qmp:
+        with QMPClient.connect(
+            qmp_path, timeout=5.0, pid=rec.pid, vm_label=_vm_label(rec.domain)
+        ) as qmp:
             for node in disk_blockdevs(disk):
                 qmp.blockdev_add(node)
                 added.append(str(node["node-name"]))
             qmp.device_add(disk_device(disk, domain.os.machine or "pc"))
     except SvirtError:
-        with contextlib.suppress(SvirtError), QMPClient.connect(qmp_path, timeout=5.0) as qmp:
+        with (
+            contextlib.suppress(SvirtError),
+            QMPClient.connect(qmp_path, timeout=5.0, vm_label=_vm_label(rec.domain)) as qmp,
+        ):
             for node_name in reversed(added):
                 qmp.blockdev_del(node_name)
         mgr.transaction().run(
@@ -609,7 +632,9 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
         raise LaunchError(f"disk {target} not found")
     assert rec.pid is not None
     qmp_path, _ = runtime_paths(cfg, name)
-    with QMPClient.connect(qmp_path, timeout=5.0, pid=rec.pid) as qmp:
+    with QMPClient.connect(
+        qmp_path, timeout=5.0, pid=rec.pid, vm_label=_vm_label(rec.domain)
+    ) as qmp:
         qmp.device_del(disk_device_id(disk))
         # Bottom layer first in the list: delete from the top (format before storage).
         for node in reversed(disk_blockdevs(disk)):

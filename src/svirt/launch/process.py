@@ -88,7 +88,9 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def bind_monitor_socket(path: str | os.PathLike[str]) -> socket.socket:
+def bind_monitor_socket(
+    path: str | os.PathLike[str], *, context: str | None = None
+) -> socket.socket:
     """A listening unix socket for QEMU's monitor (pass its fd to QEMU with ``qmp_fd``).
 
     Bound by root, mode 0600: the QEMU user never needs to create files in the state
@@ -96,6 +98,8 @@ def bind_monitor_socket(path: str | os.PathLike[str]) -> socket.socket:
     backlog until QEMU accepts it). A stale socket left at ``path`` is replaced; any
     other kind of file there is an error. Close the parent's copy once :func:`spawn`
     returned, so that a client sees end-of-file, not a silent backlog, if QEMU dies.
+    ``context`` (the VM's process label) is the socket's label where SELinux is enabled,
+    as libvirt does: QEMU may not use a socket of the daemon's own domain.
     """
     p = os.fspath(path)
     try:
@@ -106,7 +110,19 @@ def bind_monitor_socket(path: str | os.PathLike[str]) -> socket.socket:
         if not stat.S_ISSOCK(st.st_mode):
             raise LaunchError(f"{PREFIX_INTERNAL}refusing to replace non-socket {p}")
         os.unlink(p)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    labelled = context is not None and selinux.is_enabled()
+    if labelled:
+        try:
+            selinux.set_socket_create_context(context)
+        except OSError as exc:
+            raise LaunchError(
+                f"{PREFIX_INTERNAL}cannot label monitor socket {p} {context}: {exc.strerror}"
+            ) from None
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    finally:
+        if labelled:
+            selinux.set_socket_create_context(None)
     try:
         sock.bind(p)
         os.chmod(p, 0o600)
@@ -127,6 +143,10 @@ def _resolve_binary(name: str, env: Mapping[str, str]) -> str:
     if found is None:
         raise LaunchError(f"Cannot find QEMU binary {name}: No such file or directory")
     return found
+
+
+# The label of QEMU's log file where SELinux is enabled (libvirt's /var/log/libvirt/qemu).
+LOG_CONTEXT = "system_u:object_r:virt_log_t:s0"
 
 
 def _open_log(path: str | os.PathLike[str]) -> int:
@@ -239,6 +259,18 @@ def spawn(
     enforce = exec_context is not None and selinux.is_enabled()
     max_fd = os.sysconf("SC_OPEN_MAX")
     log_fd = _open_log(log_path)
+    if enforce:
+        # QEMU appends its stdout/stderr to the log as the VM's domain: give the file the
+        # type libvirt's QEMU logs have (virt_log_t), which every VM may append to; the
+        # state directory's own type (e.g. virt_tmp_t) is not (found in the lab).
+        try:
+            selinux.fsetfilecon(log_fd, LOG_CONTEXT)
+        except OSError as exc:
+            os.close(log_fd)
+            raise LaunchError(
+                f"{PREFIX_INTERNAL}cannot label log file {os.fspath(log_path)} "
+                f"{LOG_CONTEXT}: {exc.strerror}"
+            ) from None
     try:
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:

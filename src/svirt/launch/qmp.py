@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from svirt.errors import PREFIX_INTERNAL, LaunchError
+from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
 
 __all__ = ["DEFAULT_TIMEOUT", "QMPClient", "QMPError"]
@@ -41,6 +42,22 @@ class QMPError(LaunchError):
     def __init__(self, message: str, error_class: str | None = None) -> None:
         super().__init__(message)
         self.error_class = error_class
+
+
+def _client_socket(vm_label: str | None) -> socket.socket:
+    context = host_selinux.daemon_socket_context(vm_label) if vm_label else None
+    if context is None:
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        host_selinux.set_socket_create_context(context)
+    except OSError as exc:
+        raise QMPError(
+            f"{PREFIX_INTERNAL}cannot label the monitor client socket {context}: {exc.strerror}"
+        ) from None
+    try:
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    finally:
+        host_selinux.set_socket_create_context(None)
 
 
 class QMPClient:
@@ -78,15 +95,18 @@ class QMPClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         pid: int | None = None,
+        vm_label: str | None = None,
     ) -> QMPClient:
         """Connect to QEMU's monitor socket, retrying while the socket is not there yet
         (QEMU creates it during start-up). With ``pid``, gives up as soon as that
-        process is gone instead of waiting for the deadline."""
+        process is gone instead of waiting for the deadline. ``vm_label`` (the VM's
+        process label) gives the client socket the VM's level where SELinux is enabled
+        (:func:`svirt.host.selinux.daemon_socket_context`), as libvirt does."""
         deadline = time.monotonic() + timeout
         target = os.fspath(path)
         delay = 0.001
         while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock = _client_socket(vm_label)
             try:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock.connect(target)

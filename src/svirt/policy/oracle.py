@@ -23,12 +23,14 @@ import enum
 import logging
 import re
 import stat
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from svirt.errors import PolicyError
+from svirt.host import selinux as host_selinux
 from svirt.policy import _backends
 from svirt.policy._backends import Backend, PolicyImage
 from svirt.policy.binary import BinaryPolicy
@@ -43,9 +45,12 @@ __all__ = [
     "PolicyOracle",
     "Reason",
     "available_backends",
+    "changed_booleans",
     "default_policy_path",
+    "oracle_with_booleans",
     "policy_with_booleans",
     "tclass_for_mode",
+    "with_active_booleans",
 ]
 
 log = logging.getLogger(__name__)
@@ -199,6 +204,35 @@ def policy_with_booleans(policy_path: Path, booleans: Mapping[str, bool]) -> byt
     image = PolicyImage.read(Path(policy_path))
     with _backends.LOCK:
         return backend.image_with_booleans(image, booleans)
+
+
+def changed_booleans(oracle: PolicyOracle, active: Mapping[str, bool]) -> dict[str, bool]:
+    """The booleans whose value in ``active`` differs from the policy's default."""
+    return {
+        b.name: active[b.name]
+        for b in oracle.binary().booleans
+        if b.name in active and active[b.name] != b.default
+    }
+
+
+def oracle_with_booleans(oracle: PolicyOracle, values: Mapping[str, bool]) -> PolicyOracle:
+    """An oracle for ``oracle``'s policy with boolean values changed (reported under the
+    same path)."""
+    data = policy_with_booleans(oracle.path, values)
+    with tempfile.NamedTemporaryFile(prefix="svirt-policy-", suffix=oracle.path.suffix) as fh:
+        fh.write(data)
+        fh.flush()
+        variant = PolicyOracle(Path(fh.name), backend=oracle.backend)
+    variant.path = oracle.path
+    return variant
+
+
+def with_active_booleans(oracle: PolicyOracle) -> PolicyOracle:
+    """``oracle``, or where the running kernel's booleans differ from the policy's
+    defaults (``setsebool`` without ``-P``), an oracle with the kernel's values: the
+    kernel decides with those (found in the lab)."""
+    changed = changed_booleans(oracle, host_selinux.active_booleans())
+    return oracle_with_booleans(oracle, changed) if changed else oracle
 
 
 def available_backends() -> tuple[str, ...]:

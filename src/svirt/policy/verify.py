@@ -37,6 +37,7 @@ from svirt.errors import ContextError, SvirtError
 from svirt.host.procs import pid_alive
 from svirt.host.selinux import getfilecon
 from svirt.policy.oracle import Access, Decision, PolicyOracle, Reason, tclass_for_mode
+from svirt.policy.oracle import with_active_booleans as _with_active_booleans
 
 __all__ = [
     "BooleanRisk",
@@ -492,7 +493,7 @@ def verify_domains(
 def verify(cfg: Config, oracle: PolicyOracle | None = None) -> VerifyReport:
     """Find the running domains from ``cfg`` and check them."""
     if oracle is None:
-        oracle = PolicyOracle(cfg.policy_path)
+        oracle = _with_active_booleans(PolicyOracle(cfg.policy_path))
     domains, skipped = find_live_domains(cfg)
     for s in skipped:
         log.debug("verify: skipping %s: %s", s.path, s.reason)

@@ -43,7 +43,14 @@ from svirt.errors import (
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import filesystem_type
-from svirt.policy.oracle import Access, PolicyOracle, default_policy_path, tclass_for_mode
+from svirt.policy.oracle import (
+    Access,
+    PolicyOracle,
+    changed_booleans,
+    default_policy_path,
+    oracle_with_booleans,
+    tclass_for_mode,
+)
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome
 from svirt.security.ledger import Ledger
@@ -60,7 +67,14 @@ log = logging.getLogger(__name__)
 _RECALLED = frozenset({ResourceKind.INPUT, ResourceKind.MEMORY, ResourceKind.NVRAM})
 _SOFT_ERRNOS = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EROFS)
 _warned_tcg = False
-_oracles: dict[str, tuple[tuple[int, int, int, int], PolicyOracle]] = {}
+_oracles: dict[
+    str,
+    tuple[
+        tuple[int, int, int, int],
+        PolicyOracle,
+        dict[tuple[tuple[str, bool], ...], PolicyOracle],
+    ],
+] = {}
 _oracles_lock = threading.Lock()
 
 
@@ -80,12 +94,25 @@ def shared_policy_oracle(policy_path: Path | None = None) -> PolicyOracle:
         raise PolicyError(f"cannot read binary policy {path}: {exc.strerror}") from None
     version = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     key = os.path.abspath(path)
+    live = host_selinux.active_booleans()
     with _oracles_lock:
         cached = _oracles.get(key)
         if cached is None or cached[0] != version:
-            cached = (version, PolicyOracle(Path(key)))
+            cached = (version, PolicyOracle(Path(key)), {})
             _oracles[key] = cached
-        return cached[1]
+        oracle = cached[1]
+        # The kernel decides with the booleans it has now, which `setsebool` without -P
+        # changes without touching the file: ask a policy with those values (found in
+        # the lab: virt_use_execmem on at run time, off in policy.33).
+        changed = changed_booleans(oracle, live)
+        if not changed:
+            return oracle
+        bkey = tuple(sorted(changed.items()))
+        variant = cached[2].get(bkey)
+        if variant is None:
+            variant = oracle_with_booleans(oracle, changed)
+            cached[2][bkey] = variant
+        return variant
 
 
 @dataclass(frozen=True, slots=True)
