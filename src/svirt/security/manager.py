@@ -287,8 +287,10 @@ class SecurityManager:
             self.drivers,
             self.journal,
             remember=self.cfg.remember_owner,
-            protected=self.cfg.protected_paths,
+            # The state directory is never a disk (its database, records, sockets).
+            protected=(*self.cfg.protected_paths, str(self.cfg.state_dir)),
             step_hook=step_hook,
+            allow_hard_links=self.cfg.allow_hard_links,
         )
 
     def recover(self, *, apply: bool = True) -> list[RecoveryAction]:

@@ -72,11 +72,35 @@ CREATE TABLE IF NOT EXISTS journal_file (
 """
 
 
+def _private_dir(state_dir: Path) -> None:
+    """The state directory is root's alone: 0700, and the database and its WAL files
+    0600 (sqlite gives the -wal and -shm files the database's mode). Every domain's XML
+    is in there; no other local user may read it."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = state_dir.stat()
+    if st.st_mode & 0o077:
+        os.chmod(state_dir, 0o700)
+    db = state_dir / "svirt.db"
+    fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        extra = state_dir / f"svirt.db{suffix}"
+        try:
+            if extra.lstat().st_mode & 0o077:
+                os.chmod(extra, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def connect(state_dir: Path) -> sqlite3.Connection:
     """Open (creating if needed) the state database. Autocommit mode: callers group
     writes with :func:`write_transaction`."""
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dir(state_dir)
         conn = sqlite3.connect(
             state_dir / "svirt.db", timeout=30.0, isolation_level=None, check_same_thread=False
         )

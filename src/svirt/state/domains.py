@@ -184,7 +184,9 @@ class DomainStore:
         target = self.path(name)
         tmp = self.dir / f".tmp.{os.getpid()}.{time.monotonic_ns()}"
         try:
-            with open(tmp, "w") as fh:
+            # 0600: every domain's XML is root's alone (issue 11).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with open(fd, "w") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
