@@ -127,6 +127,7 @@ def test_label_restore_sequences_leave_nothing_behind(
             "security_driver": ["selinux"],
             "state_dir": str(work / "state"),
             "dynamic_ownership": dac,
+            "vm_identity": "off",
         }
     )
     mgr = SecurityManager(cfg)
@@ -219,6 +220,7 @@ def test_example_ro_before_rw_keeps_the_content_label(tmp_path: Path, dac: bool)
                 "security_driver": ["selinux"],
                 "state_dir": str(tmp_path / "s"),
                 "dynamic_ownership": dac,
+                "vm_identity": "off",
             }
         )
     )

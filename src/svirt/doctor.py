@@ -58,7 +58,6 @@ from svirt.host import acl as host_acl
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
-from svirt.host.procs import pid_alive
 from svirt.launch.lifecycle import qemu_alive, reconcile
 from svirt.policy.verify import Skipped, load_live_domain
 from svirt.security.dac import ACL_XATTR_PREFIX, parse_acl_ref, parse_ids
@@ -376,7 +375,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
         records = []
     for rec in records:
         alive = qemu_alive(rec)
-        dead = rec.state in _ACTIVE_STATES and not alive and not pid_alive(rec.owner)
+        dead = rec.state in _ACTIVE_STATES and not alive and not rec.owner_alive()
         out.append(
             _Dom(
                 rec.domain.name,
@@ -1248,7 +1247,7 @@ def recover(cfg: Config, args: Sequence[str] = (), *, apply: bool = False) -> Re
             )
     else:
         for rec in mgr.store.records():
-            if rec.state in _ACTIVE_STATES and not pid_alive(rec.owner) and not qemu_alive(rec):
+            if rec.state in _ACTIVE_STATES and not rec.owner_alive() and not qemu_alive(rec):
                 actions.append(
                     RecoverAction(
                         "reconcile",

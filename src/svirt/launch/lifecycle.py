@@ -46,7 +46,7 @@ from svirt.host.namespace import (
     remove_from_namespace,
     run_in_namespace,
 )
-from svirt.host.procs import find_qemu, pid_alive
+from svirt.host.procs import pid_alive
 from svirt.launch.process import bind_monitor_socket, spawn, wait_exit
 from svirt.launch.qemu import (
     build_command,
@@ -54,6 +54,7 @@ from svirt.launch.qemu import (
     disk_device,
     disk_device_id,
     kvm_usable,
+    qemu_escape,
 )
 from svirt.launch.qmp import QMPClient
 from svirt.policy.preflight import check_before_start
@@ -160,15 +161,22 @@ def _copies_of(private_dev: bool) -> Callable[[str], bool]:
 
 
 def qemu_alive(rec: DomainRecord) -> bool:
-    """The record's QEMU still runs (and the pid was not reused by something else)."""
-    if rec.pid is None or not pid_alive(rec.pid):  # a zombie has exited already
+    """The record's QEMU still runs: the same pid with the same start time (a reused
+    pid is another process). A record written before start times were kept falls back
+    to QEMU's ``-name`` argument, escaped as it was given."""
+    if rec.pid is None:
+        return False
+    if rec.pid_start is not None:
+        return pid_alive(rec.pid, rec.pid_start)
+    if not pid_alive(rec.pid):  # a zombie has exited already
         return False
     try:
         with open(f"/proc/{rec.pid}/cmdline", "rb") as fh:
-            cmdline = fh.read()
+            argv = fh.read().split(b"\0")
     except OSError:
         return False
-    return f"guest={rec.domain.name}".encode() in cmdline
+    marker = f"guest={qemu_escape(rec.domain.name)},".encode()
+    return any(a.startswith(marker) for a in argv)
 
 
 def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
@@ -181,16 +189,11 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
     for rec in list(mgr.store.records()):
         if rec.state not in ("launching", "running", "stopping") or rec.owner is None:
             continue
-        if pid_alive(rec.owner) or qemu_alive(rec):
+        if rec.owner_alive() or qemu_alive(rec):
             continue
         name = rec.domain.name
-        if rec.pid is None:
-            # The monitor died between spawning QEMU and recording its pid: find that
-            # QEMU by its guest name and end it before its labels go.
-            for orphan in find_qemu(name):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(orphan, signal.SIGKILL)
-                _wait_gone(orphan, 5.0)
+        # A QEMU is recorded (pid and start time) before it may exec (spawn's
+        # on_forked): with no pid recorded, no QEMU of this record ever ran.
         if not mgr.store.take(name, (rec.state,), rec.owner, "stopping"):
             continue  # another svirt process is already on it
         log.warning("domain %s: its monitor and QEMU are gone; restoring its labels", name)
@@ -208,7 +211,15 @@ def _identity(mgr: SecurityManager, domain: Domain) -> Identity:
     dac = mgr.drivers["dac"]
     assert isinstance(dac, DACDriver)
     uid, gid = dac.process_ids(domain)
-    return resolve_identity(f"+{uid}", f"+{gid}")
+    identity = resolve_identity(f"+{uid}", f"+{gid}")
+    if mgr.identities is not None and uid != dac.uid:
+        # A per-VM identity keeps the configured user's supplementary groups (e.g.
+        # kvm, for /dev/kvm), never its primary group: files given to the shared
+        # identity's group must stay out of reach.
+        shared = resolve_identity(mgr.cfg.user, mgr.cfg.group)
+        extra = tuple(g for g in shared.groups if g != shared.gid)
+        identity = replace(identity, groups=tuple(dict.fromkeys((*identity.groups, *extra))))
+    return identity
 
 
 def _report(fd: int, payload: dict[str, Any]) -> None:
@@ -278,6 +289,10 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
                 dev_plan=dev_plan,
                 exec_context=sl.label if sl is not None else None,
                 pass_fds=(sock.fileno(),),
+                # Recorded before it may exec: never an unrecorded QEMU.
+                on_forked=lambda pid: mgr.store.set_state(
+                    live.name, "launching", pid=pid, owner=os.getpid()
+                ),
             )
         finally:
             sock.close()
@@ -366,7 +381,7 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
     store = DomainStore(cfg.state_dir)
     if store.path(domain.name).exists():
         rec = store.read(domain.name)
-        if rec is not None and (pid_alive(rec.owner) or qemu_alive(rec)):
+        if rec is not None and (rec.owner_alive() or qemu_alive(rec)):
             raise LaunchError(
                 PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active"
             )
@@ -427,7 +442,7 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
     if rec is None or rec.state not in ("starting", "launching", "running", "stopping"):
         raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{name}' is not running")
     deadline = time.monotonic() + _READY_TIMEOUT
-    while rec is not None and rec.state in ("starting", "launching") and pid_alive(rec.owner):
+    while rec is not None and rec.state in ("starting", "launching") and rec.owner_alive():
         if time.monotonic() > deadline:
             raise LaunchError(
                 PREFIX_OPERATION_INVALID + f"domain '{name}' is still starting; try again"
@@ -463,7 +478,7 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
     # The monitor restores the labels when it sees QEMU exit: wait for it. Only if the
     # monitor is gone does this process restore, after taking the domain over.
     deadline = time.monotonic() + 60.0
-    while rec is not None and pid_alive(rec.owner) and rec.state != "restore-failed":
+    while rec is not None and rec.owner_alive() and rec.state != "restore-failed":
         if time.monotonic() > deadline:
             raise LaunchError(f"domain '{name}': its monitor has not finished restoring")
         time.sleep(0.01)

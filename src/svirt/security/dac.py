@@ -42,6 +42,7 @@ from svirt.host import devices as host_devices
 from svirt.host.ids import resolve_gid, resolve_uid
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome
+from svirt.security.identity import IdentityLedger
 
 __all__ = [
     "ACL_XATTR_PREFIX",
@@ -86,11 +87,15 @@ def _groups_of(uid: int, gid: int) -> frozenset[int]:
 class DACDriver:
     name = "dac"
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, identities: IdentityLedger | None = None) -> None:
         self.cfg = cfg
         self.uid = resolve_uid(cfg.user)
         self.gid = resolve_gid(cfg.group)
-        self.acl_mode = cfg.dac_mode == "acl"
+        # Per-VM identities (issue 11): a dynamic DAC label is the VM's own uid:gid, and
+        # files are granted by ACL entry (chown cannot give one shared medium to two
+        # identities; where ACLs are missing it still falls back to chown).
+        self.identities = identities
+        self.acl_mode = cfg.dac_mode == "acl" or identities is not None
         self._groups: dict[tuple[int, int], frozenset[int]] = {}
 
     # --- labels -------------------------------------------------------------------------
@@ -112,7 +117,11 @@ class DACDriver:
                 )
             parse_ids(label)
         elif sl.type is SeclabelType.DYNAMIC:
-            label = format_ids(self.uid, self.gid)
+            if self.identities is not None:
+                n = self.identities.reserve(domain.name)
+                label = format_ids(n, n)
+            else:
+                label = format_ids(self.uid, self.gid)
         else:
             return replace(sl, model="dac")
         imagelabel = label if sl.relabel else None
@@ -129,6 +138,8 @@ class DACDriver:
         return None
 
     def release_label(self, domain: Domain, sl: Seclabel) -> Seclabel:
+        if self.identities is not None and sl.type is not SeclabelType.STATIC:
+            self.identities.release(domain.name)
         if sl.type is SeclabelType.DYNAMIC:
             return replace(sl, label=None, imagelabel=None)
         return replace(sl, imagelabel=None)

@@ -37,6 +37,7 @@ from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
 from svirt.security.dac import DACDriver
 from svirt.security.driver import LabelOp, SecurityDriver
+from svirt.security.identity import IdentityLedger, vm_identity_enabled
 from svirt.security.mcs import McsLedger
 from svirt.security.nop import NopDriver
 from svirt.security.remember import boot_time, read_remembered
@@ -183,7 +184,11 @@ class SecurityManager:
             else:
                 raise SecurityError(PREFIX_INTERNAL + f"Security driver {name} not found")
         # DAC is always stacked last: svirt runs privileged, like libvirt's system daemon.
-        self.drivers["dac"] = DACDriver(cfg)
+        # With per-VM identities (issue 11) each VM's QEMU gets its own uid:gid.
+        self.identities = (
+            IdentityLedger(self.conn, *cfg.vm_id_range) if vm_identity_enabled(cfg) else None
+        )
+        self.drivers["dac"] = DACDriver(cfg, self.identities)
 
     @property
     def selinux(self) -> SELinuxDriver | None:
@@ -304,7 +309,7 @@ class SecurityManager:
         rows = self.store.rows()
         claimed = {name for name, *_ in rows}
         for name, state, _pid, owner, pending in rows:
-            if pid_alive(owner):
+            if pid_alive(owner, self.store.owner_start(name)):
                 continue
             if state in ("labelling", "starting"):
                 log.info("forgetting %s: its svirt process %d died while labelling", name, owner)
@@ -326,6 +331,16 @@ class SecurityManager:
                 ):
                     log.info("releasing the MCS level of %s: process %d is gone", domain, pid)
                     drv.ledger.release(domain)
+        if self.identities is not None:
+            for held in self.identities.holders():
+                if held.domain not in claimed and not held.holder_alive():
+                    log.info(
+                        "releasing the QEMU identity %d of %s: process %d is gone",
+                        held.id,
+                        held.domain,
+                        held.pid,
+                    )
+                    self.identities.release(held.domain)
         self.store.sync_views()
         return actions
 
@@ -333,6 +348,8 @@ class SecurityManager:
         drv = self.selinux
         if drv is not None:
             drv.ledger.release(name)
+        if self.identities is not None:
+            self.identities.release(name)
 
     def plan(self, domain: Domain, ops: Sequence[LabelOp]) -> list[PlannedOp]:
         planned = []

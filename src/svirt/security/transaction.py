@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 from svirt.errors import LabelSystemError, SecurityError, SvirtError
 from svirt.host.files import FileState, restore_state, snapshot
-from svirt.host.procs import pid_alive
 from svirt.security.driver import LabelOp, Outcome, SecurityDriver
 from svirt.state.db import write_transaction
 from svirt.state.journal import Journal
@@ -448,7 +447,7 @@ class Transaction:
             st = os.fstat(fd)
             ours.add((st.st_dev, st.st_ino))
         for tx in self.journal.open_transactions():
-            if pid_alive(tx.pid) and tx.pid != os.getpid():
+            if tx.alive() and tx.pid != os.getpid():
                 continue
             for entry in self.journal.entries(tx.id):
                 if (entry.before.dev, entry.before.ino) in ours:
@@ -540,7 +539,7 @@ def recover(journal: Journal, *, apply: bool = True) -> list[RecoveryAction]:
     for ``svirt recover``; nothing is raised."""
     actions: list[RecoveryAction] = []
     for tx in journal.open_transactions():
-        if tx.pid != os.getpid() and pid_alive(tx.pid):
+        if tx.pid != os.getpid() and tx.alive():
             continue
         entries = journal.entries(tx.id)
         pins = _Pins(())

@@ -132,6 +132,10 @@ _ADDED_COLUMNS = (
     ("domains", "xml", "TEXT NOT NULL DEFAULT ''"),
     ("domains", "private_dev", "INTEGER NOT NULL DEFAULT 0"),
     ("mcs_reservations", "pid", "INTEGER NOT NULL DEFAULT 0"),
+    # issue 11: processes are identified by pid and start time (/proc/PID/stat)
+    ("domains", "pid_start", "INTEGER"),
+    ("domains", "owner_start", "INTEGER"),
+    ("journal_tx", "pid_start", "INTEGER"),
 )
 
 
