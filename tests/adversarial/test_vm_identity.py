@@ -19,6 +19,7 @@ import pytest
 
 from adversarial.vmutil import disk, image, image_dir, stop_all, vm_xml, wait_until
 from fsutil import config, getfacl, state
+from svirt.cli.main import main
 from svirt.conf import Config
 from svirt.domain import parse_domain
 from svirt.launch.lifecycle import reconcile, start_domain, stop_domain
@@ -161,3 +162,44 @@ def test_identities_released_at_stop_and_after_a_crash(cfg: Config, imgdir: Path
     assert (state(a), getfacl(a)) == before[a]
     # libvirt leaves a shareable disk's SELinux label; its owner and ACL come back.
     assert getfacl(shared) == before[shared][1]
+
+
+@pytest.mark.policy
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_verify_tells_the_truth_in_both_modes(
+    imgdir: Path, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SELinux is not enforced here. With per-VM identities DAC separates the VMs and
+    verify exits 0 saying so; with the shared identity nothing does: "not isolated",
+    exit 1 (653d5a9 printed "isolation OK" and exited 0 in both)."""
+    conf = imgdir / "svirt.conf"
+    conf.write_text(
+        f'security_driver = ["selinux"]\nstate_dir = "{imgdir / "state"}"\n'
+        f'libvirt_run_dir = "{imgdir / "lv"}"\nvm_identity = "{mode}"\n'
+    )
+    gen = _cfg(imgdir, mode)
+    c = next(gen)
+    try:
+        _two_vms(c, imgdir)
+        capsys.readouterr()
+        rc = main(["verify", "--config", str(conf)])
+        out, err = capsys.readouterr()
+        assert "SELinux policy: isolation OK (NOT enforced on this host)" in out, out + err
+        if mode == "on":
+            assert rc == 0, out
+            assert "DAC: no QEMU can open another VM's private files or read its memory" in out
+            assert "isolation OK: every running VM is kept from every other" in out
+        else:
+            assert rc == 1, out
+            assert "a -> b: not isolated (SELinux would deny it but is not enforced; " in out
+            assert "can read b's memory /proc/" in out and "both QEMUs run as uid" in out
+        rc = main(["verify", "--json", "--config", str(conf)])
+        data = json.loads(capsys.readouterr().out)
+        assert data["isolated"] is (mode == "on") and rc == (0 if mode == "on" else 1)
+        assert data["selinux"] == {"policy_isolated": True, "enforcing": False}
+        assert {(p["subject"], p["dac_denies"]) for p in data["pairs"]} == {
+            ("a", mode == "on"),
+            ("b", mode == "on"),
+        }
+    finally:
+        stop_all(c)
