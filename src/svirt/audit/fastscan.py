@@ -59,7 +59,7 @@ _DENSE_BYTES = 3 * 1024
 _HEADER = b"msg=audit("
 _STANDARD_LINE = re.compile(rb"(?:node=\S+ )?type=\S+ msg=audit\(\d+\.\d+:\d+\)")
 _SEC = re.compile(rb"msg=audit\((\d+)\.")
-_BAD_LINE = re.compile(rb"\n(?!type=|node=)")
+_BAD_LINE = re.compile(rb"\n(?!type=|node=|\n)")  # a blank line is a separator (issue 11)
 
 
 @dataclass(slots=True)

@@ -343,6 +343,8 @@ def scan_exact(
                     lineno += 1
                     at = offset
                     offset += len(line) + 1
+                    if not line:
+                        continue  # blank: a separator (issue 11: parsed one by one before)
                     if len(line) > MAX_LINE:
                         stats.note_malformed(inp.path, lineno, "line too long")
                         continue
