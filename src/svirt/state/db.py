@@ -74,24 +74,17 @@ CREATE TABLE IF NOT EXISTS journal_file (
 
 def _private_dir(state_dir: Path) -> None:
     """The state directory is root's alone: 0700, and the database and its WAL files
-    0600 (sqlite gives the -wal and -shm files the database's mode). Every domain's XML
-    is in there; no other local user may read it."""
+    0600. Every domain's XML is in there; no other local user may read it. Files are
+    changed by path only: opening and closing the database file here would drop the
+    POSIX locks this process's other sqlite connections hold on it."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = state_dir.stat()
-    if st.st_mode & 0o077:
+    if state_dir.stat().st_mode & 0o077:
         os.chmod(state_dir, 0o700)
-    db = state_dir / "svirt.db"
-    fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        extra = state_dir / f"svirt.db{suffix}"
+    for suffix in ("", "-wal", "-shm"):
+        path = state_dir / f"svirt.db{suffix}"
         try:
-            if extra.lstat().st_mode & 0o077:
-                os.chmod(extra, 0o600)
+            if path.lstat().st_mode & 0o077:
+                os.chmod(path, 0o600)
         except FileNotFoundError:
             pass
 
@@ -115,6 +108,7 @@ def connect(state_dir: Path) -> sqlite3.Connection:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
+        _private_dir(state_dir)  # the files sqlite just created
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         with write_transaction(conn):
