@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from typing import Any
 from svirt.conf import Config
 from svirt.domain.model import Disk, Domain
 from svirt.domain.resources import disk_resources
-from svirt.errors import PREFIX_OPERATION_INVALID, LaunchError, SvirtError
+from svirt.errors import PREFIX_OPERATION_INVALID, LaunchError, StateError, SvirtError
 from svirt.host import selinux as host_selinux
 from svirt.host.ids import Gid, Identity, Uid, resolve_identity
 from svirt.host.namespace import (
@@ -61,6 +62,8 @@ from svirt.policy.preflight import check_before_start
 from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import LabelOp
 from svirt.security.manager import SecurityManager
+from svirt.security.transaction import Transaction
+from svirt.state.db import write_transaction
 from svirt.state.domains import DomainRecord, DomainStore
 
 __all__ = [
@@ -235,8 +238,13 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     qmp_path, log_path = runtime_paths(cfg, domain.name)
     qmp_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The monitor's own log: 0600, and removed when the monitor ends cleanly (issue 11:
+    # they were never removed); kept after a failure, for the administrator.
+    monitor_log = log_path.with_suffix(".monitor.log")
+    with contextlib.suppress(OSError):
+        os.close(os.open(monitor_log, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
     logging.basicConfig(
-        filename=str(log_path.with_suffix(".monitor.log")),
+        filename=str(monitor_log),
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         force=True,
@@ -349,6 +357,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     assert mgr is not None and live is not None and qemu_pid is not None
     code = wait_exit(qemu_pid)
     log.info("QEMU %d exited with %s; restoring labels", qemu_pid, code)
+    current = live
     try:
         # "stopping" first: from then on no hotplug can change the disk list, so the one
         # read next is the one to restore.
@@ -357,13 +366,56 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         current = rec.domain if rec is not None else live
         mgr.store.sync_views()
         mgr.restore_and_release(current, exclude=_copies_of(private_dev))
+    except (sqlite3.Error, OSError, StateError) as exc:
+        # The state directory cannot be written (a full disk): the files are restored
+        # all the same, then the record is finished once it can be written.
+        log.error("the state database cannot be written (%s): restoring without it", exc)
+        with contextlib.suppress(sqlite3.Error, OSError, SvirtError):
+            rec = mgr.store.read(live.name)  # reading still works on a full disk
+            current = rec.domain if rec is not None else current
+        _restore_without_state(mgr, current, private_dev)
+        os._exit(1)
     except SvirtError as exc:
         log.error("%s", exc)
         os._exit(1)
     finally:
         with contextlib.suppress(FileNotFoundError):
             qmp_path.unlink()
+    with contextlib.suppress(OSError):
+        monitor_log.unlink()
     os._exit(0)
+
+
+def _restore_without_state(mgr: SecurityManager, domain: Domain, private_dev: bool) -> None:
+    """Restore a stopped VM's files without the journal or the database (they cannot be
+    written), then keep trying to release its levels and drop its record. The monitor
+    stays alive (the record's owner) until it can: nobody else restores the files a
+    second time meanwhile."""
+    ops = [op for op in mgr.restore_ops(domain) if not in_private_dev(private_dev, op.path)]
+    tx = Transaction(
+        mgr.drivers,
+        None,
+        remember=mgr.cfg.remember_owner,
+        protected=(*mgr.cfg.protected_paths, str(mgr.cfg.state_dir)),
+        allow_hard_links=mgr.cfg.allow_hard_links,
+    )
+    result = tx.run(domain.name, ops, best_effort=True)
+    for op, exc in result.errors:
+        log.error("%s: %s", op.path, exc)
+    log.warning("domain %s: files restored without the state database", domain.name)
+    delay = 0.5
+    while True:
+        try:
+            with write_transaction(mgr.conn):
+                mgr._release_levels(domain.name)
+                mgr.store.drop(domain.name, owner=os.getpid())
+            mgr.store.remove_view(domain.name)
+            log.info("domain %s: record finished", domain.name)
+            return
+        except (sqlite3.Error, OSError, SvirtError) as exc:
+            log.info("domain %s: the record cannot be finished yet (%s)", domain.name, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _last_line(path: Path) -> str:
