@@ -29,6 +29,7 @@ def vm_xml(name: str, disks: list[str], extra: str = "") -> str:
 
 def disk(path: Path | str, target: str, *, fmt: str = "raw", flags: str = "") -> str:
     esc = str(path).replace("&", "&amp;").replace("'", "&apos;")
+    esc = esc.replace("\n", "&#10;").replace("\t", "&#9;")
     return (
         f"<disk type='file' device='disk'><driver name='qemu' type='{fmt}'/>"
         f"<source file='{esc}'/><target dev='{target}' bus='virtio'/>{flags}</disk>"

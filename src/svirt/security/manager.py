@@ -438,6 +438,47 @@ class SecurityManager:
         result = self.restore_and_release(domain, pending)
         return self.release_labels(domain), result
 
+    def _foreign_paths(self, domain: Domain, ops: Sequence[LabelOp]) -> set[str]:
+        """Paths that now name a file carrying another running domain's MCS level (an
+        image swapped for a symlink to another VM's image while this one ran: issue
+        11). Restoring them would take the other VM's labels and owner away while it
+        runs; they are left alone, and said so."""
+        drv = self.selinux
+        if drv is None:
+            return set()
+        out: set[str] = set()
+        mine: dict[str, str | None] | None = None
+        for op in ops:
+            if op.driver != "selinux" or not op.remember or op.path in out:
+                continue
+            try:
+                label = host_selinux.getfilecon(op.path)
+            except OSError:
+                continue
+            if label is None or label.count(":") < 3:
+                continue
+            if mine is None:
+                try:
+                    mine = {o.path: o.value for o in self.set_ops(domain) if o.driver == "selinux"}
+                except SvirtError:
+                    mine = {}
+            if mine.get(op.path) == label:
+                continue  # the label this domain set (one label shared on purpose)
+            try:
+                owner = drv.ledger.owner(label.split(":", 3)[3])
+            except (SvirtError, ValueError):
+                continue
+            if owner is not None and owner != domain.name:
+                log.warning(
+                    "%s now names a file labelled for domain '%s' (replaced while '%s' ran?): "
+                    "left alone",
+                    op.path,
+                    owner,
+                    domain.name,
+                )
+                out.add(op.path)
+        return out
+
     def _owns_labels(self, domain: Domain) -> bool:
         sl = domain.seclabel("selinux")
         drv = self.selinux
@@ -461,6 +502,9 @@ class SecurityManager:
             ops = [op for op in ops if f"{op.driver}:{op.path}" in pending]
         if exclude is not None:  # e.g. device nodes only a VM's private /dev copy carried
             ops = [op for op in ops if not exclude(op.path)]
+        foreign = self._foreign_paths(domain, ops)
+        if foreign:
+            ops = [op for op in ops if op.path not in foreign]
 
         def failed_of(result: TransactionResult) -> list[str]:
             return sorted({f"{op.driver}:{op.path}" for op, _ in result.errors})
