@@ -142,3 +142,23 @@ def test_state_directory_private(tmp_path: Path) -> None:
                 assert st.st_uid == 0
     finally:
         mgr.restore_domain("vm")
+
+
+def test_no_xattr_filesystem_says_what_happens(
+    tmp_path: Path, mounts: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """ramfs has no xattrs: the owner cannot be remembered. 653d5a9 chowned in silence
+    and gave the file to root:root at restore; now both steps say so."""
+    ram = tmp_path / "ram"
+    ram.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(ram)], check=True)
+    mounts.append(ram)
+    img = ram / "a.img"
+    img.write_bytes(b"x")
+    os.chown(img, 1001, 1001)
+    os.chmod(img, 0o600)
+    mgr = SecurityManager(config(tmp_path))
+    mgr.label_domain(parse_domain(domain_xml("vm", [disk_xml(img, "vda")])))
+    assert "its owner 1001:1001 cannot be remembered" in caplog.text
+    mgr.restore_domain("vm")
+    assert "original owner was not remembered (no xattr support): set to root:root" in caplog.text

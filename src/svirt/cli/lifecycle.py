@@ -101,7 +101,7 @@ def run_stop(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"name": args.name, "stopped": how})
     else:
-        print(f"Domain '{args.name}' stopped ({how}); labels and owners restored")
+        print(f"Domain '{args.name}' stopped ({how}); every remembered label and owner restored")
     return 0
 
 

@@ -341,6 +341,15 @@ class DACDriver:
         if not needed:
             log.debug("dac: %s already usable by %d:%d, not changed", op.path, uid, gid)
             return Outcome.SKIPPED
+        if op.remember and not counted and not self.acl_mode:
+            # issue 11: this used to pass in silence, and stop said "owners restored".
+            log.warning(
+                "%s: no xattr support: its owner %d:%d cannot be remembered and will be "
+                "root:root after stop, as with libvirt",
+                op.path,
+                st.st_uid,
+                st.st_gid,
+            )
         try:
             return self._chown(op, path, uid, gid)
         except SecurityError:
@@ -468,6 +477,12 @@ class DACDriver:
                 # was never chowned by us, so its owner is left alone.
                 return Outcome.SKIPPED
             ouid, ogid = 0, 0
+            if not _xattrs_supported(path):
+                log.warning(
+                    "%s: its original owner was not remembered (no xattr support): "
+                    "set to root:root, as libvirt does",
+                    op.path,
+                )
         st = self._stat(op, path)
         if (st.st_uid, st.st_gid) == (ouid, ogid):
             return Outcome.SKIPPED
