@@ -203,3 +203,21 @@ def test_verify_tells_the_truth_in_both_modes(
         }
     finally:
         stop_all(c)
+
+
+def test_two_state_directories_never_share_an_identity(imgdir: Path, tmp_path: Path) -> None:
+    """Each state directory has its own ledger; uids are per host. A VM of another
+    state directory running as an id makes that id taken."""
+    other = config(tmp_path / "other", vm_identity="on")
+    mine = config(imgdir, vm_identity="on")
+    b = image(imgdir, "b.img", uid=1002, gid=1002)
+    a = image(imgdir, "a.img", uid=1001, gid=1001)
+    try:
+        rb = start_domain(other, parse_domain(vm_xml("b", [disk(b, "vda")])))
+        ra = start_domain(mine, parse_domain(vm_xml("a", [disk(a, "vda")])))
+        assert ids_of(ra.pid)[0] != ids_of(rb.pid)[0]
+        got = attack_as(ra.pid, [("read", str(b), os.O_RDONLY), ("mem", f"/proc/{rb.pid}/mem", 0)])
+        assert got == {"read": errno.EACCES, "mem": errno.EACCES}
+    finally:
+        stop_all(mine)
+        stop_all(other)

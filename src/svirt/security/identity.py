@@ -13,7 +13,8 @@ Reservations are kept like MCS pairs: persistent, in the state database (table
 ``vm_identities``), one per domain name, held by the process that made it (pid and start
 time, so a dead holder's reservation is reclaimed and a reused pid is not taken for it),
 released when the domain's labels are restored. The lowest free id is handed out; ids
-that name a user or group in the host's databases are skipped.
+that name a user or group in the host's databases, or that a live process runs as (a VM
+of another state directory), are skipped.
 
 The MCS ledger is being split into backends (sqlite, etcd); this ledger is meant to sit
 behind the same interface, as its own table/keyspace (docs/design.md).
@@ -78,6 +79,24 @@ def _named(n: int) -> bool:
     return False
 
 
+def _running_uids(first: int, last: int) -> set[int]:
+    """Uids in [first, last] that some live process runs as (the owner of /proc/PID)."""
+    found: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                uid = os.stat(f"/proc/{entry}").st_uid
+            except OSError:
+                continue
+            if first <= uid <= last:
+                found.add(uid)
+    return found
+
+
 class IdentityLedger:
     """uid:gid reservations in the state database, one per domain."""
 
@@ -101,6 +120,10 @@ class IdentityLedger:
                     (self.first, self.last),
                 )
             }
+            # Another state directory (or anything else) may run processes under an id
+            # of this range: those are in use too (the ledger is per state directory,
+            # uids are per host).
+            taken |= _running_uids(self.first, self.last)
             n = self.first
             while n <= self.last and (n in taken or _named(n)):
                 n += 1
