@@ -152,3 +152,34 @@ def test_journal_of_a_reused_pid_is_recovered(tmp_path: Path) -> None:
     finally:
         live.kill()
         live.wait()
+
+
+def test_qemu_never_runs_unrecorded(tmp_path: Path) -> None:
+    """spawn() lets the child exec only after on_forked (the monitor records pid and
+    start time) returned: when recording fails (or the monitor dies there), nothing
+    runs, so recovery never has to look for a QEMU by name."""
+    from svirt.launch.process import spawn
+
+    marker = tmp_path / "ran"
+    seen: list[int] = []
+
+    def refuse(pid: int) -> None:
+        seen.append(pid)
+        raise RuntimeError("the record could not be written")
+
+    with pytest.raises(RuntimeError):
+        spawn(
+            ["/bin/sh", "-c", f"touch {marker}"],
+            log_path=tmp_path / "log",
+            on_forked=refuse,
+        )
+    assert seen and not pid_alive(seen[0])
+    assert not marker.exists()
+    spawned = spawn(
+        ["/bin/sh", "-c", f"touch {marker}"],
+        log_path=tmp_path / "log",
+        on_forked=seen.append,
+    )
+    assert seen[-1] == spawned.pid
+    os.waitpid(spawned.pid, 0)
+    assert marker.exists()
