@@ -49,7 +49,7 @@ IMAGE = "system_u:object_r:virt_image_t:s0"
 SHARED = "system_u:object_r:svirt_image_t:s0"
 CONTENT = "system_u:object_r:virt_content_t:s0"
 NAMES = ("s1", "s2", "s3", "s4", "s,5")
-SVIRT = [sys.executable, "-m", "svirt.cli.main"]
+SVIRT = [sys.executable, "-c", "from svirt.cli.main import entry; entry()"]
 
 
 def getfacl(path: Path) -> str:

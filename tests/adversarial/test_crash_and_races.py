@@ -26,7 +26,7 @@ from svirt.security.manager import SecurityManager
 
 SHARED = "system_u:object_r:svirt_image_t:s0"
 CONTENT = "system_u:object_r:virt_content_t:s0"
-SVIRT = [sys.executable, "-m", "svirt.cli.main"]
+SVIRT = [sys.executable, "-c", "from svirt.cli.main import entry; entry()"]
 
 
 @pytest.fixture
