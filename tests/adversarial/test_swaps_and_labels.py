@@ -64,8 +64,11 @@ def test_unlabelled_file_is_unlabelled_again(cfg: Config, imgdir: Path) -> None:
     assert "security.selinux" not in before["xattrs"]  # type: ignore[operator]
     start_domain(cfg, parse_domain(vm_xml("a", [disk(a, "vda")])))
     assert "security.selinux" in os.listxattr(a)
+    monitor_log = cfg.state_dir / "qemu" / "a.monitor.log"
+    assert monitor_log.stat().st_mode & 0o777 == 0o600
     stop_domain(cfg, "a", force=True, timeout=2.0)
     assert state(a) == before
+    assert not monitor_log.exists(), "<name>.monitor.log is removed when the monitor ends"
     bad = config(imgdir, vm_identity="auto", qemu_binary="/bin/false")
     with pytest.raises(LaunchError):
         start_domain(bad, parse_domain(vm_xml("a", [disk(a, "vda")])))
