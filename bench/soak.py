@@ -8,8 +8,9 @@ Operations, drawn at random over a few domain names and a pool of disks of sever
 start, stop (QMP or forced), SIGKILL of a VM's QEMU, SIGKILL of its monitor, SIGKILL of
 a ``svirt start``'s monitor a random few milliseconds in, ``svirt label`` and
 ``svirt restore`` (in a child, some SIGKILLed at a random moment), hotplug and unplug,
-and the reconciling ``svirt list``. Shared media start with the labels svirt gives them
-(libvirt never restores a shared medium's SELinux label: "as before" means that).
+and the reconciling ``svirt list``. Shared media start with the labels (and, for the
+shareable disk, the owner) svirt gives them: libvirt never restores a shared medium's
+SELinux label, nor its owner in chown mode; "as before" means that.
 
     .venv/bin/python bench/soak.py [--ops 1000] [--seed N] [--vm-identity auto|on|off]
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -96,21 +98,24 @@ class Pool:
         self._make(iso, 0, 0o644, CONTENT)
         self.disks.append((iso, "ro"))
         share = base / "shared.img"
-        self._make(share, 3000, 0o660, SHARED)
+        # Owned by the shared QEMU user already: with vm_identity off, chown mode gives
+        # shared media to it and never takes them back (libvirt's rule, as the label).
+        qemu = pwd.getpwnam("svirt-qemu")
+        self._make(share, qemu.pw_uid, 0o660, SHARED, gid=qemu.pw_gid)
         self.disks.append((share, "share"))
         self.files = sorted({p for p, _ in self.disks} | set(base.glob("base*.qcow2")))
         self.dirs = [base, sub]
 
     @staticmethod
-    def _own(p: Path, uid: int, mode: int, label: str) -> None:
-        os.chown(p, uid, uid)
+    def _own(p: Path, uid: int, mode: int, label: str, gid: int | None = None) -> None:
+        os.chown(p, uid, uid if gid is None else gid)
         os.chmod(p, mode)
         os.setxattr(p, "security.selinux", label.encode() + b"\0")
 
-    def _make(self, p: Path, uid: int, mode: int, label: str) -> None:
+    def _make(self, p: Path, uid: int, mode: int, label: str, gid: int | None = None) -> None:
         with open(p, "wb") as fh:
             fh.truncate(1 << 20)
-        self._own(p, uid, mode, label)
+        self._own(p, uid, mode, label, gid)
 
     def disk_xml(self, path: Path, kind: str, target: str) -> str:
         fmt = "qcow2" if kind == "qcow2" else "raw"
