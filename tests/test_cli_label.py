@@ -27,7 +27,9 @@ class Env:
         self.dir = tmp_path
         self.state = tmp_path / "state"
         self.conf = tmp_path / "svirt.conf"
-        self.conf.write_text(f'security_driver = ["selinux"]\nstate_dir = "{self.state}"\n')
+        self.conf.write_text(
+            f'security_driver = ["selinux"]\nstate_dir = "{self.state}"\nvm_identity = "off"\n'
+        )
 
     def file(self, name: str, label: str = ORIG) -> Path:
         p = self.dir / name

@@ -128,6 +128,7 @@ def test_label_restore_sequences_leave_nothing_behind(
             "state_dir": str(work / "state"),
             "libvirt_run_dir": str(work / "libvirt-run"),
             "dynamic_ownership": dac,
+            "vm_identity": "off",
         }
     )
     mgr = SecurityManager(cfg)
@@ -221,6 +222,7 @@ def test_example_ro_before_rw_keeps_the_content_label(tmp_path: Path, dac: bool)
                 "state_dir": str(tmp_path / "s"),
                 "libvirt_run_dir": str(tmp_path / "libvirt-run"),
                 "dynamic_ownership": dac,
+                "vm_identity": "off",
             }
         )
     )

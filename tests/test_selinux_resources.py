@@ -699,12 +699,17 @@ def test_remember_owner_off_restores_file_context_defaults(srv_dir: Path, tmp_pa
     assert label_of(f) == label_of(k) == default_label(f) == "system_u:object_r:var_t:s0"
 
 
-def test_never_remembered_file_restores_to_the_default(srv_dir: Path, mgr: SecurityManager) -> None:
-    f = make(srv_dir / "a.img", label=None)  # no label: nothing to remember
+def test_unlabelled_file_is_unlabelled_again(srv_dir: Path, mgr: SecurityManager) -> None:
+    """libvirt cannot remember "no label" and restores the file_contexts default; svirt
+    marks it (issue 11: where there is no default the VM's label stayed for good) and
+    puts the file back exactly as it was."""
+    f = make(srv_dir / "a.img", label=None)  # no label: libvirt's xattr cannot hold that
     mgr.label_domain(live_domain("vm", disk(f, "vda")))
     assert label_of(f) == IMG and lxattrs(f) == {}
+    assert os.getxattr(f, "trusted.svirt.security.selinux_unlabelled") == b"1"
     mgr.restore_domain("vm")
-    assert label_of(f) == default_label(f)
+    assert label_of(f) is None and default_label(f) is not None
+    assert "trusted.svirt.security.selinux_unlabelled" not in os.listxattr(f)
 
 
 def test_no_default_label_leaves_the_file_alone(

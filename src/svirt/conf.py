@@ -8,6 +8,7 @@ and wrong types are errors naming the key and the file.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -53,6 +54,8 @@ DEFAULT_PROTECTED_PATHS = (
 _KNOWN_DRIVERS = ("selinux", "apparmor", "none")
 _DAC_MODES = ("chown", "acl")
 _NAMESPACES = ("mount",)
+_VM_IDENTITY = ("auto", "on", "off")
+_MAX_CONFIG = 1 << 20  # a configuration is small: anything bigger is not one
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,10 @@ class Config:
     etcd_timeout: float = 2.0  # seconds per request before an endpoint counts as down
     host_id: str | None = None  # None: /etc/machine-id
     keep_labels: tuple[str, ...] = ()  # domains whose pair follows them ("*": every one)
+    # --- issue 11 (hardening): hard links, per-VM QEMU identity ---------------------------
+    allow_hard_links: bool = False  # accept an image with more than one hard link
+    vm_identity: str = "auto"  # "auto" (on where SELinux does not enforce), "on", "off"
+    vm_id_range: tuple[int, int] = (2_000_000_000, 2_000_065_535)  # uid = gid, inclusive
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -123,6 +130,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "etcd_timeout": (int, float),
     "host_id": (str,),
     "keep_labels": (list,),
+    # issue 11 (hardening)
+    "allow_hard_links": (bool, int),
+    "vm_identity": (str,),
+    "vm_id_range": (list,),
 }
 _TYPE_NAMES = {
     str: "a string",
@@ -162,8 +173,20 @@ def _convert(key: str, value: Any, source: str) -> Any:
         "security_require_confined",
         "dynamic_ownership",
         "remember_owner",
+        "allow_hard_links",
     ):
         return _bool(key, value, source)
+    if key == "vm_id_range":
+        if (
+            len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or not 1 <= value[0] <= value[1] <= 2**32 - 2
+        ):
+            raise ConfigError(
+                "key 'vm_id_range' must be [first, last], two ids with 0 < first <= last",
+                source=source,
+            )
+        return (int(value[0]), int(value[1]))
     if key == "security_driver":
         drivers = (value,) if isinstance(value, str) else _str_list(key, value, source)
         seen: set[str] = set()
@@ -196,6 +219,12 @@ def _convert(key: str, value: Any, source: str) -> Any:
     ):
         if not value:
             raise ConfigError(f"key '{key}' must not be empty", source=source)
+        if "\0" in value:
+            raise ConfigError(f"key '{key}' must not contain a NUL character", source=source)
+        if key == "state_dir" and not value.startswith("/"):
+            raise ConfigError(
+                f"key 'state_dir' must be an absolute path, not '{value}'", source=source
+            )
         return Path(value)
     return value
 
@@ -229,6 +258,14 @@ def _validate(cfg: Config) -> None:
     for p in (*cfg.protected_paths, *cfg.images_dirs):
         if not p.startswith("/"):
             raise ConfigError(f"path '{p}' in svirt.conf must be absolute", source=src)
+    if cfg.vm_identity not in _VM_IDENTITY:
+        raise ConfigError(
+            f"key 'vm_identity' must be one of {', '.join(_VM_IDENTITY)}, not '{cfg.vm_identity}'",
+            source=src,
+        )
+    for p in (*cfg.protected_paths, *cfg.images_dirs, *cfg.cgroup_device_acl):
+        if "\0" in p:
+            raise ConfigError("a path in svirt.conf must not contain a NUL character", source=src)
     if cfg.user == "" or cfg.group == "":
         raise ConfigError("keys 'user' and 'group' must not be empty", source=src)
     _validate_fleet(cfg)
@@ -282,13 +319,33 @@ def config_from_mapping(data: dict[str, Any], source: str = "<mapping>") -> Conf
     return cfg
 
 
+def _read_config(p: Path) -> bytes:
+    """The file's bytes; a FIFO, a device or anything but a small regular file is
+    refused without reading (``/dev/zero`` or a FIFO would never end)."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError("cannot read configuration: not a regular file", source=str(p))
+        if st.st_size > _MAX_CONFIG:
+            raise ConfigError(
+                f"cannot read configuration: larger than {_MAX_CONFIG} bytes", source=str(p)
+            )
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(_MAX_CONFIG + 1)
+    finally:
+        os.close(fd)
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load svirt.conf. With no path, the default file is read if it exists, otherwise
     the defaults apply. A path given explicitly must exist."""
     explicit = path is not None
     p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if "\0" in str(p):
+        raise ConfigError("cannot read configuration: NUL in the file name", source=repr(str(p)))
     try:
-        raw = p.read_bytes()
+        raw = _read_config(p)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(

@@ -56,7 +56,6 @@ from svirt.errors import ContextError, SecurityError, StateError, SvirtError
 from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
-from svirt.host.procs import pid_alive
 from svirt.host.remembered import ACL_XATTR_PREFIX, Remembered, has_remembered, read_all
 from svirt.launch.lifecycle import qemu_alive, reconcile
 from svirt.policy.verify import Skipped, crashed_libvirt_domain, load_live_domain
@@ -415,7 +414,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
         records = []
     for rec in records:
         alive = qemu_alive(rec)
-        dead = rec.state.active and not alive and not pid_alive(rec.owner)
+        dead = rec.state.active and not alive and not rec.owner_alive()
         out.append(
             _Dom(
                 rec.domain.name,
@@ -1419,7 +1418,7 @@ def recover(
             )
     else:
         for rec in mgr.store.records():
-            if rec.state.active and not pid_alive(rec.owner) and not qemu_alive(rec):
+            if rec.state.active and not rec.owner_alive() and not qemu_alive(rec):
                 actions.append(
                     RecoverAction(
                         "reconcile",

@@ -58,7 +58,7 @@ _SAMPLE = 4 << 20
 _DENSE_BYTES = 3 * 1024
 _HEADER = b"msg=audit("
 _SEC = re.compile(rb"msg=audit\((\d+)\.")
-_BAD_LINE = re.compile(rb"\n(?!type=|node=)")
+_BAD_LINE = re.compile(rb"\n(?!type=|node=|\n)")  # a blank line is a separator (issue 11)
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ import re
 import stat
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +248,27 @@ class LogInput:
         except OSError:
             magic = b""
         if magic == b"\x1f\x8b":
-            return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+            return _GzipInput(fileobj=fh, mode="rb")  # type: ignore[return-value]
         return fh
+
+
+class _GzipInput(gzip.GzipFile):
+    """A gzip log whose damage (truncated: EOFError; corrupt: zlib.error) surfaces as
+    the OSError every reader already counts or reports in one line (issue 11: those two
+    escaped as tracebacks). The smallest fix at the entry point; issue 13 reworks the
+    readers behind it."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return super().read(-1 if size is None else size)
+        except (EOFError, zlib.error) as exc:
+            raise gzip.BadGzipFile(f"damaged gzip file: {exc}") from None
+
+    def read1(self, size: int = -1) -> bytes:
+        try:
+            return super().read1(size)
+        except (EOFError, zlib.error) as exc:
+            raise gzip.BadGzipFile(f"damaged gzip file: {exc}") from None
 
 
 def system_log(conf: Path = DEFAULT_AUDITD_CONF) -> Path:

@@ -353,6 +353,8 @@ def scan_exact(
                     lineno += 1
                     at = offset
                     offset += len(line) + 1
+                    if not line:
+                        continue  # blank: a separator (issue 11: parsed one by one before)
                     noted = False
                     if len(line) > AUSEARCH_RECORD:
                         if len(line) > MAX_LINE:

@@ -117,7 +117,10 @@ def run_stop(args: argparse.Namespace) -> int:
             if erased
             else ""
         )
-        print(f"Domain '{args.name}' stopped ({how}); labels and owners restored{extra}")
+        print(
+            f"Domain '{args.name}' stopped ({how}); "
+            f"every remembered label and owner restored{extra}"
+        )
     return 0
 
 

@@ -11,8 +11,10 @@ function; :data:`COMMAND_MODULES` lists them in help order.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +59,11 @@ COMMANDS: dict[str, str] = {
     "migrate-label": "fleet",
     "fleet": "fleet",
 }
+
+
+# Commands that change labels, owners, ACLs or processes (issue 11: an unprivileged
+# start failed with a traceback or a monitor that died without a word).
+_ROOT_COMMANDS = frozenset({"start", "stop", "label", "restore", "attach-disk", "detach-disk"})
 
 
 def _command_module(argv: Sequence[str]) -> str | None:
@@ -129,8 +136,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
+    command = getattr(args, "command", None)
+    if command in _ROOT_COMMANDS and os.geteuid() != 0:
+        print(
+            f"error: svirt {command} must run as root (it changes labels, owners and "
+            "ACLs and starts QEMU as another user)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         rc: int = args.func(args)
+        sys.stdout.flush()
         return rc
     except SvirtError as exc:
         if args.debug:
@@ -140,7 +156,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (svirt ... | head): stop quietly, like a SIGPIPE death,
+        # and keep Python from complaining again when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

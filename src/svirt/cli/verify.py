@@ -53,7 +53,31 @@ def _booleans(items: tuple[tuple[str, bool], ...]) -> list[dict[str, Any]]:
 
 def report_view(report: VerifyReport) -> dict[str, Any]:
     return {
-        "isolated": report.isolated,
+        "isolated": report.separated,
+        # issue 11: both layers
+        "selinux": {"policy_isolated": report.isolated, "enforcing": report.selinux_enforcing},
+        "pairs": [
+            {
+                "subject": p.subject,
+                "target": p.target,
+                "selinux_policy_denies": p.selinux_policy_denies,
+                "selinux_enforced": p.selinux_enforced,
+                "dac_denies": p.dac_denies,
+                "isolated": p.separated,
+            }
+            for p in report.pairs or ()
+        ],
+        "dac": [
+            {
+                "subject": a.subject,
+                "identity": a.identity,
+                "target": a.target,
+                "access": a.what,
+                "path": a.path,
+                "why": a.why,
+            }
+            for a in report.dac
+        ],
         "policy": str(report.policy),
         "backend": report.backend,
         "decisions": report.decisions,
@@ -162,13 +186,30 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
         print("skipped:")
         for skip in report.skipped:
             print(f"  {skip.path}: {skip.reason}")
+    enforcing = "enforced" if report.selinux_enforcing else "NOT enforced on this host"
     if report.isolated:
-        print("isolation OK: no running VM can reach another's resources")
+        print(f"SELinux policy: isolation OK ({enforcing})")
+    else:
+        n = len(report.findings)
+        print(f"SELinux policy: isolation BROKEN: {n} finding{'s' if n != 1 else ''} ({enforcing})")
+        for f in report.findings:
+            print(f"  {f.explanation}")
+    if report.pairs is None:
         return
-    n = len(report.findings)
-    print(f"isolation BROKEN: {n} finding{'s' if n != 1 else ''}")
-    for f in report.findings:
-        print(f"  {f.explanation}")
+    if report.dac:
+        print("DAC allows now:")
+        for a in report.dac:
+            what = f"read {a.target}'s memory" if a.what == "memory" else f"{a.what} {a.target}'s"
+            print(f"  {a.subject} ({a.identity}) can {what} {a.path}: {a.why}")
+    elif report.pairs:
+        print("DAC: no QEMU can open another VM's private files or read its memory")
+    broken = [p for p in report.pairs if not p.separated]
+    if not broken:
+        print("isolation OK: every running VM is kept from every other by a layer in force")
+        return
+    print(f"not isolated: {len(broken)} pair{'s' if len(broken) != 1 else ''}")
+    for p in broken:
+        print(f"  {p.describe()}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,4 +222,4 @@ def run(args: argparse.Namespace) -> int:
         print_json(report_view(report))
     else:
         _print_text(report, f"{cfg.state_dir / 'domains'} and {cfg.libvirt_run_dir}")
-    return 0 if report.isolated else 1
+    return 0 if report.separated else 1

@@ -112,7 +112,13 @@ def disk_element(disk: Disk) -> ET.Element:
 
 def _escape(text: str, quote: bool) -> str:
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("'", "&apos;") if quote else text
+    if not quote:
+        return text
+    # In an attribute, a raw newline, tab or CR is normalised to a space by every XML
+    # parser: written as character references they survive the round trip (issue 11:
+    # a disk path with a newline was mangled and never restored).
+    text = text.replace("\n", "&#10;").replace("\t", "&#9;").replace("\r", "&#13;")
+    return text.replace("'", "&apos;")
 
 
 def _serialize(el: ET.Element, indent: int, out: list[str]) -> None:

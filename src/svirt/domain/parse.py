@@ -556,7 +556,22 @@ def _load_root(text: str | bytes) -> ET.Element:
         raise _err(f"malformed XML: {exc}") from None
     except (LookupError, ValueError) as exc:  # e.g. an unknown encoding declaration
         raise _err(f"malformed XML: {exc}") from None
+    _check_depth(root)
     return root
+
+
+MAX_XML_DEPTH = 256  # libxml2's limit without XML_PARSE_HUGE, as libvirt parses
+
+
+def _check_depth(root: ET.Element) -> None:
+    """Refuse documents nested deeper than libxml2 accepts (issue 11: 1,100 nested
+    elements made the recursive writer of the live XML fail with RecursionError)."""
+    stack = [(root, 1)]
+    while stack:
+        el, depth = stack.pop()
+        if depth > MAX_XML_DEPTH:
+            raise _err(f"Excessive depth in document: {MAX_XML_DEPTH} use XML_PARSE_HUGE option")
+        stack.extend((child, depth + 1) for child in el)
 
 
 def _domain_element(root: ET.Element) -> tuple[ET.Element, bool]:

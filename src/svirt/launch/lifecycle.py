@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from typing import Any
 from svirt.conf import Config
 from svirt.domain.model import Disk, Domain
 from svirt.domain.resources import disk_resources
-from svirt.errors import PREFIX_OPERATION_INVALID, LaunchError, SvirtError
+from svirt.errors import PREFIX_OPERATION_INVALID, LaunchError, StateError, SvirtError
 from svirt.host import selinux as host_selinux
 from svirt.host.ids import Gid, Identity, Uid, resolve_identity
 from svirt.host.namespace import (
@@ -46,7 +47,7 @@ from svirt.host.namespace import (
     remove_from_namespace,
     run_in_namespace,
 )
-from svirt.host.procs import find_qemu, pid_alive
+from svirt.host.procs import pid_alive
 from svirt.launch.preflight import check_before_start
 from svirt.launch.process import bind_monitor_socket, spawn, wait_exit
 from svirt.launch.qemu import (
@@ -55,12 +56,15 @@ from svirt.launch.qemu import (
     disk_device,
     disk_device_id,
     kvm_usable,
+    qemu_escape,
 )
 from svirt.launch.qmp import QMPClient
 from svirt.security import remember as rem
 from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import LabelOp
 from svirt.security.manager import SecurityManager
+from svirt.security.transaction import Transaction
+from svirt.state.db import write_transaction
 from svirt.state.domains import DomainRecord, DomainState, DomainStore
 from svirt.state.originals import KeptOriginals
 
@@ -167,15 +171,22 @@ def _copies_of(private_dev: bool) -> Callable[[str], bool]:
 
 
 def qemu_alive(rec: DomainRecord) -> bool:
-    """The record's QEMU still runs (and the pid was not reused by something else)."""
-    if rec.pid is None or not pid_alive(rec.pid):  # a zombie has exited already
+    """The record's QEMU still runs: the same pid with the same start time (a reused
+    pid is another process). A record written before start times were kept falls back
+    to QEMU's ``-name`` argument, escaped as it was given."""
+    if rec.pid is None:
+        return False
+    if rec.pid_start is not None:
+        return pid_alive(rec.pid, rec.pid_start)
+    if not pid_alive(rec.pid):  # a zombie has exited already
         return False
     try:
         with open(f"/proc/{rec.pid}/cmdline", "rb") as fh:
-            cmdline = fh.read()
+            argv = fh.read().split(b"\0")
     except OSError:
         return False
-    return f"guest={rec.domain.name}".encode() in cmdline
+    marker = f"guest={qemu_escape(rec.domain.name)},".encode()
+    return any(a.startswith(marker) for a in argv)
 
 
 def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
@@ -191,16 +202,11 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
             or rec.owner is None
         ):
             continue
-        if pid_alive(rec.owner) or qemu_alive(rec):
+        if rec.owner_alive() or qemu_alive(rec):
             continue
         name = rec.domain.name
-        if rec.pid is None:
-            # The monitor died between spawning QEMU and recording its pid: find that
-            # QEMU by its guest name and end it before its labels go.
-            for orphan in find_qemu(name):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(orphan, signal.SIGKILL)
-                _wait_gone(orphan, 5.0)
+        # A QEMU is recorded (pid and start time) before it may exec (spawn's
+        # on_forked): with no pid recorded, no QEMU of this record ever ran.
         if not mgr.store.take(name, (rec.state,), rec.owner, DomainState.STOPPING):
             continue  # another svirt process is already on it
         log.warning("domain %s: its monitor and QEMU are gone; restoring its labels", name)
@@ -218,7 +224,15 @@ def _identity(mgr: SecurityManager, domain: Domain) -> Identity:
     dac = mgr.drivers["dac"]
     assert isinstance(dac, DACDriver)
     uid, gid = dac.process_ids(domain)
-    return resolve_identity(f"+{uid}", f"+{gid}")
+    identity = resolve_identity(f"+{uid}", f"+{gid}")
+    if mgr.identities is not None and uid != dac.uid:
+        # A per-VM identity keeps the configured user's supplementary groups (e.g.
+        # kvm, for /dev/kvm), never its primary group: files given to the shared
+        # identity's group must stay out of reach.
+        shared = resolve_identity(mgr.cfg.user, mgr.cfg.group)
+        extra = tuple(g for g in shared.groups if g != shared.gid)
+        identity = replace(identity, groups=tuple(dict.fromkeys((*identity.groups, *extra))))
+    return identity
 
 
 def _report(fd: int, payload: dict[str, Any]) -> None:
@@ -234,8 +248,13 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     qmp_path, log_path = runtime_paths(cfg, domain.name)
     qmp_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The monitor's own log: 0600, and removed when the monitor ends cleanly (issue 11:
+    # they were never removed); kept after a failure, for the administrator.
+    monitor_log = log_path.with_suffix(".monitor.log")
+    with contextlib.suppress(OSError):
+        os.close(os.open(monitor_log, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
     logging.basicConfig(
-        filename=str(log_path.with_suffix(".monitor.log")),
+        filename=str(monitor_log),
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         force=True,
@@ -301,6 +320,10 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
                 dev_plan=dev_plan,
                 exec_context=sl.label if sl is not None else None,
                 pass_fds=(sock.fileno(),),
+                # Recorded before it may exec: never an unrecorded QEMU.
+                on_forked=lambda pid: mgr.store.set_state(
+                    live.name, DomainState.LAUNCHING, pid=pid, owner=os.getpid()
+                ),
             )
         finally:
             sock.close()
@@ -361,6 +384,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
     assert mgr is not None and live is not None and qemu_pid is not None
     code = wait_exit(qemu_pid)
     log.info("QEMU %d exited with %s; restoring labels", qemu_pid, code)
+    current = live
     try:
         # "stopping" first: from then on no hotplug can change the disk list, so the one
         # read next is the one to restore.
@@ -369,12 +393,23 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         current = rec.domain if rec is not None else live
         mgr.store.sync_views()
         mgr.restore_and_release(current, exclude=_copies_of(private_dev))
+    except (sqlite3.Error, OSError, StateError) as exc:
+        # The state directory cannot be written (a full disk): the files are restored
+        # all the same, then the record is finished once it can be written.
+        log.error("the state database cannot be written (%s): restoring without it", exc)
+        with contextlib.suppress(sqlite3.Error, OSError, SvirtError):
+            rec = mgr.store.read(live.name)  # reading still works on a full disk
+            current = rec.domain if rec is not None else current
+        _restore_without_state(mgr, current, private_dev)
+        os._exit(1)
     except SvirtError as exc:
         log.error("%s", exc)
         os._exit(1)
     finally:
         with contextlib.suppress(FileNotFoundError):
             qmp_path.unlink()
+    with contextlib.suppress(OSError):
+        monitor_log.unlink()
     os._exit(0)
 
 
@@ -386,6 +421,38 @@ def _log_size(path: Path) -> int:
 
 
 _QEMU_ERROR_MAX = 8192  # the tail kept of a very chatty failed start
+
+
+def _restore_without_state(mgr: SecurityManager, domain: Domain, private_dev: bool) -> None:
+    """Restore a stopped VM's files without the journal or the database (they cannot be
+    written), then keep trying to release its levels and drop its record. The monitor
+    stays alive (the record's owner) until it can: nobody else restores the files a
+    second time meanwhile."""
+    ops = [op for op in mgr.restore_ops(domain) if not in_private_dev(private_dev, op.path)]
+    tx = Transaction(
+        mgr.drivers,
+        None,
+        remember=mgr.cfg.remember_owner,
+        protected=(*mgr.cfg.protected_paths, str(mgr.cfg.state_dir)),
+        allow_hard_links=mgr.cfg.allow_hard_links,
+    )
+    result = tx.run(domain.name, ops, best_effort=True)
+    for op, exc in result.errors:
+        log.error("%s: %s", op.path, exc)
+    log.warning("domain %s: files restored without the state database", domain.name)
+    delay = 0.5
+    while True:
+        try:
+            with write_transaction(mgr.conn):
+                mgr._release_levels(domain.name)
+                mgr.store.drop(domain.name, owner=os.getpid())
+            mgr.store.remove_view(domain.name)
+            log.info("domain %s: record finished", domain.name)
+            return
+        except (sqlite3.Error, OSError, SvirtError) as exc:
+            log.info("domain %s: the record cannot be finished yet (%s)", domain.name, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _qemu_error(path: Path, start: int) -> str:
@@ -405,7 +472,7 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
     store = DomainStore(cfg.state_dir)
     if store.path(domain.name).exists():
         rec = store.read(domain.name)
-        if rec is not None and (pid_alive(rec.owner) or qemu_alive(rec)):
+        if rec is not None and (rec.owner_alive() or qemu_alive(rec)):
             raise LaunchError(
                 PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active"
             )
@@ -469,7 +536,7 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
     while (
         rec is not None
         and rec.state in (DomainState.STARTING, DomainState.LAUNCHING)
-        and pid_alive(rec.owner)
+        and rec.owner_alive()
     ):
         if time.monotonic() > deadline:
             raise LaunchError(
@@ -508,7 +575,7 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
     # The monitor restores the labels when it sees QEMU exit: wait for it. Only if the
     # monitor is gone does this process restore, after taking the domain over.
     deadline = time.monotonic() + 60.0
-    while rec is not None and pid_alive(rec.owner) and rec.state != DomainState.RESTORE_FAILED:
+    while rec is not None and rec.owner_alive() and rec.state != DomainState.RESTORE_FAILED:
         if time.monotonic() > deadline:
             raise LaunchError(f"domain '{name}': its monitor has not finished restoring")
         time.sleep(0.01)

@@ -32,7 +32,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from svirt.errors import PREFIX_INTERNAL, LaunchError, SvirtError
@@ -242,6 +242,7 @@ def spawn(
     pass_fds: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
     cwd: str = "/",
+    on_forked: Callable[[int], None] | None = None,
 ) -> Spawned:
     """Fork and exec ``argv`` (QEMU) confined as described in the module docstring.
 
@@ -251,6 +252,12 @@ def spawn(
     the same numbers (the monitor socket). Returns once QEMU has been exec'd; raises
     :class:`LaunchError` ``"<step>: <reason>"`` when a step in the child failed (the
     child is reaped).
+
+    ``on_forked(pid)`` runs in the parent after the fork and before the child does
+    anything: the child waits for it on a pipe, and exits without exec'ing if the parent
+    dies first or ``on_forked`` raises. The caller records the pid (and its start time)
+    there, so a QEMU can never run without being recorded, and is never searched for
+    by name after a crash.
     """
     if not argv:
         raise ValueError("spawn needs a command")
@@ -277,10 +284,19 @@ def spawn(
         os.close(log_fd)
         raise
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             os.close(err_r)
+            os.close(go_w)
+            try:
+                go = os.read(go_r, 1)
+            except OSError:
+                go = b""
+            if go != b"g":
+                os._exit(_CHILD_FAILED)  # the parent died or refused: never exec
+            os.close(go_r)
             _child(
                 exe=exe,
                 argv=argv,
@@ -298,11 +314,24 @@ def spawn(
             )
         os.close(err_w)
         err_w = -1
+        os.close(go_r)
+        go_r = -1
+        try:
+            if on_forked is not None:
+                on_forked(pid)
+        except BaseException:
+            os.close(go_w)  # end of file: the child exits without exec'ing
+            go_w = -1
+            os.waitpid(pid, 0)
+            raise
+        os.write(go_w, b"g")
+        os.close(go_w)
+        go_w = -1
         chunks: list[bytes] = []
         while chunk := os.read(err_r, 4096):
             chunks.append(chunk)
     finally:
-        for fd in (err_r, err_w, log_fd, null_fd):
+        for fd in (err_r, err_w, go_r, go_w, log_fd, null_fd):
             if fd >= 0:
                 os.close(fd)
     if chunks:

@@ -40,6 +40,7 @@ __all__ = [
     "disk_index",
     "disk_node_name",
     "kvm_usable",
+    "qemu_escape",
 ]
 
 DEFAULT_QEMU_BINARY = "qemu-system-x86_64"
@@ -88,9 +89,12 @@ def _unsupported(message: str) -> LaunchError:
     return LaunchError(PREFIX_CONFIG_UNSUPPORTED + message)
 
 
-def _escape(value: str) -> str:
-    # QEMU's keyval syntax: a literal comma in a value is written twice.
+def qemu_escape(value: str) -> str:
+    """QEMU's option syntax: a literal comma in a value is written twice."""
     return value.replace(",", ",,")
+
+
+_escape = qemu_escape
 
 
 def _json(obj: dict[str, Any]) -> str:

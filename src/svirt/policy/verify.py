@@ -34,8 +34,16 @@ from svirt.domain.model import SeclabelType
 from svirt.domain.parse import MAX_XML_BYTES, parse_domain
 from svirt.domain.resources import Resource, ResourceKind, domain_resources
 from svirt.errors import ContextError, SvirtError
+from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
 from svirt.host.selinux import getfilecon
+from svirt.policy.layers import (
+    DacAccess,
+    PairVerdict,
+    dac_accesses,
+    proc_identity,
+    selinux_enforcement,
+)
 from svirt.policy.oracle import Access, Decision, PolicyOracle, Reason, tclass_for_mode
 from svirt.policy.oracle import with_active_booleans as _with_active_booleans
 
@@ -55,6 +63,7 @@ __all__ = [
     "load_live_domain",
     "verify",
     "verify_domains",
+    "with_layers",
 ]
 
 log = logging.getLogger(__name__)
@@ -178,10 +187,23 @@ class VerifyReport:
     boolean_risks: tuple[BooleanRisk, ...]
     skipped: tuple[Skipped, ...]
     decisions: int = 0
+    # issue 11: both layers, for every ordered pair (None: only the policy was asked)
+    pairs: tuple[PairVerdict, ...] | None = None
+    dac: tuple[DacAccess, ...] = ()
+    selinux_enforcing: bool = False
 
     @property
     def isolated(self) -> bool:
+        """What the SELinux policy decides for the labels on disk (enforced or not)."""
         return not self.findings
+
+    @property
+    def separated(self) -> bool:
+        """The truth: every VM is kept from every other by a layer really in force
+        (the policy verdict alone where the layers were not examined)."""
+        if self.pairs is None:
+            return self.isolated
+        return all(p.separated for p in self.pairs)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -490,11 +512,61 @@ def verify_domains(
     )
 
 
+def with_layers(report: VerifyReport) -> VerifyReport:
+    """Add both layers to a policy report (issue 11): for every ordered pair of running
+    domains, whether SELinux would separate them and enforces it, and whether plain DAC
+    separates them now (their QEMUs' real identities against the files and memory)."""
+    domains = report.domains
+    names = _display_names(domains)
+    idents = [proc_identity(d.pid) for d in domains]
+    private: dict[str, list[str]] = {}
+    for r in report.resources:
+        if not r.shared:
+            private.setdefault(r.domain, []).append(r.path)
+    crossing = {
+        (f.subject, f.resource.domain)
+        for f in report.findings
+        if f.resource is not None and f.subject_label is not None
+    }
+    unlabelled = {f.subject for f in report.findings if f.subject_label is None}
+    pairs: list[PairVerdict] = []
+    dac: list[DacAccess] = []
+    for i, subject in enumerate(domains):
+        enforcement = selinux_enforcement(subject.pid, subject.process_label)
+        for j in range(len(domains)):
+            if i == j:
+                continue
+            ident = idents[i]
+            if ident is None:  # gone meanwhile: it reaches nothing
+                found: list[DacAccess] = []
+            else:
+                found = dac_accesses(
+                    names[i], ident, names[j], idents[j], private.get(names[j], [])
+                )
+            dac.extend(found)
+            pairs.append(
+                PairVerdict(
+                    names[i],
+                    names[j],
+                    names[i] not in unlabelled and (names[i], names[j]) not in crossing,
+                    enforcement.enforced,
+                    not found,
+                )
+            )
+    return replace(
+        report,
+        pairs=tuple(pairs),
+        dac=tuple(dac),
+        selinux_enforcing=host_selinux.getenforce(),
+    )
+
+
 def verify(cfg: Config, oracle: PolicyOracle | None = None) -> VerifyReport:
-    """Find the running domains from ``cfg`` and check them."""
+    """Find the running domains from ``cfg`` and check them: the policy's matrix, then
+    both layers (:func:`with_layers`)."""
     if oracle is None:
         oracle = _with_active_booleans(PolicyOracle(cfg.policy_path))
     domains, skipped = find_live_domains(cfg)
     for s in skipped:
         log.debug("verify: skipping %s: %s", s.path, s.reason)
-    return verify_domains(domains, oracle, skipped)
+    return with_layers(verify_domains(domains, oracle, skipped))

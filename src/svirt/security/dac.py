@@ -42,6 +42,7 @@ from svirt.host.ids import resolve_gid, resolve_uid
 from svirt.host.remembered import ACL_XATTR_PREFIX, AclRef, format_acl_ref, parse_acl_ref
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome
+from svirt.security.identity import IdentityLedger
 
 __all__ = [
     "ACL_XATTR_PREFIX",
@@ -85,11 +86,15 @@ def _groups_of(uid: int, gid: int) -> frozenset[int]:
 class DACDriver:
     name = "dac"
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, identities: IdentityLedger | None = None) -> None:
         self.cfg = cfg
         self.uid = resolve_uid(cfg.user)
         self.gid = resolve_gid(cfg.group)
-        self.acl_mode = cfg.dac_mode == "acl"
+        # Per-VM identities (issue 11): a dynamic DAC label is the VM's own uid:gid, and
+        # files are granted by ACL entry (chown cannot give one shared medium to two
+        # identities; where ACLs are missing it still falls back to chown).
+        self.identities = identities
+        self.acl_mode = cfg.dac_mode == "acl" or identities is not None
         self._groups: dict[tuple[int, int], frozenset[int]] = {}
 
     # --- labels -------------------------------------------------------------------------
@@ -111,7 +116,11 @@ class DACDriver:
                 )
             parse_ids(label)
         elif sl.type is SeclabelType.DYNAMIC:
-            label = format_ids(self.uid, self.gid)
+            if self.identities is not None:
+                n = self.identities.reserve(domain.name)
+                label = format_ids(n, n)
+            else:
+                label = format_ids(self.uid, self.gid)
         else:
             return replace(sl, model="dac")
         imagelabel = label if sl.relabel else None
@@ -128,6 +137,8 @@ class DACDriver:
         return None
 
     def release_label(self, domain: Domain, sl: Seclabel) -> Seclabel:
+        if self.identities is not None and sl.type is not SeclabelType.STATIC:
+            self.identities.release(domain.name)
         if sl.type is SeclabelType.DYNAMIC:
             return replace(sl, label=None, imagelabel=None)
         return replace(sl, imagelabel=None)
@@ -329,6 +340,15 @@ class DACDriver:
         if not needed:
             log.debug("dac: %s already usable by %d:%d, not changed", op.path, uid, gid)
             return Outcome.SKIPPED
+        if op.remember and not counted and not self.acl_mode:
+            # issue 11: this used to pass in silence, and stop said "owners restored".
+            log.warning(
+                "%s: no xattr support: its owner %d:%d cannot be remembered and will be "
+                "root:root after stop, as with libvirt",
+                op.path,
+                st.st_uid,
+                st.st_gid,
+            )
         try:
             return self._chown(op, path, uid, gid)
         except SecurityError:
@@ -456,6 +476,12 @@ class DACDriver:
                 # was never chowned by us, so its owner is left alone.
                 return Outcome.SKIPPED
             ouid, ogid = 0, 0
+            if not _xattrs_supported(path):
+                log.warning(
+                    "%s: its original owner was not remembered (no xattr support): "
+                    "set to root:root, as libvirt does",
+                    op.path,
+                )
         st = self._stat(op, path)
         if (st.st_uid, st.st_gid) == (ouid, ogid):
             return Outcome.SKIPPED

@@ -38,6 +38,7 @@ from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
 from svirt.security.dac import DACDriver
 from svirt.security.driver import LabelOp, SecurityDriver
+from svirt.security.identity import IdentityLedger, vm_identity_enabled
 from svirt.security.ledger import open_ledger
 from svirt.security.nop import NopDriver
 from svirt.security.remember import boot_time, read_remembered
@@ -184,7 +185,11 @@ class SecurityManager:
             else:
                 raise SecurityError(PREFIX_INTERNAL + f"Security driver {name} not found")
         # DAC is always stacked last: svirt runs privileged, like libvirt's system daemon.
-        self.drivers["dac"] = DACDriver(cfg)
+        # With per-VM identities (issue 11) each VM's QEMU gets its own uid:gid.
+        self.identities = (
+            IdentityLedger(self.conn, *cfg.vm_id_range) if vm_identity_enabled(cfg) else None
+        )
+        self.drivers["dac"] = DACDriver(cfg, self.identities)
 
     @property
     def selinux(self) -> SELinuxDriver | None:
@@ -288,8 +293,10 @@ class SecurityManager:
             self.drivers,
             self.journal,
             remember=self.cfg.remember_owner,
-            protected=self.cfg.protected_paths,
+            # The state directory is never a disk (its database, records, sockets).
+            protected=(*self.cfg.protected_paths, str(self.cfg.state_dir)),
             step_hook=step_hook,
+            allow_hard_links=self.cfg.allow_hard_links,
         )
 
     def recover(self, *, apply: bool = True) -> list[RecoveryAction]:
@@ -303,7 +310,7 @@ class SecurityManager:
         rows = self.store.rows()
         claimed = {name for name, *_ in rows}
         for name, state, _pid, owner, pending in rows:
-            if pid_alive(owner):
+            if pid_alive(owner, self.store.owner_start(name)):
                 continue
             if state in (DomainState.LABELLING, DomainState.STARTING):
                 log.info("forgetting %s: its svirt process %d died while labelling", name, owner)
@@ -327,6 +334,16 @@ class SecurityManager:
                 ):
                     log.info("releasing the MCS level of %s: process %d is gone", domain, pid)
                     drv.ledger.release(domain)
+        if self.identities is not None:
+            for held in self.identities.holders():
+                if held.domain not in claimed and not held.holder_alive():
+                    log.info(
+                        "releasing the QEMU identity %d of %s: process %d is gone",
+                        held.id,
+                        held.domain,
+                        held.pid,
+                    )
+                    self.identities.release(held.domain)
         self.store.sync_views()
         return actions
 
@@ -354,6 +371,8 @@ class SecurityManager:
         drv = self.selinux
         if drv is not None:
             drv.ledger.release(name)
+        if self.identities is not None:
+            self.identities.release(name)
 
     def plan(self, domain: Domain, ops: Sequence[LabelOp]) -> list[PlannedOp]:
         planned = []
@@ -449,6 +468,47 @@ class SecurityManager:
         result = self.restore_and_release(domain, pending)
         return self.release_labels(domain), result
 
+    def _foreign_paths(self, domain: Domain, ops: Sequence[LabelOp]) -> set[str]:
+        """Paths that now name a file carrying another running domain's MCS level (an
+        image swapped for a symlink to another VM's image while this one ran: issue
+        11). Restoring them would take the other VM's labels and owner away while it
+        runs; they are left alone, and said so."""
+        drv = self.selinux
+        if drv is None:
+            return set()
+        out: set[str] = set()
+        mine: dict[str, str | None] | None = None
+        for op in ops:
+            if op.driver != "selinux" or not op.remember or op.path in out:
+                continue
+            try:
+                label = host_selinux.getfilecon(op.path)
+            except OSError:
+                continue
+            if label is None or label.count(":") < 3:
+                continue
+            if mine is None:
+                try:
+                    mine = {o.path: o.value for o in self.set_ops(domain) if o.driver == "selinux"}
+                except SvirtError:
+                    mine = {}
+            if mine.get(op.path) == label:
+                continue  # the label this domain set (one label shared on purpose)
+            try:
+                owner = drv.ledger.owner(label.split(":", 3)[3])
+            except (SvirtError, ValueError):
+                continue
+            if owner is not None and owner != domain.name:
+                log.warning(
+                    "%s now names a file labelled for domain '%s' (replaced while '%s' ran?): "
+                    "left alone",
+                    op.path,
+                    owner,
+                    domain.name,
+                )
+                out.add(op.path)
+        return out
+
     def _owns_labels(self, domain: Domain) -> bool:
         sl = domain.seclabel("selinux")
         drv = self.selinux
@@ -472,6 +532,9 @@ class SecurityManager:
             ops = [op for op in ops if f"{op.driver}:{op.path}" in pending]
         if exclude is not None:  # e.g. device nodes only a VM's private /dev copy carried
             ops = [op for op in ops if not exclude(op.path)]
+        foreign = self._foreign_paths(domain, ops)
+        if foreign:
+            ops = [op for op in ops if op.path not in foreign]
 
         def failed_of(result: TransactionResult) -> list[str]:
             return sorted({f"{op.driver}:{op.path}" for op, _ in result.errors})

@@ -19,6 +19,7 @@ so a domain start that also runs the pre-flight check reads the policy once.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -590,8 +591,26 @@ class SELinuxDriver:
     def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
         if op.action is Action.SET:
             assert op.value is not None
+            if (
+                op.readonly
+                and not op.remember
+                and op.value == self.contexts.content_context
+                and self._current(target or op.path) == self.contexts.file_context
+            ):
+                # Shared read-write already (another VM uses it <shareable/>): that label
+                # lets every VM read it; virt_content_t would take its writes away from
+                # the running VM, for good (issue 11).
+                log.debug("selinux: %s is shareable already: label kept", op.path)
+                return Outcome.SKIPPED
             return self._set(op.path, target or op.path, op.value, op.remember)
         return self._restore(op.path, target, op.remember)
+
+    @staticmethod
+    def _current(target: str) -> str | None:
+        try:
+            return host_selinux.getfilecon(target)
+        except OSError:
+            return None
 
     def _setfilecon(self, name: str, target: str, tcon: str) -> Outcome:
         try:
@@ -636,6 +655,11 @@ class SELinuxDriver:
                         exc.errno or errno.EIO,
                     ) from None
                 econ = None
+            if econ is None:
+                # No label at all (issue 11: it kept the VM's label for good). libvirt's
+                # remembered xattr can only hold a context, so the absence is marked
+                # in svirt's own xattr and the label removed again on restore.
+                _mark_unlabelled(target)
             if econ is not None:
                 count = rem.remember(target, "selinux", econ, name=name)
                 counted = count is not None
@@ -679,9 +703,35 @@ class SELinuxDriver:
                 return Outcome.SKIPPED
             if isinstance(got, str):
                 label = got
+        if label is None and recall and _take_unlabelled_mark(target):
+            try:
+                os.removexattr(target, "security.selinux")
+            except OSError as exc:
+                raise LabelSystemError(
+                    f"unable to remove the security context of '{name}': {exc.strerror}",
+                    exc.errno or errno.EIO,
+                ) from None
+            log.debug("selinux: %s had no label: label removed", name)
+            return Outcome.DONE
         if label is None:
             label = host_selinux.lookup_default_label(canonical, st.st_mode)
             if label is None:
                 log.warning("cannot lookup default selinux label for %s", name)
                 return Outcome.SKIPPED
         return self._setfilecon(name, target, label)
+
+
+UNLABELLED_XATTR = "trusted.svirt.security.selinux_unlabelled"
+
+
+def _mark_unlabelled(target: str) -> None:
+    with contextlib.suppress(OSError):  # no xattrs here: nothing can be remembered
+        os.setxattr(target, UNLABELLED_XATTR, b"1")
+
+
+def _take_unlabelled_mark(target: str) -> bool:
+    try:
+        os.removexattr(target, UNLABELLED_XATTR)
+    except OSError:
+        return False
+    return True

@@ -26,6 +26,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 
 from svirt.errors import LabelSystemError, SecurityError, SvirtError
 from svirt.host.files import FileState, restore_state, snapshot
-from svirt.host.procs import pid_alive
 from svirt.security import remember as rem
 from svirt.security.driver import Action, LabelOp, Outcome, SecurityDriver
 from svirt.state.db import write_transaction
@@ -138,16 +138,133 @@ class MetadataLocks:
         self.fds.clear()
 
 
+def _unescape_mountinfo(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mountinfo() -> dict[str, tuple[str, str, str]]:
+    """mount id -> (device ``maj:min``, root of the mount inside its filesystem, mount
+    point), from ``/proc/self/mountinfo``."""
+    out: dict[str, tuple[str, str, str]] = {}
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 4:
+                    out[parts[0]] = (
+                        parts[2],
+                        _unescape_mountinfo(parts[3]),
+                        _unescape_mountinfo(parts[4]),
+                    )
+    except OSError:
+        pass
+    return out
+
+
+def _mount_id(fd: int) -> str | None:
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as fh:
+            return next((ln.split()[1] for ln in fh if ln.startswith("mnt_id:")), None)
+    except OSError:
+        return None
+
+
+def _fs_path(real: str, mount: tuple[str, str, str]) -> str:
+    """Where ``real`` lies inside its filesystem (what a bind mount hides)."""
+    _dev, root, point = mount
+    rel = real[len(point) :] if point != "/" else real
+    return (root.rstrip("/") + "/" + rel.lstrip("/")).rstrip("/") or "/"
+
+
+def _under(path: str, tree: str) -> bool:
+    return path == tree or path.startswith(tree.rstrip("/") + "/")
+
+
+class ProtectedTrees:
+    """The protected paths, judged on the inode as well as on the name.
+
+    Each configured entry counts under its own (normalised) name and under what it
+    resolves to (an entry that is a symlink or holds ``..`` protects its target). A file
+    is protected when its canonical path lies under one of them, when one of its
+    ancestors *is* a protected directory by (device, inode) (a bind mount of ``/etc``
+    elsewhere), or when, seen from inside its filesystem, it lies under a protected tree
+    of the same filesystem (a bind mount of ``/etc/shadow`` or of a subtree of ``/etc``
+    over a harmless-looking path)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        names: dict[str, None] = {}
+        for p in paths:
+            names[os.path.normpath(p)] = None
+            names[os.path.realpath(p)] = None
+        self.names = tuple(names)
+        self.inodes: dict[tuple[int, int], str] = {}
+        self.fs_trees: list[tuple[str, str, str]] = []  # (dev, path inside fs, name)
+        self._mounts = _mountinfo()
+        for name in self.names:
+            try:
+                fd = os.open(name, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                self.inodes[(st.st_dev, st.st_ino)] = name
+                mount = self._mount_of(fd)
+                if mount is not None:
+                    real = os.readlink(f"/proc/self/fd/{fd}")
+                    self.fs_trees.append((mount[0], _fs_path(real, mount), name))
+            finally:
+                os.close(fd)
+
+    def _mount_of(self, fd: int) -> tuple[str, str, str] | None:
+        mnt_id = _mount_id(fd)
+        if mnt_id is None:
+            return None
+        if mnt_id not in self._mounts:
+            self._mounts = _mountinfo()  # mounted since we looked
+        return self._mounts.get(mnt_id)
+
+    def why(self, fd: int, real: str) -> str | None:
+        """Why the file open as ``fd`` (canonically ``real``) is protected, or None."""
+        for prot in self.names:
+            if _under(real, prot):
+                return f"{real} is under the protected path {prot}"
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) in self.inodes:
+            return f"{real} is the protected path {self.inodes[(st.st_dev, st.st_ino)]}"
+        parent = os.path.dirname(real)
+        while True:
+            try:
+                pst = os.stat(parent)
+            except OSError:
+                pst = None
+            if pst is not None and (pst.st_dev, pst.st_ino) in self.inodes:
+                prot = self.inodes[(pst.st_dev, pst.st_ino)]
+                return f"{real} is under {parent}, which is the protected path {prot}"
+            if parent == "/":
+                break
+            parent = os.path.dirname(parent)
+        mount = self._mount_of(fd) if self.fs_trees else None
+        if mount is not None:
+            inside = _fs_path(real, mount)
+            for dev, tree, prot in self.fs_trees:
+                if dev == mount[0] and _under(inside, tree) and tree != "/":
+                    return f"{real} is mounted from {inside}, under the protected path {prot}"
+        return None
+
+
 class _Pins:
     """Each path resolved and opened once (``O_PATH``), so every check and change acts on
     the inode that was checked: a file swapped for a symlink mid-way cannot redirect a
     relabel or chown. A path that is a symlink when first seen is followed (as libvirt
     follows symlinked images); one that is not is opened with ``O_NOFOLLOW``, and a
     change of identity between the look and the open is refused. Whatever a path
-    resolves to must not lie under a protected path."""
+    resolves to must not be protected (:class:`ProtectedTrees`); with ``single_link``,
+    a regular file with more than one hard link is refused too (another of its names
+    may be a protected file: the link count is the only trace a hard link leaves)."""
 
-    def __init__(self, protected: Sequence[str]) -> None:
-        self.protected = protected
+    def __init__(self, protected: Sequence[str], *, single_link: bool = False) -> None:
+        self.protected = ProtectedTrees(protected) if protected else None
+        self.single_link = single_link
         self.fds: dict[str, int] = {}
         self.targets: dict[str, str] = {}  # path -> /proc/self/fd/N
         self.real: dict[str, str] = {}  # path -> canonical path of the pinned inode
@@ -175,12 +292,15 @@ class _Pins:
             os.close(fd)
             raise SecurityError(f"refusing to label {path}: it was replaced while being labelled")
         real = os.readlink(f"/proc/self/fd/{fd}")
-        for prot in self.protected:
-            if real == prot or real.startswith(prot.rstrip("/") + "/"):
-                os.close(fd)
-                raise SecurityError(
-                    f"refusing to label {path}: {real} is under the protected path {prot}"
-                )
+        why = self.protected.why(fd, real) if self.protected is not None else None
+        if why is None and self.single_link and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            why = (
+                f"{real} has {st.st_nlink} hard links (another name may be a protected "
+                "file; set allow_hard_links = true in svirt.conf to accept)"
+            )
+        if why is not None:
+            os.close(fd)
+            raise SecurityError(f"refusing to label {path}: {why}")
         self.fds[path] = fd
         self.targets[path] = f"/proc/self/fd/{fd}"
         self.real[path] = real
@@ -235,12 +355,14 @@ class Transaction:
         protected: Sequence[str] = (),
         step_hook: Callable[[int], None] | None = None,
         recall_unlocked: bool = False,
+        allow_hard_links: bool = False,
     ) -> None:
         self.recall_unlocked = recall_unlocked
         self.drivers = drivers
         self.journal = journal
         self.remember = remember
         self.protected = tuple(protected)
+        self.allow_hard_links = allow_hard_links
         self.step_hook = step_hook
 
     def _effective(self, op: LabelOp, locks: MetadataLocks | None) -> LabelOp:
@@ -297,7 +419,9 @@ class Transaction:
         result = TransactionResult()
         if not ops:
             return self._commit_only(result, on_commit)
-        pins = _Pins(self.protected)
+        # A restore only puts files back as they were: the link count is checked when
+        # a file is first labelled, not when it is given back.
+        pins = _Pins(self.protected, single_link=not (best_effort or self.allow_hard_links))
         try:
             unusable: dict[str, SecurityError] = {}
             for op in ops:
@@ -341,7 +465,7 @@ class Transaction:
             st = os.fstat(fd)
             ours.add((st.st_dev, st.st_ino))
         for tx in self.journal.open_transactions():
-            if pid_alive(tx.pid) and tx.pid != os.getpid():
+            if tx.alive() and tx.pid != os.getpid():
                 continue
             for entry in self.journal.entries(tx.id):
                 if (entry.before.dev, entry.before.ino) in ours:
@@ -482,7 +606,7 @@ def recover(journal: Journal, *, apply: bool = True) -> list[RecoveryAction]:
     for ``svirt recover``; nothing is raised."""
     actions: list[RecoveryAction] = []
     for tx in journal.open_transactions():
-        if tx.pid != os.getpid() and pid_alive(tx.pid):
+        if tx.pid != os.getpid() and tx.alive():
             continue
         entries = journal.entries(tx.id)
         pins = _Pins(())

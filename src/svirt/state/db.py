@@ -85,11 +85,28 @@ CREATE TABLE IF NOT EXISTS kept_originals (
 """
 
 
+def _private_dir(state_dir: Path) -> None:
+    """The state directory is root's alone: 0700, and the database and its WAL files
+    0600. Every domain's XML is in there; no other local user may read it. Files are
+    changed by path only: opening and closing the database file here would drop the
+    POSIX locks this process's other sqlite connections hold on it."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if state_dir.stat().st_mode & 0o077:
+        os.chmod(state_dir, 0o700)
+    for suffix in ("", "-wal", "-shm"):
+        path = state_dir / f"svirt.db{suffix}"
+        try:
+            if path.lstat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def connect(state_dir: Path) -> sqlite3.Connection:
     """Open (creating if needed) the state database. Autocommit mode: callers group
     writes with :func:`write_transaction`."""
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dir(state_dir)
         conn = sqlite3.connect(
             state_dir / "svirt.db", timeout=30.0, isolation_level=None, check_same_thread=False
         )
@@ -104,6 +121,7 @@ def connect(state_dir: Path) -> sqlite3.Connection:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
+        _private_dir(state_dir)  # the files sqlite just created
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         with write_transaction(conn):
@@ -121,6 +139,10 @@ _ADDED_COLUMNS = (
     ("domains", "xml", "TEXT NOT NULL DEFAULT ''"),
     ("domains", "private_dev", "INTEGER NOT NULL DEFAULT 0"),
     ("mcs_reservations", "pid", "INTEGER NOT NULL DEFAULT 0"),
+    # issue 11: processes are identified by pid and start time (/proc/PID/stat)
+    ("domains", "pid_start", "INTEGER"),
+    ("domains", "owner_start", "INTEGER"),
+    ("journal_tx", "pid_start", "INTEGER"),
 )
 
 

@@ -39,6 +39,7 @@ from svirt.domain.format import format_domain
 from svirt.domain.model import Domain
 from svirt.domain.parse import parse_domain
 from svirt.errors import PREFIX_OPERATION_INVALID, StateError, SvirtError
+from svirt.host.procs import pid_alive, start_time
 from svirt.state.db import fsync_dir, write_transaction
 
 __all__ = ["ACTIVE", "TRANSITIONS", "DomainRecord", "DomainState", "DomainStore", "may_move"]
@@ -114,6 +115,12 @@ class DomainRecord:
     path: Path
     pending: tuple[str, ...] = ()  # restore-failed: the paths still to restore
     private_dev: bool = False  # QEMU got a private /dev (decided at start, kept per VM)
+    # issue 11: start times (/proc/PID/stat) of pid and owner: a reused pid is not them
+    pid_start: int | None = None
+    owner_start: int | None = None
+
+    def owner_alive(self) -> bool:
+        return pid_alive(self.owner, self.owner_start)
 
 
 class DomainStore:
@@ -144,8 +151,9 @@ class DomainStore:
                     "run 'svirt restore' or 'svirt stop' first"
                 )
             conn.execute(
-                "INSERT INTO domains(name, state, owner, private_dev) VALUES (?, ?, ?, ?)",
-                (name, state, owner, int(private_dev)),
+                "INSERT INTO domains(name, state, owner, private_dev, owner_start) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, state, owner, int(private_dev), start_time(owner)),
             )
 
     def set_state(
@@ -166,8 +174,17 @@ class DomainStore:
                 raise _refuse(name, old, state)
             conn.execute(
                 "UPDATE domains SET state=?, pid=COALESCE(?, pid), owner=COALESCE(?, owner), "
-                "pending=? WHERE name=?",
-                (state, pid, owner, "\n".join(pending), name),
+                "pending=?, pid_start=COALESCE(?, pid_start), "
+                "owner_start=COALESCE(?, owner_start) WHERE name=?",
+                (
+                    state,
+                    pid,
+                    owner,
+                    "\n".join(pending),
+                    start_time(pid),
+                    start_time(owner),
+                    name,
+                ),
             )
 
     def set_domain(self, domain: Domain, body: str | None = None) -> None:
@@ -200,9 +217,9 @@ class DomainStore:
         with write_transaction(self._db()) as conn:
             marks = ",".join("?" * len(states))
             cur = conn.execute(
-                f"UPDATE domains SET state=?, owner=? WHERE name=? AND owner=? "
+                f"UPDATE domains SET state=?, owner=?, owner_start=? WHERE name=? AND owner=? "
                 f"AND state IN ({marks})",
-                (state, os.getpid(), name, seen_owner, *states),
+                (state, os.getpid(), start_time(os.getpid()), name, seen_owner, *states),
             )
             return cur.rowcount == 1
 
@@ -230,6 +247,12 @@ class DomainStore:
                 "SELECT name, state, pid, owner, pending FROM domains ORDER BY name"
             )
         ]
+
+    def owner_start(self, name: str) -> int | None:
+        """The start time of the row's owner when it was recorded (issue 11)."""
+        row = self._db().execute("SELECT owner_start FROM domains WHERE name=?", (name,))
+        found = row.fetchone()
+        return None if found is None or found[0] is None else int(found[0])
 
     # --- the XML view -------------------------------------------------------------------
 
@@ -259,7 +282,9 @@ class DomainStore:
         target = self.path(name)
         tmp = self.dir / f".tmp.{os.getpid()}.{time.monotonic_ns()}"
         try:
-            with open(tmp, "w") as fh:
+            # 0600: every domain's XML is root's alone (issue 11).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with open(fd, "w") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -331,7 +356,8 @@ class DomainStore:
         p = self.path(name)
         if self.conn is not None:
             row = self.conn.execute(
-                "SELECT state, pid, owner, pending, xml, private_dev FROM domains WHERE name=?",
+                "SELECT state, pid, owner, pending, xml, private_dev, pid_start, owner_start "
+                "FROM domains WHERE name=?",
                 (name,),
             ).fetchone()
             if row is None or not row[4]:
@@ -342,7 +368,15 @@ class DomainStore:
                 raise StateError(f"unreadable domain record: {exc}", source=str(p)) from None
             pending = tuple(x for x in str(row[3]).split("\n") if x)
             return DomainRecord(
-                domain, DomainState(str(row[0])), row[1], int(row[2]), p, pending, bool(row[5])
+                domain,
+                DomainState(str(row[0])),
+                row[1],
+                int(row[2]),
+                p,
+                pending,
+                bool(row[5]),
+                None if row[6] is None else int(row[6]),
+                None if row[7] is None else int(row[7]),
             )
         if not p.exists():
             return None

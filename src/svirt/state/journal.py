@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from svirt.host.files import FileState
+from svirt.host.procs import pid_alive, start_time
 from svirt.state.db import write_transaction
 
 __all__ = ["Journal", "JournalEntry", "OpenTransaction"]
@@ -30,6 +31,15 @@ class OpenTransaction:
     action: str
     pid: int
     started: float
+    pid_start: int | None = None  # the process's start time (pid reuse is not it)
+
+    def alive(self) -> bool:
+        """The process that opened the transaction still runs."""
+        return pid_alive(self.pid, self.pid_start)
+
+
+def _self_start() -> int | None:
+    return start_time(os.getpid())
 
 
 class Journal:
@@ -40,9 +50,9 @@ class Journal:
         """Record an open transaction and the prior state of its files, in one commit."""
         with write_transaction(self.conn):
             cur = self.conn.execute(
-                "INSERT INTO journal_tx(domain, action, pid, started, state) "
-                "VALUES (?, ?, ?, ?, 'open')",
-                (domain, action, os.getpid(), time.time()),
+                "INSERT INTO journal_tx(domain, action, pid, started, state, pid_start) "
+                "VALUES (?, ?, ?, ?, 'open', ?)",
+                (domain, action, os.getpid(), time.time(), _self_start()),
             )
             tx = int(cur.lastrowid or 0)
             self.conn.executemany(
@@ -68,10 +78,17 @@ class Journal:
 
     def open_transactions(self) -> Iterator[OpenTransaction]:
         for row in self.conn.execute(
-            "SELECT id, domain, action, pid, started FROM journal_tx WHERE state='open' "
-            "ORDER BY id DESC"
+            "SELECT id, domain, action, pid, started, pid_start FROM journal_tx "
+            "WHERE state='open' ORDER BY id DESC"
         ).fetchall():
-            yield OpenTransaction(int(row[0]), str(row[1]), str(row[2]), int(row[3]), float(row[4]))
+            yield OpenTransaction(
+                int(row[0]),
+                str(row[1]),
+                str(row[2]),
+                int(row[3]),
+                float(row[4]),
+                None if row[5] is None else int(row[5]),
+            )
 
     def entries(self, tx: int) -> list[JournalEntry]:
         return [
