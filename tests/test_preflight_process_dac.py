@@ -103,7 +103,9 @@ def test_image_in_a_0700_directory_names_the_directory_and_the_uid_gid(
     assert f"setfacl -m u:{ident.uid}:x {private}" in f.summary()
 
     conf = top / "c.conf"
-    conf.write_text(f'security_driver = ["selinux"]\nstate_dir = "{top / "state"}"\n')
+    conf.write_text(
+        f'security_driver = ["selinux"]\nstate_dir = "{top / "state"}"\nvm_identity = "off"\n'
+    )
     dom = top / "d.xml"
     dom.write_text(xml(img).replace("relabel='no'", "relabel='yes'"))
     assert main(["validate", "--config", str(conf), "--preflight", str(dom)]) == 1

@@ -31,7 +31,7 @@ from svirt.host.files import snapshot
 from svirt.host.procs import pid_alive
 from svirt.launch.lifecycle import qemu_alive, reconcile, start_domain, stop_domain
 from svirt.security.manager import SecurityManager
-from svirt.state.domains import DomainStore
+from svirt.state.domains import DomainState, DomainStore
 
 pytestmark = pytest.mark.qemu
 
@@ -87,8 +87,9 @@ def test_recovery_never_kills_by_name(cfg: Config, imgdir: Path, tmp_path: Path)
         mgr = SecurityManager(cfg)
         dead = _dead_pid()
         dom = parse_domain(vm_xml("same", []))
-        mgr.store.claim("same", "launching", dead)
-        mgr.store.write(dom, "launching", owner=dead)
+        mgr.store.claim("same", DomainState.STARTING, dead)
+        mgr.store.set_state("same", DomainState.LAUNCHING, owner=dead)
+        mgr.store.write(dom, DomainState.LAUNCHING, owner=dead)
         reconcile(cfg)
         assert pid_alive(res.pid), "recovery killed another state directory's VM"
         assert DomainStore(cfg.state_dir).read("same") is None
@@ -114,8 +115,9 @@ def test_reused_pid_is_not_our_qemu(cfg: Config, imgdir: Path) -> None:
         start = start_time(impostor.pid)
         mgr = SecurityManager(cfg)
         # The record now names the impostor's pid, with the start time the VM's QEMU had.
-        mgr.store.set_state("vm", "running", pid=impostor.pid)
-        mgr.conn.execute("UPDATE domains SET pid_start=? WHERE name='vm'", (start - 1,))
+        mgr.conn.execute(
+            "UPDATE domains SET pid=?, pid_start=? WHERE name='vm'", (impostor.pid, start - 1)
+        )
         mgr.store.sync_views()
         rec2 = mgr.store.read("vm")
         assert rec2 is not None and not qemu_alive(rec2)

@@ -230,6 +230,9 @@ class Svirt:
             f'state_dir = "{self.state_dir}"\n'
             f'user = "{user}"\ngroup = "{user}"\n'
             f'images_dirs = ["{root / "images"}"]\n'
+            # the one QEMU identity per host that libvirt uses (svirt's own user or
+            # libvirt's); the per-VM identity is tested in tests/adversarial
+            'vm_identity = "off"\n'
         )
         self.started: list[str] = []
 

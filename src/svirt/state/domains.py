@@ -77,8 +77,15 @@ TRANSITIONS: dict[DomainState | None, frozenset[DomainState | None]] = {
     DomainState.LABELLING: frozenset({DomainState.LABELLED, None}),
     DomainState.LABELLED: frozenset({DomainState.RESTORING}),
     DomainState.STARTING: frozenset({DomainState.LAUNCHING, DomainState.STOPPING, None}),
+    # launching -> launching records the QEMU's pid (and start time) before it may exec
     DomainState.LAUNCHING: frozenset(
-        {DomainState.RUNNING, DomainState.STOPPING, DomainState.RESTORE_FAILED, None}
+        {
+            DomainState.LAUNCHING,
+            DomainState.RUNNING,
+            DomainState.STOPPING,
+            DomainState.RESTORE_FAILED,
+            None,
+        }
     ),
     DomainState.RUNNING: frozenset({DomainState.STOPPING}),
     DomainState.STOPPING: frozenset({DomainState.STOPPING, DomainState.RESTORE_FAILED, None}),
