@@ -3,7 +3,7 @@
 Logs from two generators at several event rates: ``bench/gen_audit_log_realistic.py``
 (which svirt was never tuned on: real syscall argument values, 40 and 140 events per
 second of log time, raw, ENRICHED and mixed) and the project's ``bench/gen_audit_log.py``.
-For every filter (35 of them, with ``-i``, ``--raw`` and the default output), the
+For every filter (50 of them, with ``-i``, ``--raw`` and the default output), the
 whole output of ``ausearch -if LOG`` is compared with:
 
 - the compiled core writing to a file descriptor (what the CLI does on a terminal or a
@@ -82,6 +82,22 @@ FILTERS = [
     ["-m", "AVC", "-ts", "WINDOW"],
     ["-k", "exec", "-c", "bash"],
     ["-x", "sshd", "-m", "USER_AUTH", "-sv", "no"],
+    # ausearch's uid/gid selectors (numbers, gid names, unset auid, -1 meaning "any")
+    ["-ui", "0"],
+    ["-ui", "107"],
+    ["-ui", "4294967295"],
+    ["-ue", "0"],
+    ["-ue", "1000"],
+    ["-ul", "-1"],
+    ["-ul", "1000"],
+    ["-ul", "0", "-m", "USER_START,USER_END,LOGIN"],
+    ["-ua", "0"],
+    ["-ua", "107", "-m", "AVC"],
+    ["-gi", "root"],
+    ["-gi", "107"],
+    ["-ge", "0", "-sv", "no"],
+    ["-ga", "1000"],
+    ["-ui", "0", "-ul", "1000", "-gi", "0"],
 ]
 MODES = {"default": (), "raw": ("--raw",), "interpret": ("-i",)}
 

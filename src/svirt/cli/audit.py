@@ -28,10 +28,13 @@ from svirt.audit.search import (
     SearchCriteria,
     boot_time,
     parse_event_id,
+    parse_gid,
+    parse_loginuid,
     parse_message_types,
     parse_pid,
     parse_success,
     parse_time,
+    parse_uid,
     search,
 )
 from svirt.conf import load_config
@@ -95,6 +98,19 @@ def _filters(p: argparse.ArgumentParser) -> None:
     g.add_argument("-x", "--executable", dest="exe", metavar="EXE", help="executable (substring)")
     g.add_argument("-k", "--key", metavar="KEY", help="audit rule key (substring)")
     g.add_argument("-p", "--pid", type=_argtype(parse_pid), metavar="PID", help="process id")
+    # ausearch's uid/gid selectors (numbers or names; -ul -1 finds an unset auid)
+    uid, gid, auid = _argtype(parse_uid), _argtype(parse_gid), _argtype(parse_loginuid)
+    g.add_argument("-ui", "--uid", type=uid, metavar="UID", help="user id (name or number)")
+    g.add_argument("-ue", "--uid-effective", dest="euid", type=uid, metavar="UID", help="euid")
+    g.add_argument(
+        "-ul", "--loginuid", type=auid, metavar="AUID", help="login uid (auid); -1 for unset"
+    )
+    g.add_argument(
+        "-ua", "--uid-all", dest="uid_all", type=uid, metavar="UID", help="uid, euid or auid"
+    )
+    g.add_argument("-gi", "--gid", type=gid, metavar="GID", help="group id (name or number)")
+    g.add_argument("-ge", "--gid-effective", dest="egid", type=gid, metavar="GID", help="egid")
+    g.add_argument("-ga", "--gid-all", dest="gid_all", type=gid, metavar="GID", help="gid or egid")
     g.add_argument(
         "-sv",
         "--success",
@@ -184,12 +200,29 @@ def _criteria(args: argparse.Namespace, default_types: frozenset[int] | None) ->
         exe=args.exe,
         key=args.key,
         pid=args.pid,
+        **_ids(args),
         success=args.success,
         event_id=args.event_id,
         start=start,
         end=end,
         whole_word=args.word,
     )
+
+
+def _ids(args: argparse.Namespace) -> dict[str, Any]:
+    """-ua sets the uid, euid and login uid and "or"s them, as -ga does the gids."""
+    out: dict[str, Any] = {
+        "uid": args.uid,
+        "euid": args.euid,
+        "loginuid": args.loginuid,
+        "gid": args.gid,
+        "egid": args.egid,
+    }
+    if args.uid_all is not None:
+        out.update(uid=args.uid_all, euid=args.uid_all, loginuid=args.uid_all, uid_all=True)
+    if args.gid_all is not None:
+        out.update(gid=args.gid_all, egid=args.gid_all, gid_all=True)
+    return out
 
 
 def _inputs(args: argparse.Namespace) -> list[Any]:
