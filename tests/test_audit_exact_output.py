@@ -3,7 +3,7 @@
 Logs from two generators at several event rates: ``bench/gen_audit_log_realistic.py``
 (which svirt was never tuned on: real syscall argument values, 40 and 140 events per
 second of log time, raw, ENRICHED and mixed) and the project's ``bench/gen_audit_log.py``.
-For every filter (50 of them, with ``-i``, ``--raw`` and the default output), the
+For every filter (54 of them, with ``-i``, ``--raw`` and the default output), the
 whole output of ``ausearch -if LOG`` is compared with:
 
 - the compiled core writing to a file descriptor (what the CLI does on a terminal or a
@@ -98,6 +98,11 @@ FILTERS = [
     ["-ge", "0", "-sv", "no"],
     ["-ga", "1000"],
     ["-ui", "0", "-ul", "1000", "-gi", "0"],
+    # a user name: ausearch compares names (the enriched one, else this machine's passwd)
+    ["-ui", "root"],
+    ["-ul", "root", "-m", "USER_START,USER_END"],
+    ["-ua", "root"],
+    ["-ue", "root", "-sv", "no"],
 ]
 MODES = {"default": (), "raw": ("--raw",), "interpret": ("-i",)}
 
@@ -254,6 +259,31 @@ def test_filters_cover_the_logs(logs: dict[str, Path], utc: None) -> None:
                 assert log == "project-raw" or words[:2] != ["-m", "AVC"]
     assert len(FILTERS) >= 30
     assert empty < len(FILTERS) * len(logs) // 4
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["-ui", "no-such-user-x"], "user ID is non-numeric and unknown (no-such-user-x)"),
+        (["-ul", "unset"], "login user ID is non-numeric and unknown (unset)"),
+        (["-gi", "no-such-group-x"], "group ID is non-numeric and unknown (no-such-group-x)"),
+        (["-ui", "-1"], "user ID must be a number or a name, was '-1'"),
+    ],
+)
+def test_unknown_ids_are_refused(logs: dict[str, Path], words: list[str], message: str) -> None:
+    """As in ausearch, an unknown name is an error (argparse's usage and one error line)."""
+    proc = subprocess.run(
+        [SVIRT, "audit", "search", "-if", str(logs["r40-mixed"]), *words],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+    assert not proc.stdout
 
 
 def test_long_records_are_cut_as_ausearch_cuts_them(tmp_path: Path, utc: None) -> None:

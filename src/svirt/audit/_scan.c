@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pwd.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -99,6 +100,7 @@ typedef struct {
 	/* uid/gid selectors as ausearch holds them (uid_t; unset: -1, login uid -2) */
 	unsigned int ev_uid, ev_euid, ev_auid, ev_gid, ev_egid;
 	int uid_all, gid_all;
+	const char *uid_name, *euid_name, *auid_name; /* names are compared as names */
 } opts_t;
 
 typedef struct {
@@ -604,6 +606,7 @@ typedef struct {
 	int has_pid;
 	unsigned int uid, euid, gid, egid, loginuid;
 	int uid_set;
+	str_t tuid, teuid, tauid; /* ausearch's lookup_uid() names (n < 0: none) */
 	str_t comm, exe;
 	str_t keys[MAX_KEYS];
 	int nkeys, has_keys;
@@ -745,7 +748,69 @@ typedef struct {
 	const opts_t *o;
 	int want_pid, want_comm, want_exe, want_key, want_success;
 	int want_uid, want_euid, want_auid, want_gid, want_egid;
+	int want_names;
+	const char *interp; /* the enriched part ausearch loads (one record or SYSCALL first) */
+	long interp_n;
 } matcher_t;
+
+static str_t cstr(const char *p)
+{
+	return (str_t){p, (long)strlen(p)};
+}
+
+/* ausearch's lookup_uid(): the loaded enriched value of the field, else root/unset, else
+ * this machine's passwd name */
+static str_t lookup_uid(const matcher_t *mt, items_t *it, const char *field, unsigned int uid)
+{
+	if (!mt->want_names)
+		return (str_t){NULL, -1};
+	str_t found = {NULL, -1};
+	long flen = (long)strlen(field);
+	long i = 0, n = mt->interp_n;
+	const char *p = mt->interp;
+	while (p && i < n) {
+		while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+			i++;
+		long start = i;
+		while (i < n && !(p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+			i++;
+		const char *eq = memchr(p + start, '=', (size_t)(i - start));
+		if (eq && eq - (p + start) == flen && strncasecmp(p + start, field, (size_t)flen) == 0) {
+			long vs = (long)(eq + 1 - p), ve = i;
+			while (vs < ve && p[vs] == '"')
+				vs++;
+			while (ve > vs && p[ve - 1] == '"')
+				ve--;
+			found = (str_t){p + vs, ve - vs};
+		}
+	}
+	if (found.n >= 0)
+		return found;
+	if (uid == 0)
+		return cstr("root");
+	if (uid == ID_UNSET)
+		return cstr("unset");
+	struct passwd *pw = getpwuid(uid);
+	if (!pw)
+		return (str_t){NULL, -1};
+	long len = (long)strlen(pw->pw_name);
+	char *copy = arena_take(it, len + 1);
+	memcpy(copy, pw->pw_name, (size_t)len + 1);
+	return (str_t){copy, len};
+}
+
+static void set_uid(const matcher_t *mt, items_t *it, unsigned int uid)
+{
+	it->uid = uid;
+	it->uid_set = 1;
+	it->tuid = lookup_uid(mt, it, "uid", uid);
+}
+
+static void set_auid(const matcher_t *mt, items_t *it, unsigned int auid)
+{
+	it->loginuid = auid;
+	it->tauid = lookup_uid(mt, it, "auid", auid);
+}
 
 /* "auid=" or else "loginuid=" from term: the value's start, or -1 */
 static long auid_value(const msg_t *m, long term)
@@ -778,7 +843,7 @@ static int task_info(const matcher_t *mt, const msg_t *m, items_t *it)
 		term = mfindc(m, ' ', ptr);
 		if (term < 0)
 			return 20;
-		it->loginuid = id_at(m, ptr);
+		set_auid(mt, it, id_at(m, ptr));
 	}
 	if (mt->want_uid) {
 		i = mfind(m, "uid=", term);
@@ -791,8 +856,7 @@ static int task_info(const matcher_t *mt, const msg_t *m, items_t *it)
 		term = mfindc(m, ' ', i + 4);
 		if (term < 0)
 			return 23;
-		it->uid = id_at(m, i + 4);
-		it->uid_set = 1;
+		set_uid(mt, it, id_at(m, i + 4));
 	}
 	static const char *const idnames[] = {"gid=", "euid=", "egid="};
 	const int wants[] = {mt->want_gid, mt->want_euid, mt->want_egid};
@@ -809,6 +873,8 @@ static int task_info(const matcher_t *mt, const msg_t *m, items_t *it)
 		if (term < 0)
 			return absent[k] + 1;
 		*dest[k] = id_at(m, i + len);
+		if (k == 1)
+			it->teuid = lookup_uid(mt, it, "euid", it->euid);
 	}
 	if (mt->want_comm) {
 		i = mfind(m, "comm=", term);
@@ -936,8 +1002,7 @@ static int m_user(const matcher_t *mt, const msg_t *m, int type, items_t *it)
 		term = mfindc(m, ' ', i + 4);
 		if (term < 0)
 			return 5;
-		it->uid = id_at(m, i + 4);
-		it->uid_set = 1;
+		set_uid(mt, it, id_at(m, i + 4));
 	}
 	if (mt->want_auid) {
 		long ptr = auid_value(m, term);
@@ -946,7 +1011,7 @@ static int m_user(const matcher_t *mt, const msg_t *m, int type, items_t *it)
 		term = mfindc(m, ' ', ptr);
 		if (term < 0)
 			return 8;
-		it->loginuid = id_at(m, ptr);
+		set_auid(mt, it, id_at(m, ptr));
 	}
 	if (mt->want_gid && (type == K_ADD_GROUP || type == K_DEL_GROUP || type == K_GRP_MGMT)) {
 		i = mfind(m, " id=", term);
@@ -976,8 +1041,7 @@ static int m_user(const matcher_t *mt, const msg_t *m, int type, items_t *it)
 				term++;
 			if (term == ptr)
 				return 14;
-			it->uid = (unsigned int)m_strtoul(m, ptr);
-			it->uid_set = 1;
+			set_uid(mt, it, (unsigned int)m_strtoul(m, ptr));
 		}
 	}
 	long mptr = term + 1;
@@ -1121,8 +1185,7 @@ static int m_login(const matcher_t *mt, const msg_t *m, items_t *it)
 		term = mfindc(m, ' ', i + 4);
 		if (term < 0)
 			return 5;
-		it->uid = id_at(m, i + 4);
-		it->uid_set = 1;
+		set_uid(mt, it, id_at(m, i + 4));
 	}
 	if (mt->want_auid) {
 		long ptr;
@@ -1139,7 +1202,7 @@ static int m_login(const matcher_t *mt, const msg_t *m, items_t *it)
 			}
 		}
 		term = mfindc(m, ' ', ptr);
-		it->loginuid = id_at(m, ptr);
+		set_auid(mt, it, id_at(m, ptr));
 		if (term < 0)
 			term = 0;
 	}
@@ -1180,7 +1243,7 @@ static int m_daemon1(const matcher_t *mt, const msg_t *m, items_t *it)
 		term = mfindc(m, ' ', i + 5);
 		if (term < 0)
 			return 2;
-		it->loginuid = id_at(m, i + 5);
+		set_auid(mt, it, id_at(m, i + 5));
 	}
 	if (mt->want_pid) {
 		i = mfind(m, "pid=", term);
@@ -1224,7 +1287,7 @@ static int m_simple(const matcher_t *mt, const msg_t *m, int type, items_t *it)
 			return 1;
 		if (i >= 0) {
 			long sp = mfindc(m, ' ', i + 5);
-			it->loginuid = id_at(m, i + 5);
+			set_auid(mt, it, id_at(m, i + 5));
 			term = sp >= 0 ? sp : i + 5;
 		}
 	}
@@ -1291,7 +1354,7 @@ static int m_kernel_anom(const matcher_t *mt, const msg_t *m, int type, items_t 
 		if (i < 0)
 			return 1;
 		long sp = mfindc(m, ' ', i + 5);
-		it->loginuid = id_at(m, i + 5);
+		set_auid(mt, it, id_at(m, i + 5));
 		term = sp >= 0 ? sp : i + 5;
 	}
 	if (mt->want_uid) {
@@ -1300,8 +1363,7 @@ static int m_kernel_anom(const matcher_t *mt, const msg_t *m, int type, items_t 
 			term = mfindc(m, ' ', i + 4);
 			if (term < 0)
 				return 3;
-			it->uid = id_at(m, i + 4);
-			it->uid_set = 1;
+			set_uid(mt, it, id_at(m, i + 4));
 		}
 	}
 	if (mt->want_gid) {
@@ -1384,8 +1446,7 @@ static int m_integrity(const matcher_t *mt, const msg_t *m, items_t *it)
 			term = mfindc(m, ' ', i + 4);
 			if (term < 0)
 				return 3;
-			it->uid = id_at(m, i + 4);
-			it->uid_set = 1;
+			set_uid(mt, it, id_at(m, i + 4));
 		}
 	}
 	if (mt->want_auid) {
@@ -1394,7 +1455,7 @@ static int m_integrity(const matcher_t *mt, const msg_t *m, items_t *it)
 			term = mfindc(m, ' ', i + 5);
 			if (term < 0)
 				return 5;
-			it->loginuid = id_at(m, i + 5);
+			set_auid(mt, it, id_at(m, i + 5));
 		}
 	}
 	if (mt->want_comm) {
@@ -1435,8 +1496,7 @@ static int m_tty(const matcher_t *mt, const msg_t *m, items_t *it)
 			term = mfindc(m, ' ', i + 4);
 			if (term < 0)
 				return 3;
-			it->uid = id_at(m, i + 4);
-			it->uid_set = 1;
+			set_uid(mt, it, id_at(m, i + 4));
 		}
 	}
 	if (mt->want_auid) {
@@ -1444,7 +1504,7 @@ static int m_tty(const matcher_t *mt, const msg_t *m, items_t *it)
 		if (i < 0)
 			return 5;
 		long sp = mfindc(m, ' ', i + 5);
-		it->loginuid = id_at(m, i + 5);
+		set_auid(mt, it, id_at(m, i + 5));
 		term = sp >= 0 ? sp : i + 5;
 	}
 	if (mt->want_comm) {
@@ -1479,10 +1539,9 @@ static int m_kernel(const matcher_t *mt, const msg_t *m, items_t *it)
 			term = mfindc(m, ' ', i + 4);
 			if (term < 0)
 				return 55;
-			it->uid = id_at(m, i + 4);
+			set_uid(mt, it, id_at(m, i + 4));
 		} else
-			it->uid = 0;
-		it->uid_set = 1;
+			set_uid(mt, it, 0);
 	}
 	if (mt->want_auid && it->loginuid == AUID_UNSET) {
 		i = mfind(m, "auid=", term);
@@ -1490,9 +1549,9 @@ static int m_kernel(const matcher_t *mt, const msg_t *m, items_t *it)
 			term = mfindc(m, ' ', i + 5);
 			if (term < 0)
 				return 57;
-			it->loginuid = id_at(m, i + 5);
+			set_auid(mt, it, id_at(m, i + 5));
 		} else
-			it->loginuid = ID_UNSET;
+			set_auid(mt, it, ID_UNSET);
 	}
 	if (mt->want_comm && it->comm.n < 0) {
 		rc = string_field(it, m, "comm=", &term, 65, &found, &val);
@@ -1559,7 +1618,21 @@ static int strmatch(const opts_t *o, const char *needle, str_t hay)
 static int ids_match(const matcher_t *mt, const items_t *it)
 {
 	const opts_t *o = mt->o;
-	if (o->uid_all) {
+	if (mt->want_names) {
+		const char *names[] = {o->uid_name, o->euid_name, o->auid_name};
+		const str_t got[] = {it->tuid, it->teuid, it->tauid};
+		int any = 0, all = 1;
+		for (int k = 0; k < 3; k++) {
+			if (!names[k])
+				continue;
+			int same = got[k].n == (long)strlen(names[k]) &&
+				   memcmp(got[k].p, names[k], (size_t)got[k].n) == 0;
+			any |= same;
+			all &= same;
+		}
+		if (!(o->uid_all ? any : all))
+			return 0;
+	} else if (o->uid_all) {
 		if (!(o->ev_uid == it->uid || o->ev_euid == it->euid || o->ev_auid == it->loginuid))
 			return 0;
 	} else if ((mt->want_uid && o->ev_uid != it->uid) ||
@@ -1581,11 +1654,14 @@ static int match_event(scan_t *s, const ev_t *e)
 			o->exe != NULL,
 			o->key != NULL,
 			o->has_success,
-			o->ev_uid != ID_UNSET,
-			o->ev_euid != ID_UNSET,
-			o->ev_auid != AUID_UNSET,
+			o->ev_uid != ID_UNSET || o->uid_name,
+			o->ev_euid != ID_UNSET || o->euid_name,
+			o->ev_auid != AUID_UNSET || o->auid_name,
 			o->ev_gid != ID_UNSET,
-			o->ev_egid != ID_UNSET};
+			o->ev_egid != ID_UNSET,
+			o->uid_name || o->euid_name || o->auid_name,
+			NULL,
+			0};
 	if (!(mt.want_pid || mt.want_comm || mt.want_exe || mt.want_key || mt.want_success ||
 	      mt.want_uid || mt.want_euid || mt.want_auid || mt.want_gid || mt.want_egid ||
 	      o->uid_all || o->gid_all))
@@ -1594,6 +1670,14 @@ static int match_event(scan_t *s, const ev_t *e)
 	memset(&it, 0, sizeof(it));
 	it.uid = it.euid = it.gid = it.egid = ID_UNSET;
 	it.loginuid = AUID_UNSET;
+	it.tuid = it.teuid = it.tauid = none();
+	if (mt.want_names && e->nrec > 0 && (e->nrec == 1 || e->recs[0].type == K_SYSCALL)) {
+		const rec_t *r = &e->recs[0];
+		if (r->full > r->raw) {
+			mt.interp = r->p + r->raw + 1;
+			mt.interp_n = r->full - r->raw - 1;
+		}
+	}
 	it.comm = none();
 	it.exe = none();
 	it.success = S_UNSET;

@@ -11,6 +11,7 @@ engines return exactly the events ausearch returns.
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -134,6 +135,9 @@ class _Items:
         "loginuid",
         "pid",
         "success",
+        "tauid",
+        "teuid",
+        "tuid",
         "uid",
         "uid_set",
     )
@@ -146,6 +150,10 @@ class _Items:
         self.egid = _ID_UNSET
         self.loginuid = _AUID_UNSET
         self.uid_set = False
+        # the names ausearch's lookup_uid() gives (compared when a name was asked for)
+        self.tuid: str | None = None
+        self.teuid: str | None = None
+        self.tauid: str | None = None
         self.comm: bytes | None = None
         self.exe: bytes | None = None
         self.keys: list[bytes] | None = None
@@ -173,9 +181,13 @@ class Matcher:
         self.ev_auid = _AUID_UNSET if c.loginuid is None else c.loginuid & _U32
         self.ev_gid = _ID_UNSET if c.gid is None else c.gid & _U32
         self.ev_egid = _ID_UNSET if c.egid is None else c.egid & _U32
-        self.want_uid = self.ev_uid != _ID_UNSET
-        self.want_euid = self.ev_euid != _ID_UNSET
-        self.want_auid = self.ev_auid != _AUID_UNSET
+        self.names = (c.uid_name, c.euid_name, c.loginuid_name)
+        self.want_names = any(n is not None for n in self.names)
+        self.want_uid = self.ev_uid != _ID_UNSET or c.uid_name is not None
+        self.want_euid = self.ev_euid != _ID_UNSET or c.euid_name is not None
+        self.want_auid = self.ev_auid != _AUID_UNSET or c.loginuid_name is not None
+        self._interp: dict[bytes, str] = {}
+        self._pw_cache: dict[int, str | None] = {}
         self.want_gid = self.ev_gid != _ID_UNSET
         self.want_egid = self.ev_egid != _ID_UNSET
         self._comm = c.comm.encode() if c.comm is not None else None
@@ -192,6 +204,47 @@ class Matcher:
             self._type_prefixes = tuple(
                 b"type=" + msg_type_name(t).encode() + b" " for t in sorted(c.types)
             )
+
+    # -- ausearch's lookup_uid(): the enriched name of the event's first record, else ----
+    def _lookup(self, field: bytes, uid: int) -> str | None:
+        """root/unset or this machine's passwd name (only when a name is searched)"""
+        if not self.want_names:
+            return None
+        if field in self._interp:
+            return self._interp[field]
+        if uid == 0:
+            return "root"
+        if uid == _ID_UNSET:
+            return "unset"
+        if uid not in self._pw_cache:
+            try:
+                self._pw_cache[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self._pw_cache[uid] = None
+        return self._pw_cache[uid]
+
+    def _set_uid(self, it: _Items, uid: int) -> None:
+        it.uid, it.uid_set = uid, True
+        it.tuid = self._lookup(b"uid", uid)
+
+    def _set_auid(self, it: _Items, auid: int) -> None:
+        it.loginuid = auid
+        it.tauid = self._lookup(b"auid", auid)
+
+    def _load_interpretations(self, lines: Sequence[bytes], first_type: int) -> None:
+        """ausearch loads the enriched part of a one-record event, or of its SYSCALL
+        record when that comes first, for the names it compares."""
+        self._interp = {}
+        if not self.want_names or not (len(lines) == 1 or first_type == _T["SYSCALL"]):
+            return
+        line = lines[0]
+        sep = line.find(b"\x1d")
+        if sep < 0:
+            return
+        for token in line[sep + 1 :].split():
+            name, eq, value = token.partition(b"=")
+            if eq:
+                self._interp[name.lower()] = value.strip(b'"').decode("utf-8", "replace")
 
     # -- string comparison (strmatch) -------------------------------------------------
     def _strmatch(self, needle: bytes, haystack: bytes) -> bool:
@@ -223,7 +276,7 @@ class Matcher:
             term = msg.find(b" ", ptr)
             if term < 0:
                 return 20
-            it.loginuid = _id_at(msg, ptr)
+            self._set_auid(it, _id_at(msg, ptr))
         if self.want_uid:
             i = msg.find(b"uid=", term)
             while i > 0 and msg[i - 1] == 97:  # 'a': auid, look again
@@ -234,7 +287,7 @@ class Matcher:
             term = msg.find(b" ", i + 4)
             if term < 0:
                 return 23
-            it.uid, it.uid_set = _id_at(msg, i + 4), True
+            self._set_uid(it, _id_at(msg, i + 4))
         for want, name, rc_absent, attr in (
             (self.want_gid, b"gid=", 25, "gid"),
             (self.want_euid, b"euid=", 28, "euid"),
@@ -248,6 +301,8 @@ class Matcher:
                 if term < 0:
                     return rc_absent + 1
                 setattr(it, attr, _id_at(msg, i + len(name)))
+                if attr == "euid":
+                    it.teuid = self._lookup(b"euid", it.euid)
         if self.want_comm:
             i = msg.find(b"comm=", term)
             if i < 0:
@@ -341,7 +396,7 @@ class Matcher:
             term = msg.find(b" ", i + 4)
             if term < 0:
                 return 5
-            it.uid, it.uid_set = _id_at(msg, i + 4), True
+            self._set_uid(it, _id_at(msg, i + 4))
         if self.want_auid:
             i = msg.find(b"auid=", term)
             if i < 0:
@@ -354,7 +409,7 @@ class Matcher:
             term = msg.find(b" ", ptr)
             if term < 0:
                 return 8
-            it.loginuid = _id_at(msg, ptr)
+            self._set_auid(it, _id_at(msg, ptr))
         if self.want_gid and type_id in _GROUP_TYPES:
             i = msg.find(b" id=", term)
             if i < 0 and type_id == _T["GRP_MGMT"]:
@@ -379,7 +434,7 @@ class Matcher:
                     term += 1
                 if term == ptr:
                     return 14
-                it.uid, it.uid_set = _strtoul(msg, ptr) & _U32, True
+                self._set_uid(it, _strtoul(msg, ptr) & _U32)
         mptr = term + 1
         if self.want_comm:
             i = msg.find(b"comm=", mptr)
@@ -498,7 +553,7 @@ class Matcher:
             term = msg.find(b" ", i + 4)
             if term < 0:
                 return 5
-            it.uid, it.uid_set = _id_at(msg, i + 4), True
+            self._set_uid(it, _id_at(msg, i + 4))
         if self.want_auid:
             i = msg.find(b"new auid=", term)
             ptr = i + 9
@@ -511,7 +566,7 @@ class Matcher:
                     if i < 0:
                         return 7
             term = msg.find(b" ", ptr)
-            it.loginuid = _id_at(msg, ptr)
+            self._set_auid(it, _id_at(msg, ptr))
             if term < 0:
                 term = 0
         if self.want_success:
@@ -542,7 +597,7 @@ class Matcher:
             term = msg.find(b" ", i + 5)
             if term < 0:
                 return 2
-            it.loginuid = _id_at(msg, i + 5)
+            self._set_auid(it, _id_at(msg, i + 5))
         if self.want_pid:
             i = msg.find(b"pid=", term)
             if i < 0:
@@ -557,7 +612,7 @@ class Matcher:
                 sp = msg.find(b" ", i + 5)
                 if sp < 0:
                     return 7
-                it.uid, it.uid_set = _id_at(msg, i + 5), True
+                it.uid, it.uid_set = _id_at(msg, i + 5), True  # no name looked up here
                 term = sp
         if self.want_success:
             return self._res_word(msg, mptr, it)
@@ -576,7 +631,7 @@ class Matcher:
                 return 1
             if i >= 0:
                 sp = msg.find(b" ", i + 5)
-                it.loginuid = _id_at(msg, i + 5)
+                self._set_auid(it, _id_at(msg, i + 5))
                 term = sp if sp >= 0 else i + 5
         if self.want_key:
             i = msg.find(b"key=", term)
@@ -626,7 +681,7 @@ class Matcher:
             if i < 0:
                 return 1
             sp = msg.find(b" ", i + 5)
-            it.loginuid = _id_at(msg, i + 5)
+            self._set_auid(it, _id_at(msg, i + 5))
             term = sp if sp >= 0 else i + 5
         for want, name, rc in ((self.want_uid, b"uid=", 3), (self.want_gid, b"gid=", 5)):
             if want:
@@ -636,7 +691,7 @@ class Matcher:
                     if term < 0:
                         return rc
                     if name == b"uid=":
-                        it.uid, it.uid_set = _id_at(msg, i + 4), True
+                        self._set_uid(it, _id_at(msg, i + 4))
                     else:
                         it.gid = _id_at(msg, i + 4)
         if type_id == _T["ANOM_PROMISCUOUS"]:
@@ -698,14 +753,14 @@ class Matcher:
                 term = msg.find(b" ", i + 4)
                 if term < 0:
                     return 3
-                it.uid, it.uid_set = _id_at(msg, i + 4), True
+                self._set_uid(it, _id_at(msg, i + 4))
         if self.want_auid:
             i = msg.find(b"auid=")
             if i >= 0:
                 term = msg.find(b" ", i + 5)
                 if term < 0:
                     return 5
-                it.loginuid = _id_at(msg, i + 5)
+                self._set_auid(it, _id_at(msg, i + 5))
         if self.want_comm:
             rc, found, value, term = self._string_field(msg, b"comm=", term, 7)
             if rc:
@@ -735,13 +790,13 @@ class Matcher:
                 term = msg.find(b" ", i + 4)
                 if term < 0:
                     return 3
-                it.uid, it.uid_set = _id_at(msg, i + 4), True
+                self._set_uid(it, _id_at(msg, i + 4))
         if self.want_auid:
             i = msg.find(b"auid=", term)
             if i < 0:
                 return 5
             sp = msg.find(b" ", i + 5)
-            it.loginuid = _id_at(msg, i + 5)
+            self._set_auid(it, _id_at(msg, i + 5))
             term = sp if sp >= 0 else i + 5
         if self.want_comm:
             rc, found, value, term = self._string_field(msg, b"comm=", term, 11)
@@ -768,19 +823,18 @@ class Matcher:
                 term = msg.find(b" ", i + 4)
                 if term < 0:
                     return 55
-                it.uid = _id_at(msg, i + 4)
+                self._set_uid(it, _id_at(msg, i + 4))
             else:
-                it.uid = 0
-            it.uid_set = True
+                self._set_uid(it, 0)
         if self.want_auid and it.loginuid == _AUID_UNSET:
             i = msg.find(b"auid=", term)
             if i >= 0:
                 term = msg.find(b" ", i + 5)
                 if term < 0:
                     return 57
-                it.loginuid = _id_at(msg, i + 5)
+                self._set_auid(it, _id_at(msg, i + 5))
             else:
-                it.loginuid = _ID_UNSET
+                self._set_auid(it, _ID_UNSET)
         if self.want_comm and it.comm is None:
             rc, found, value, term = self._string_field(msg, b"comm=", term, 65)
             if rc:
@@ -859,6 +913,7 @@ class Matcher:
         if any(p[2] for p in parsed):
             return self._match_interpreted(lines)
         it = _Items()
+        self._load_interpretations(lines, parsed[0][0])
         for type_id, msg, _interp in parsed:
             if self._record(msg, type_id, it):
                 return False
@@ -881,7 +936,14 @@ class Matcher:
     def _ids_match(self, it: _Items) -> bool:
         """ausearch's user_match() and group_match(): -ua/-ga are an "or", else "and"."""
         c = self.criteria
-        if c.uid_all:
+        if self.want_names:
+            wanted = zip(self.names, (it.tuid, it.teuid, it.tauid), strict=True)
+            if c.uid_all:
+                if not any(n is not None and n == got for n, got in wanted):
+                    return False
+            elif any(n is not None and n != got for n, got in wanted):
+                return False
+        elif c.uid_all:
             if not (
                 self.ev_uid == it.uid or self.ev_euid == it.euid or self.ev_auid == it.loginuid
             ):

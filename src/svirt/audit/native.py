@@ -79,6 +79,9 @@ class _Opts(ctypes.Structure):
         ("ev_egid", ctypes.c_uint),
         ("uid_all", ctypes.c_int),
         ("gid_all", ctypes.c_int),
+        ("uid_name", ctypes.c_char_p),
+        ("euid_name", ctypes.c_char_p),
+        ("auid_name", ctypes.c_char_p),
     )
 
 
@@ -171,7 +174,8 @@ def decided(criteria: SearchCriteria) -> bool:
 
 
 def _wants_ids(c: SearchCriteria) -> bool:
-    return any(v is not None for v in (c.uid, c.euid, c.loginuid, c.gid, c.egid))
+    ids = (c.uid, c.euid, c.loginuid, c.gid, c.egid, c.uid_name, c.euid_name, c.loginuid_name)
+    return any(v is not None for v in ids)
 
 
 def _cstrings(items: Sequence[bytes]) -> Any:
@@ -222,6 +226,9 @@ class _Run:
         o.ev_gid = unset if c.gid is None else c.gid & unset
         o.ev_egid = unset if c.egid is None else c.egid & unset
         o.uid_all, o.gid_all = int(c.uid_all), int(c.gid_all)
+        o.uid_name = c.uid_name.encode() if c.uid_name is not None else None
+        o.euid_name = c.euid_name.encode() if c.euid_name is not None else None
+        o.auid_name = c.loginuid_name.encode() if c.loginuid_name is not None else None
         o.whole_word = int(c.whole_word)
         names = _cstrings(_NAMES)
         ids = (ctypes.c_int * len(_IDS))(*_IDS)

@@ -104,6 +104,10 @@ class SearchCriteria:
     gid: int | None = None
     egid: int | None = None
     uid_all: bool = False
+    # a name given for -ui/-ue/-ul/-ua: ausearch then compares names, not numbers
+    uid_name: str | None = None
+    euid_name: str | None = None
+    loginuid_name: str | None = None
     gid_all: bool = False
     success: bool | None = None
     event_id: int | None = None
@@ -157,7 +161,9 @@ def _leading_number(text: str) -> int:
     return int(digits) & 0xFFFFFFFF
 
 
-def _parse_id(text: str, what: str, lookup: Callable[[str], int], negative: bool) -> int:
+def _parse_id(
+    text: str, what: str, lookup: Callable[[str], int], negative: bool, names: bool = True
+) -> int | str:
     """A uid/gid option as ausearch reads it: a number (its leading digits), a name,
     and for the login uid also ``-1``-style negatives (``-ul -1``: auid unset)."""
     if text[:1].isdigit() and text[:1].isascii():
@@ -167,9 +173,10 @@ def _parse_id(text: str, what: str, lookup: Callable[[str], int], negative: bool
     if text.startswith("-"):
         raise AuditError(f"{what} must be a number or a name, was '{text}'")
     try:
-        return lookup(text)
+        number = lookup(text)
     except KeyError:
         raise AuditError(f"{what} is non-numeric and unknown ({text})") from None
+    return text if names else number
 
 
 def _user_id(name: str) -> int:
@@ -180,16 +187,20 @@ def _group_id(name: str) -> int:
     return grp.getgrnam(name).gr_gid
 
 
-def parse_uid(text: str) -> int:
+def parse_uid(text: str) -> int | str:
+    """A number, or a known user name (kept: ausearch compares user names as names)."""
     return _parse_id(text, "user ID", _user_id, negative=False)
 
 
-def parse_loginuid(text: str) -> int:
+def parse_loginuid(text: str) -> int | str:
     return _parse_id(text, "login user ID", _user_id, negative=True)
 
 
 def parse_gid(text: str) -> int:
-    return _parse_id(text, "group ID", _group_id, negative=False)
+    """A number or a group name (ausearch compares gids as numbers)."""
+    gid = _parse_id(text, "group ID", _group_id, negative=False, names=False)
+    assert isinstance(gid, int)
+    return gid
 
 
 def parse_event_id(text: str) -> int:

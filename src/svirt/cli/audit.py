@@ -211,15 +211,15 @@ def _criteria(args: argparse.Namespace, default_types: frozenset[int] | None) ->
 
 def _ids(args: argparse.Namespace) -> dict[str, Any]:
     """-ua sets the uid, euid and login uid and "or"s them, as -ga does the gids."""
-    out: dict[str, Any] = {
-        "uid": args.uid,
-        "euid": args.euid,
-        "loginuid": args.loginuid,
-        "gid": args.gid,
-        "egid": args.egid,
-    }
+    out: dict[str, Any] = {"gid": args.gid, "egid": args.egid}
+    for field in ("uid", "euid", "loginuid"):
+        value = getattr(args, field) if args.uid_all is None else args.uid_all
+        if isinstance(value, str):  # a user name: compared as a name, as ausearch does
+            out[field + "_name"] = value
+        else:
+            out[field] = value
     if args.uid_all is not None:
-        out.update(uid=args.uid_all, euid=args.uid_all, loginuid=args.uid_all, uid_all=True)
+        out["uid_all"] = True
     if args.gid_all is not None:
         out.update(gid=args.gid_all, egid=args.gid_all, gid_all=True)
     return out
