@@ -997,6 +997,8 @@ class Matcher:
             ):
                 if name in f:
                     setattr(it, attr, _id_at(f[name].encode(), 0))
+            # ausearch -i shows user names: compare them as the names they are
+            it.tuid, it.teuid, it.tauid = f.get("uid"), f.get("euid"), f.get("auid")
             for name in ("comm", "exe"):
                 if name in f:
                     setattr(it, name, f[name].encode())

@@ -100,7 +100,15 @@ def _filters(p: argparse.ArgumentParser) -> None:
     g.add_argument("-p", "--pid", type=_argtype(parse_pid), metavar="PID", help="process id")
     # ausearch's uid/gid selectors (numbers or names; -ul -1 finds an unset auid)
     uid, gid, auid = _argtype(parse_uid), _argtype(parse_gid), _argtype(parse_loginuid)
-    g.add_argument("-ui", "--uid", type=uid, metavar="UID", help="user id (name or number)")
+    g.add_argument(
+        "-ui",
+        "--uid",
+        type=uid,
+        metavar="UID",
+        help="user id, a number or a name; as in ausearch, a name is compared with the event's "
+        "user name (its ENRICHED name when the event is one record or starts with its SYSCALL, "
+        "else this machine's passwd); 4294967295 means any",
+    )
     g.add_argument("-ue", "--uid-effective", dest="euid", type=uid, metavar="UID", help="euid")
     g.add_argument(
         "-ul", "--loginuid", type=auid, metavar="AUID", help="login uid (auid); -1 for unset"
@@ -108,7 +116,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "-ua", "--uid-all", dest="uid_all", type=uid, metavar="UID", help="uid, euid or auid"
     )
-    g.add_argument("-gi", "--gid", type=gid, metavar="GID", help="group id (name or number)")
+    g.add_argument("-gi", "--gid", type=gid, metavar="GID", help="group id, a number or a name")
     g.add_argument("-ge", "--gid-effective", dest="egid", type=gid, metavar="GID", help="egid")
     g.add_argument("-ga", "--gid-all", dest="gid_all", type=gid, metavar="GID", help="gid or egid")
     g.add_argument(
