@@ -342,6 +342,10 @@ ID_FILTERS = [
     *(["-" + o, v] for o in ("gi", "ge", "ga") for v in ("0", "1000", "1005", "root")),
     ["-ul", "-1"],
     ["-ui", "0", "-ul", "1000"],
+    # in command-line order, a later option overrides part of an earlier -ua/-ga
+    ["-ua", "1000", "-ui", "0"],
+    ["-ui", "0", "-ua", "1000"],
+    ["-ga", "0", "-gi", "1000"],
 ]
 
 

@@ -98,27 +98,35 @@ def _filters(p: argparse.ArgumentParser) -> None:
     g.add_argument("-x", "--executable", dest="exe", metavar="EXE", help="executable (substring)")
     g.add_argument("-k", "--key", metavar="KEY", help="audit rule key (substring)")
     g.add_argument("-p", "--pid", type=_argtype(parse_pid), metavar="PID", help="process id")
-    # ausearch's uid/gid selectors (numbers or names; -ul -1 finds an unset auid)
+    # ausearch's uid/gid selectors (numbers or names; -ul -1 finds an unset auid), kept in
+    # command-line order: a later option overrides what an earlier one set, as in ausearch
     uid, gid, auid = _argtype(parse_uid), _argtype(parse_gid), _argtype(parse_loginuid)
-    g.add_argument(
-        "-ui",
-        "--uid",
-        type=uid,
-        metavar="UID",
-        help="user id, a number or a name; as in ausearch, a name is compared with the event's "
-        "user name (its ENRICHED name when the event is one record or starts with its SYSCALL, "
-        "else this machine's passwd); 4294967295 means any",
-    )
-    g.add_argument("-ue", "--uid-effective", dest="euid", type=uid, metavar="UID", help="euid")
-    g.add_argument(
-        "-ul", "--loginuid", type=auid, metavar="AUID", help="login uid (auid); -1 for unset"
-    )
-    g.add_argument(
-        "-ua", "--uid-all", dest="uid_all", type=uid, metavar="UID", help="uid, euid or auid"
-    )
-    g.add_argument("-gi", "--gid", type=gid, metavar="GID", help="group id, a number or a name")
-    g.add_argument("-ge", "--gid-effective", dest="egid", type=gid, metavar="GID", help="egid")
-    g.add_argument("-ga", "--gid-all", dest="gid_all", type=gid, metavar="GID", help="gid or egid")
+    for flags, kind, kind_type, meta, text in (
+        (
+            ("-ui", "--uid"),
+            "uid",
+            uid,
+            "UID",
+            "user id, a number or a name; as in ausearch, a name is compared with the "
+            "event's user name (its ENRICHED name when the event is one record or starts with "
+            "its SYSCALL, else this machine's passwd); 4294967295 means any",
+        ),
+        (("-ue", "--uid-effective"), "euid", uid, "UID", "effective user id"),
+        (("-ul", "--loginuid"), "loginuid", auid, "AUID", "login uid (auid); -1 for unset"),
+        (("-ua", "--uid-all"), "uid_all", uid, "UID", "uid, euid or auid"),
+        (("-gi", "--gid"), "gid", gid, "GID", "group id, a number or a name"),
+        (("-ge", "--gid-effective"), "egid", gid, "GID", "effective group id"),
+        (("-ga", "--gid-all"), "gid_all", gid, "GID", "gid or egid"),
+    ):
+        g.add_argument(
+            *flags,
+            action=_IdOption,
+            dest="ids",
+            const=kind,
+            type=kind_type,
+            metavar=meta,
+            help=text,
+        )
     g.add_argument(
         "-sv",
         "--success",
@@ -217,19 +225,45 @@ def _criteria(args: argparse.Namespace, default_types: frozenset[int] | None) ->
     )
 
 
+class _IdOption(argparse.Action):
+    """Records (kind, value) in command-line order, for :func:`_ids`."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen = list(getattr(namespace, self.dest, None) or [])
+        seen.append((self.const, values))
+        setattr(namespace, self.dest, seen)
+
+
+_ID_FIELDS = {
+    "uid": ("uid",),
+    "euid": ("euid",),
+    "loginuid": ("loginuid",),
+    "uid_all": ("uid", "euid", "loginuid"),
+    "gid": ("gid",),
+    "egid": ("egid",),
+    "gid_all": ("gid", "egid"),
+}
+
+
 def _ids(args: argparse.Namespace) -> dict[str, Any]:
-    """-ua sets the uid, euid and login uid and "or"s them, as -ga does the gids."""
-    out: dict[str, Any] = {"gid": args.gid, "egid": args.egid}
-    for field in ("uid", "euid", "loginuid"):
-        value = getattr(args, field) if args.uid_all is None else args.uid_all
-        if isinstance(value, str):  # a user name: compared as a name, as ausearch does
-            out[field + "_name"] = value
-        else:
-            out[field] = value
-    if args.uid_all is not None:
-        out["uid_all"] = True
-    if args.gid_all is not None:
-        out.update(gid=args.gid_all, egid=args.gid_all, gid_all=True)
+    """The uid/gid options in order, as ausearch applies them: each sets its fields (-ua
+    the uid, euid and login uid, -ga both gids, and those two "or" the tests); a user name
+    is kept as a name, which ausearch compares as a name."""
+    out: dict[str, Any] = {}
+    for kind, value in getattr(args, "ids", None) or []:
+        for field in _ID_FIELDS[kind]:
+            if isinstance(value, str):
+                out[field + "_name"] = value
+            else:
+                out[field] = value
+        if kind in ("uid_all", "gid_all"):
+            out[kind] = True
     return out
 
 
