@@ -3,7 +3,7 @@
 Logs from two generators at several event rates: ``bench/gen_audit_log_realistic.py``
 (which svirt was never tuned on: real syscall argument values, 40 and 140 events per
 second of log time, raw, ENRICHED and mixed) and the project's ``bench/gen_audit_log.py``.
-For every filter (35 of them, with ``-i``, ``--raw`` and the default output), the
+For every filter (54 of them, with ``-i``, ``--raw`` and the default output), the
 whole output of ``ausearch -if LOG`` is compared with:
 
 - the compiled core writing to a file descriptor (what the CLI does on a terminal or a
@@ -82,6 +82,27 @@ FILTERS = [
     ["-m", "AVC", "-ts", "WINDOW"],
     ["-k", "exec", "-c", "bash"],
     ["-x", "sshd", "-m", "USER_AUTH", "-sv", "no"],
+    # ausearch's uid/gid selectors (numbers, gid names, unset auid, -1 meaning "any")
+    ["-ui", "0"],
+    ["-ui", "107"],
+    ["-ui", "4294967295"],
+    ["-ue", "0"],
+    ["-ue", "1000"],
+    ["-ul", "-1"],
+    ["-ul", "1000"],
+    ["-ul", "0", "-m", "USER_START,USER_END,LOGIN"],
+    ["-ua", "0"],
+    ["-ua", "107", "-m", "AVC"],
+    ["-gi", "root"],
+    ["-gi", "107"],
+    ["-ge", "0", "-sv", "no"],
+    ["-ga", "1000"],
+    ["-ui", "0", "-ul", "1000", "-gi", "0"],
+    # a user name: ausearch compares names (the enriched one, else this machine's passwd)
+    ["-ui", "root"],
+    ["-ul", "root", "-m", "USER_START,USER_END"],
+    ["-ua", "root"],
+    ["-ue", "root", "-sv", "no"],
 ]
 MODES = {"default": (), "raw": ("--raw",), "interpret": ("-i",)}
 
@@ -238,6 +259,138 @@ def test_filters_cover_the_logs(logs: dict[str, Path], utc: None) -> None:
                 assert log == "project-raw" or words[:2] != ["-m", "AVC"]
     assert len(FILTERS) >= 30
     assert empty < len(FILTERS) * len(logs) // 4
+
+
+ID_KINDS_LOG = [
+    (
+        "type=DAEMON_START msg=audit(1700000000.001:1): op=start ver=3.0.9 "
+        "format=enriched kernel=6.1.0 auid=4294967295 pid=700 uid=0 ses=4294967295 "
+        "subj=system_u:system_r:auditd_t:s0 res=success"
+    ),
+    (
+        "type=LOGIN msg=audit(1700000001.002:2): pid=800 uid=0 "
+        "subj=system_u:system_r:sshd_t:s0-s0:c0.c1023 old-auid=4294967295 auid=1000 "
+        "tty=(none) old-ses=4294967295 ses=3 res=1"
+    ),
+    (
+        "type=USER_LOGIN msg=audit(1700000002.003:3): pid=800 uid=0 auid=1000 ses=3 "
+        "subj=system_u:system_r:sshd_t:s0-s0:c0.c1023 msg='op=login id=1000 "
+        'exe="/usr/sbin/sshd" hostname=h addr=10.0.0.1 terminal=/dev/pts/0 res=success\''
+    ),
+    (
+        "type=USER_LOGIN msg=audit(1700000002.004:4): pid=801 uid=0 auid=4294967295 "
+        "ses=4294967295 subj=system_u:system_r:sshd_t:s0-s0:c0.c1023 msg='op=login "
+        'acct="(unknown)" exe="/usr/sbin/sshd" hostname=? addr=10.0.0.2 terminal=ssh '
+        "res=failed'"
+    ),
+    (
+        "type=ANOM_ABEND msg=audit(1700000003.005:5): auid=1000 uid=1000 gid=1000 ses=3 "
+        'subj=unconfined_u:unconfined_r:unconfined_t:s0 pid=900 comm="crash" '
+        'exe="/usr/bin/crash" sig=11 res=1'
+    ),
+    (
+        "type=ANOM_PROMISCUOUS msg=audit(1700000004.006:6): dev=eth0 prom=256 old_prom=0 "
+        "auid=1000 uid=0 gid=0 ses=3"
+    ),
+    (
+        "type=TTY msg=audit(1700000005.007:7): tty pid=901 uid=1000 auid=1000 ses=3 "
+        'major=136 minor=0 comm="bash" data=6C730D'
+    ),
+    (
+        "type=INTEGRITY_DATA msg=audit(1700000006.008:8): pid=902 uid=0 auid=1000 ses=3 "
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 op=appraise_data "
+        'cause=invalid-hash comm="cat" name="/etc/x" dev="vda1" ino=5 res=0'
+    ),
+    (
+        "type=ADD_GROUP msg=audit(1700000007.009:9): pid=903 uid=0 auid=1000 ses=3 "
+        'subj=unconfined_u:unconfined_r:unconfined_t:s0 msg=\'op=add-group acct="g1" '
+        'exe="/usr/sbin/groupadd" id=1005 hostname=h addr=? terminal=pts/0 res=success\''
+    ),
+    (
+        "type=CONFIG_CHANGE msg=audit(1700000008.010:10): auid=1000 ses=3 "
+        'subj=unconfined_u:unconfined_r:unconfined_t:s0 op=add_rule key="k1" list=4 res=1'
+    ),
+    (
+        "type=NETFILTER_CFG msg=audit(1700000009.011:11): table=filter family=2 "
+        "entries=10 op=xt_replace pid=904 subj=system_u:system_r:iptables_t:s0 "
+        'comm="iptables"'
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000009.011:11): arch=c000003e syscall=54 success=yes "
+        "exit=0 a0=3 a1=0 a2=40 a3=1 items=0 ppid=1 pid=904 auid=1000 uid=0 gid=0 euid=0 "
+        'suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=3 comm="iptables" '
+        'exe="/usr/sbin/xtables-nft-multi" subj=system_u:system_r:iptables_t:s0 '
+        "key=(null)"
+    ),
+    (
+        "type=NETFILTER_CFG msg=audit(1700000010.012:12): table=nat family=2 entries=0 "
+        'op=register pid=1 subj=system_u:system_r:init_t:s0 comm="systemd"'
+    ),
+    (
+        "type=USER_CMD msg=audit(1700000011.013:13): pid=905 uid=1000 auid=1000 ses=3 "
+        'subj=unconfined_u:unconfined_r:unconfined_t:s0 msg=\'cwd="/home/u" cmd=6C73 '
+        'exe="/usr/bin/sudo" terminal=pts/0 res=success\'\x1dUID="svirt-nobody" AUID="unset"'
+    ),
+    (
+        "type=FEATURE_CHANGE msg=audit(1700000012.014:14): pid=906 uid=0 auid=1000 ses=3 "
+        'subj=unconfined_u:unconfined_r:unconfined_t:s0 comm="x" exe="/x" '
+        "feature=loginuid_immutable old=0 new=1 old_lock=0 new_lock=1 res=1"
+    ),
+]
+ID_FILTERS = [
+    *(["-" + o, v] for o in ("ui", "ul", "ua", "ue") for v in ("0", "1000", "4294967295", "root")),
+    *(["-" + o, v] for o in ("gi", "ge", "ga") for v in ("0", "1000", "1005", "root")),
+    ["-ul", "-1"],
+    ["-ui", "0", "-ul", "1000"],
+    # in command-line order, a later option overrides part of an earlier -ua/-ga
+    ["-ua", "1000", "-ui", "0"],
+    ["-ui", "0", "-ua", "1000"],
+    ["-ga", "0", "-gi", "1000"],
+]
+
+
+def test_ids_on_every_record_kind_that_carries_them(tmp_path: Path, utc: None) -> None:
+    """Every record kind ausearch takes a uid, auid, euid or gid from (DAEMON_START, LOGIN,
+    USER_LOGIN with its uid inside msg, ADD_GROUP's id=, ANOM_ABEND/PROMISCUOUS, TTY and
+    INTEGRITY read as uid 0, CONFIG_CHANGE, NETFILTER_CFG alone and with its SYSCALL, an
+    ENRICHED USER_CMD, FEATURE_CHANGE): the same bytes as ausearch in every engine."""
+    log = tmp_path / "ids.log"
+    log.write_text("\n".join(ID_KINDS_LOG) + "\n")
+    inputs = [LogInput(str(log))]
+    selected = 0
+    for words in ID_FILTERS:
+        crit = _criteria_of(words)
+        for mode in MODES:
+            theirs = _theirs(log, words, mode)
+            selected += bool(theirs)
+            assert _formatted(scan_exact(inputs, crit, ReadStats()), mode) == theirs, words
+            assert _native_fd(log, crit, mode) == theirs, (words, mode)
+    assert selected >= len(ID_FILTERS) * len(MODES) * 2 // 3
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["-ui", "no-such-user-x"], "user ID is non-numeric and unknown (no-such-user-x)"),
+        (["-ul", "unset"], "login user ID is non-numeric and unknown (unset)"),
+        (["-gi", "no-such-group-x"], "group ID is non-numeric and unknown (no-such-group-x)"),
+        (["-ui", "-1"], "user ID must be a number or a name, was '-1'"),
+    ],
+)
+def test_unknown_ids_are_refused(logs: dict[str, Path], words: list[str], message: str) -> None:
+    """As in ausearch, an unknown name is an error (argparse's usage and one error line)."""
+    proc = subprocess.run(
+        [SVIRT, "audit", "search", "-if", str(logs["r40-mixed"]), *words],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+    assert not proc.stdout
 
 
 def test_long_records_are_cut_as_ausearch_cuts_them(tmp_path: Path, utc: None) -> None:

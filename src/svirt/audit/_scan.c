@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pwd.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -96,6 +97,10 @@ typedef struct {
 	const char *const *type_names;
 	const int *type_ids;
 	int ntypenames;
+	/* uid/gid selectors as ausearch holds them (uid_t; unset: -1, login uid -2) */
+	unsigned int ev_uid, ev_euid, ev_auid, ev_gid, ev_egid;
+	int uid_all, gid_all;
+	const char *uid_name, *euid_name, *auid_name; /* names are compared as names */
 } opts_t;
 
 typedef struct {
@@ -581,6 +586,11 @@ static int may_match(scan_t *s, const ev_t *e)
 #define K_NETFILTER_CFG 1325
 #define K_EVENT_LISTENER 1335
 #define K_TTY 1319
+#define K_ADD_GROUP 1116
+#define K_DEL_GROUP 1117
+#define K_GRP_MGMT 1132
+#define ID_UNSET 0xFFFFFFFFu
+#define AUID_UNSET 0xFFFFFFFEu
 #define S_UNSET (-1)
 #define S_FAILED 0
 #define S_SUCCESS 1
@@ -594,6 +604,9 @@ typedef struct {
 typedef struct {
 	unsigned long long pid;
 	int has_pid;
+	unsigned int uid, euid, gid, egid, loginuid;
+	int uid_set;
+	str_t tuid, teuid, tauid; /* ausearch's lookup_uid() names (n < 0: none) */
 	str_t comm, exe;
 	str_t keys[MAX_KEYS];
 	int nkeys, has_keys;
@@ -641,6 +654,18 @@ static unsigned long long m_strtoul(const msg_t *m, long pos)
 	while (pos < m->n && m->m[pos] >= '0' && m->m[pos] <= '9')
 		v = v * 10 + (unsigned long long)(m->m[pos++] - '0');
 	return v;
+}
+
+/* strtoul() of a uid/gid value, kept in a 32-bit uid_t as ausearch keeps it */
+static unsigned int id_at(const msg_t *m, long pos)
+{
+	while (pos < m->n && (m->m[pos] == ' ' || m->m[pos] == '\t'))
+		pos++;
+	int neg = at(m, pos) == '-';
+	if (at(m, pos) == '-' || at(m, pos) == '+')
+		pos++;
+	unsigned long long v = m_strtoul(m, pos);
+	return (unsigned int)(neg ? -v : v);
 }
 
 static int is_hexc(int c)
@@ -722,7 +747,80 @@ static int quoted(const msg_t *m, long pos, str_t *val, long *end)
 typedef struct {
 	const opts_t *o;
 	int want_pid, want_comm, want_exe, want_key, want_success;
+	int want_uid, want_euid, want_auid, want_gid, want_egid;
+	int want_names;
+	const char *interp; /* the enriched part ausearch loads (one record or SYSCALL first) */
+	long interp_n;
 } matcher_t;
+
+static str_t cstr(const char *p)
+{
+	return (str_t){p, (long)strlen(p)};
+}
+
+/* ausearch's lookup_uid(): the loaded enriched value of the field, else root/unset, else
+ * this machine's passwd name */
+static str_t lookup_uid(const matcher_t *mt, items_t *it, const char *field, unsigned int uid)
+{
+	if (!mt->want_names)
+		return (str_t){NULL, -1};
+	str_t found = {NULL, -1};
+	long flen = (long)strlen(field);
+	long i = 0, n = mt->interp_n;
+	const char *p = mt->interp;
+	while (p && i < n) {
+		while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+			i++;
+		long start = i;
+		while (i < n && !(p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+			i++;
+		const char *eq = memchr(p + start, '=', (size_t)(i - start));
+		if (eq && eq - (p + start) == flen && strncasecmp(p + start, field, (size_t)flen) == 0) {
+			long vs = (long)(eq + 1 - p), ve = i;
+			while (vs < ve && p[vs] == '"')
+				vs++;
+			while (ve > vs && p[ve - 1] == '"')
+				ve--;
+			found = (str_t){p + vs, ve - vs};
+		}
+	}
+	if (found.n >= 0)
+		return found;
+	if (uid == 0)
+		return cstr("root");
+	if (uid == ID_UNSET)
+		return cstr("unset");
+	struct passwd *pw = getpwuid(uid);
+	if (!pw)
+		return (str_t){NULL, -1};
+	long len = (long)strlen(pw->pw_name);
+	char *copy = arena_take(it, len + 1);
+	memcpy(copy, pw->pw_name, (size_t)len + 1);
+	return (str_t){copy, len};
+}
+
+static void set_uid(const matcher_t *mt, items_t *it, unsigned int uid)
+{
+	it->uid = uid;
+	it->uid_set = 1;
+	it->tuid = lookup_uid(mt, it, "uid", uid);
+}
+
+static void set_auid(const matcher_t *mt, items_t *it, unsigned int auid)
+{
+	it->loginuid = auid;
+	it->tauid = lookup_uid(mt, it, "auid", auid);
+}
+
+/* "auid=" or else "loginuid=" from term: the value's start, or -1 */
+static long auid_value(const msg_t *m, long term)
+{
+	long i = mfind(m, "auid=", term);
+	if (i >= 0)
+		return i + 5;
+	i = mfind(m, "loginuid=", term);
+	return i < 0 ? -1 : i + 9;
+}
 
 static int task_info(const matcher_t *mt, const msg_t *m, items_t *it)
 {
@@ -737,6 +835,46 @@ static int task_info(const matcher_t *mt, const msg_t *m, items_t *it)
 		it->pid = m_strtoul(m, i + 5);
 		it->has_pid = 1;
 		term = sp;
+	}
+	if (mt->want_auid) {
+		long ptr = auid_value(m, term);
+		if (ptr < 0)
+			return 19;
+		term = mfindc(m, ' ', ptr);
+		if (term < 0)
+			return 20;
+		set_auid(mt, it, id_at(m, ptr));
+	}
+	if (mt->want_uid) {
+		i = mfind(m, "uid=", term);
+		while (i > 0 && m->m[i - 1] == 'a') { /* auid: look again */
+			term = i + 1;
+			i = mfind(m, "uid=", term);
+		}
+		if (i < 0)
+			return 22;
+		term = mfindc(m, ' ', i + 4);
+		if (term < 0)
+			return 23;
+		set_uid(mt, it, id_at(m, i + 4));
+	}
+	static const char *const idnames[] = {"gid=", "euid=", "egid="};
+	const int wants[] = {mt->want_gid, mt->want_euid, mt->want_egid};
+	unsigned int *dest[] = {&it->gid, &it->euid, &it->egid};
+	static const int absent[] = {25, 28, 31};
+	for (int k = 0; k < 3; k++) {
+		if (!wants[k])
+			continue;
+		long len = (long)strlen(idnames[k]);
+		i = mfind(m, idnames[k], term);
+		if (i < 0)
+			return absent[k];
+		term = mfindc(m, ' ', i + len);
+		if (term < 0)
+			return absent[k] + 1;
+		*dest[k] = id_at(m, i + len);
+		if (k == 1)
+			it->teuid = lookup_uid(mt, it, "euid", it->euid);
 	}
 	if (mt->want_comm) {
 		i = mfind(m, "comm=", term);
@@ -843,7 +981,7 @@ static int m_syscall(const matcher_t *mt, const msg_t *m, items_t *it)
 	return 0;
 }
 
-static int m_user(const matcher_t *mt, const msg_t *m, items_t *it)
+static int m_user(const matcher_t *mt, const msg_t *m, int type, items_t *it)
 {
 	long term = 0, i, n = m->n;
 	if (mt->want_pid) {
@@ -856,6 +994,55 @@ static int m_user(const matcher_t *mt, const msg_t *m, items_t *it)
 		it->pid = m_strtoul(m, i + 4);
 		it->has_pid = 1;
 		term = sp;
+	}
+	if (mt->want_uid) {
+		i = mfind(m, "uid=", term);
+		if (i < 0)
+			return 4;
+		term = mfindc(m, ' ', i + 4);
+		if (term < 0)
+			return 5;
+		set_uid(mt, it, id_at(m, i + 4));
+	}
+	if (mt->want_auid) {
+		long ptr = auid_value(m, term);
+		if (ptr < 0)
+			return 7;
+		term = mfindc(m, ' ', ptr);
+		if (term < 0)
+			return 8;
+		set_auid(mt, it, id_at(m, ptr));
+	}
+	if (mt->want_gid && (type == K_ADD_GROUP || type == K_DEL_GROUP || type == K_GRP_MGMT)) {
+		i = mfind(m, " id=", term);
+		if (i < 0 && type == K_GRP_MGMT)
+			i = mfind(m, "gid=", term);
+		if (i >= 0) {
+			term = mfindc(m, ' ', i + 4);
+			if (term < 0)
+				return 31;
+			it->gid = id_at(m, i + 4);
+		}
+	}
+	if (mt->want_uid) {
+		/* ausearch's second look for a uid (USER_LOGIN's uid= inside msg='...') */
+		i = mfind(m, "uid=", term);
+		while (i > 0 && m->m[i - 1] == 'a') {
+			term = i + 1;
+			i = mfind(m, "uid=", term);
+		}
+		int before = i > 0 ? (unsigned char)m->m[i - 1] : -1;
+		if (i >= 0 && before != 's' && before != 'u') {
+			if (before != '\'' && before != ' ')
+				return 25;
+			long ptr = i + 4;
+			term = ptr;
+			while (term < n && m->m[term] >= '0' && m->m[term] <= '9')
+				term++;
+			if (term == ptr)
+				return 14;
+			set_uid(mt, it, (unsigned int)m_strtoul(m, ptr));
+		}
 	}
 	long mptr = term + 1;
 	if (mt->want_comm) {
@@ -945,7 +1132,7 @@ static int m_avc(const matcher_t *mt, const msg_t *m, int type, items_t *it)
 		}
 	}
 	if (type == K_USER_AVC) {
-		int rc = m_user(mt, m, it);
+		int rc = m_user(mt, m, type, it);
 		return rc > 20 ? 0 : rc;
 	}
 	if (mt->want_pid) {
@@ -991,6 +1178,34 @@ static int m_login(const matcher_t *mt, const msg_t *m, items_t *it)
 		it->has_pid = 1;
 		term = sp;
 	}
+	if (mt->want_uid) {
+		i = mfind(m, "uid=", term);
+		if (i < 0)
+			return 4;
+		term = mfindc(m, ' ', i + 4);
+		if (term < 0)
+			return 5;
+		set_uid(mt, it, id_at(m, i + 4));
+	}
+	if (mt->want_auid) {
+		long ptr;
+		i = mfind(m, "new auid=", term);
+		ptr = i + 9;
+		if (i < 0) {
+			i = mfind(m, " auid=", term);
+			ptr = i + 6;
+			if (i < 0) {
+				i = mfind(m, "new loginuid=", term);
+				ptr = i + 13;
+				if (i < 0)
+					return 7;
+			}
+		}
+		term = mfindc(m, ' ', ptr);
+		set_auid(mt, it, id_at(m, ptr));
+		if (term < 0)
+			term = 0;
+	}
 	if (mt->want_success) {
 		i = mfind(m, "res=", term);
 		it->success = i >= 0 ? (long long)m_strtoul(m, i + 4) : S_SUCCESS;
@@ -1020,14 +1235,36 @@ static int m_daemon1(const matcher_t *mt, const msg_t *m, items_t *it)
 	long mptr = mfindc(m, ')', 0);
 	if (mptr < 0)
 		mptr = 0;
+	long term = mptr, i;
+	if (mt->want_auid) {
+		i = mfind(m, "auid=", mptr);
+		if (i < 0)
+			return 1;
+		term = mfindc(m, ' ', i + 5);
+		if (term < 0)
+			return 2;
+		set_auid(mt, it, id_at(m, i + 5));
+	}
 	if (mt->want_pid) {
-		long i = mfind(m, "pid=", mptr);
+		i = mfind(m, "pid=", term);
 		if (i < 0)
 			return 4;
-		if (mfindc(m, ' ', i + 4) < 0)
+		term = mfindc(m, ' ', i + 4);
+		if (term < 0)
 			return 5;
 		it->pid = m_strtoul(m, i + 4);
 		it->has_pid = 1;
+	}
+	if (mt->want_uid) {
+		i = mfind(m, " uid=", term);
+		if (i >= 0) {
+			long sp = mfindc(m, ' ', i + 5);
+			if (sp < 0)
+				return 7;
+			it->uid = id_at(m, i + 5);
+			it->uid_set = 1;
+			term = sp;
+		}
 	}
 	if (mt->want_success)
 		return res_word(m, mptr, it);
@@ -1044,8 +1281,18 @@ static int m_daemon2(const matcher_t *mt, const msg_t *m, items_t *it)
 static int m_simple(const matcher_t *mt, const msg_t *m, int type, items_t *it)
 {
 	long term = 0, i;
+	if (mt->want_auid) {
+		i = mfind(m, "auid=", 0);
+		if (i < 0 && type != K_CONFIG_CHANGE)
+			return 1;
+		if (i >= 0) {
+			long sp = mfindc(m, ' ', i + 5);
+			set_auid(mt, it, id_at(m, i + 5));
+			term = sp >= 0 ? sp : i + 5;
+		}
+	}
 	if (mt->want_key) {
-		i = mfind(m, "key=", 0);
+		i = mfind(m, "key=", term);
 		if (i >= 0) {
 			it->has_keys = 1;
 			long v = i + 4;
@@ -1099,11 +1346,37 @@ static int string_field(items_t *it, const msg_t *m, const char *name, long *ter
 
 static int m_kernel_anom(const matcher_t *mt, const msg_t *m, int type, items_t *it)
 {
-	if (type == K_ANOM_PROMISCUOUS)
-		return 0;
 	long term = 0, i;
 	int found, rc;
 	str_t val;
+	if (mt->want_auid) {
+		i = mfind(m, "auid=", 0);
+		if (i < 0)
+			return 1;
+		long sp = mfindc(m, ' ', i + 5);
+		set_auid(mt, it, id_at(m, i + 5));
+		term = sp >= 0 ? sp : i + 5;
+	}
+	if (mt->want_uid) {
+		i = mfind(m, "uid=", term);
+		if (i >= 0) {
+			term = mfindc(m, ' ', i + 4);
+			if (term < 0)
+				return 3;
+			set_uid(mt, it, id_at(m, i + 4));
+		}
+	}
+	if (mt->want_gid) {
+		i = mfind(m, "gid=", term);
+		if (i >= 0) {
+			term = mfindc(m, ' ', i + 4);
+			if (term < 0)
+				return 5;
+			it->gid = id_at(m, i + 4);
+		}
+	}
+	if (type == K_ANOM_PROMISCUOUS)
+		return 0;
 	if (mt->want_pid) {
 		i = mfind(m, "pid=", term);
 		if (i >= 0) {
@@ -1166,6 +1439,25 @@ static int m_integrity(const matcher_t *mt, const msg_t *m, items_t *it)
 		it->has_pid = 1;
 		term = sp;
 	}
+	if (mt->want_uid) {
+		i = mfind(m, " uid=", term);
+		if (i >= 0) {
+			/* ausearch reads from the '=' here, so the uid is always 0 */
+			term = mfindc(m, ' ', i + 4);
+			if (term < 0)
+				return 3;
+			set_uid(mt, it, id_at(m, i + 4));
+		}
+	}
+	if (mt->want_auid) {
+		i = mfind(m, "auid=", 0);
+		if (i >= 0) {
+			term = mfindc(m, ' ', i + 5);
+			if (term < 0)
+				return 5;
+			set_auid(mt, it, id_at(m, i + 5));
+		}
+	}
 	if (mt->want_comm) {
 		rc = string_field(it, m, "comm=", &term, 7, &found, &val);
 		if (rc)
@@ -1197,6 +1489,24 @@ static int m_tty(const matcher_t *mt, const msg_t *m, items_t *it)
 			term = sp;
 		}
 	}
+	if (mt->want_uid) {
+		i = mfind(m, " uid=", term);
+		if (i >= 0) {
+			/* ausearch reads from the '=' here, so the uid is always 0 */
+			term = mfindc(m, ' ', i + 4);
+			if (term < 0)
+				return 3;
+			set_uid(mt, it, id_at(m, i + 4));
+		}
+	}
+	if (mt->want_auid) {
+		i = mfind(m, "auid=", term);
+		if (i < 0)
+			return 5;
+		long sp = mfindc(m, ' ', i + 5);
+		set_auid(mt, it, id_at(m, i + 5));
+		term = sp >= 0 ? sp : i + 5;
+	}
 	if (mt->want_comm) {
 		rc = string_field(it, m, "comm=", &term, 11, &found, &val);
 		if (rc)
@@ -1222,6 +1532,26 @@ static int m_kernel(const matcher_t *mt, const msg_t *m, items_t *it)
 		it->pid = m_strtoul(m, i + 5);
 		it->has_pid = 1;
 		term = sp;
+	}
+	if (mt->want_uid && !it->uid_set) {
+		i = mfind(m, "uid=", term);
+		if (i >= 0) {
+			term = mfindc(m, ' ', i + 4);
+			if (term < 0)
+				return 55;
+			set_uid(mt, it, id_at(m, i + 4));
+		} else
+			set_uid(mt, it, 0);
+	}
+	if (mt->want_auid && it->loginuid == AUID_UNSET) {
+		i = mfind(m, "auid=", term);
+		if (i >= 0) {
+			term = mfindc(m, ' ', i + 5);
+			if (term < 0)
+				return 57;
+			set_auid(mt, it, id_at(m, i + 5));
+		} else
+			set_auid(mt, it, ID_UNSET);
 	}
 	if (mt->want_comm && it->comm.n < 0) {
 		rc = string_field(it, m, "comm=", &term, 65, &found, &val);
@@ -1254,7 +1584,7 @@ static int m_record(const matcher_t *mt, const msg_t *m, int t, items_t *it)
 		return m_avc(mt, m, t, it);
 	if (t == K_USER || (t >= 1100 && t <= 1106) || (t >= 1108 && t <= 1199) ||
 	    (t >= 2100 && t <= 2999))
-		return m_user(mt, m, it);
+		return m_user(mt, m, t, it);
 	if (t == K_LOGIN)
 		return m_login(mt, m, it);
 	if ((t >= 1200 && t <= 1203) || t == 1205 || t == 1206)
@@ -1284,16 +1614,70 @@ static int strmatch(const opts_t *o, const char *needle, str_t hay)
 	return memmem(hay.p, (size_t)hay.n, needle, nl) != NULL;
 }
 
+/* ausearch's user_match() and group_match(): -ua/-ga are an "or", else "and" */
+static int ids_match(const matcher_t *mt, const items_t *it)
+{
+	const opts_t *o = mt->o;
+	if (mt->want_names) {
+		const char *names[] = {o->uid_name, o->euid_name, o->auid_name};
+		const str_t got[] = {it->tuid, it->teuid, it->tauid};
+		int any = 0, all = 1;
+		for (int k = 0; k < 3; k++) {
+			if (!names[k])
+				continue;
+			int same = got[k].n == (long)strlen(names[k]) &&
+				   memcmp(got[k].p, names[k], (size_t)got[k].n) == 0;
+			any |= same;
+			all &= same;
+		}
+		if (!(o->uid_all ? any : all))
+			return 0;
+	} else if (o->uid_all) {
+		if (!(o->ev_uid == it->uid || o->ev_euid == it->euid || o->ev_auid == it->loginuid))
+			return 0;
+	} else if ((mt->want_uid && o->ev_uid != it->uid) ||
+		   (mt->want_euid && o->ev_euid != it->euid) ||
+		   (mt->want_auid && o->ev_auid != it->loginuid))
+		return 0;
+	if (o->gid_all)
+		return o->ev_gid == it->gid || o->ev_egid == it->egid;
+	return !((mt->want_gid && o->ev_gid != it->gid) || (mt->want_egid && o->ev_egid != it->egid));
+}
+
 /* Does the assembled event match the criteria beyond types, serial and time? */
 static int match_event(scan_t *s, const ev_t *e)
 {
 	const opts_t *o = &s->o;
-	matcher_t mt = {o, o->has_pid, o->comm != NULL, o->exe != NULL, o->key != NULL,
-			o->has_success};
-	if (!(mt.want_pid || mt.want_comm || mt.want_exe || mt.want_key || mt.want_success))
+	matcher_t mt = {o,
+			o->has_pid,
+			o->comm != NULL,
+			o->exe != NULL,
+			o->key != NULL,
+			o->has_success,
+			o->ev_uid != ID_UNSET || o->uid_name,
+			o->ev_euid != ID_UNSET || o->euid_name,
+			o->ev_auid != AUID_UNSET || o->auid_name,
+			o->ev_gid != ID_UNSET,
+			o->ev_egid != ID_UNSET,
+			o->uid_name || o->euid_name || o->auid_name,
+			NULL,
+			0};
+	if (!(mt.want_pid || mt.want_comm || mt.want_exe || mt.want_key || mt.want_success ||
+	      mt.want_uid || mt.want_euid || mt.want_auid || mt.want_gid || mt.want_egid ||
+	      o->uid_all || o->gid_all))
 		return 1;
 	items_t it;
 	memset(&it, 0, sizeof(it));
+	it.uid = it.euid = it.gid = it.egid = ID_UNSET;
+	it.loginuid = AUID_UNSET;
+	it.tuid = it.teuid = it.tauid = none();
+	if (mt.want_names && e->nrec > 0 && (e->nrec == 1 || e->recs[0].type == K_SYSCALL)) {
+		const rec_t *r = &e->recs[0];
+		if (r->full > r->raw) {
+			mt.interp = r->p + r->raw + 1;
+			mt.interp_n = r->full - r->raw - 1;
+		}
+	}
 	it.comm = none();
 	it.exe = none();
 	it.success = S_UNSET;
@@ -1303,6 +1687,8 @@ static int match_event(scan_t *s, const ev_t *e)
 		if (m_record(&mt, &m, e->recs[i].type, &it))
 			ok = 0;
 	}
+	if (ok && !ids_match(&mt, &it))
+		ok = 0;
 	if (ok && mt.want_pid && (!it.has_pid || it.pid != o->pid))
 		ok = 0;
 	if (ok && mt.want_success && it.success != (o->success ? S_SUCCESS : S_FAILED))

@@ -11,6 +11,7 @@ engines return exactly the events ausearch returns.
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,11 @@ __all__ = ["Matcher", "split_line"]
 
 # Success values as ausearch stores them (success_t).
 _UNSET, _FAILED, _SUCCESS = -1, 0, 1
+# ausearch's "not given" values of its uid_t/gid_t options and items: -1, and -2 for the
+# login uid (so ``-ui 4294967295`` filters nothing, while ``-ul -1`` finds unset auids).
+_U32 = 0xFFFFFFFF
+_ID_UNSET = 0xFFFFFFFF
+_AUID_UNSET = 0xFFFFFFFE
 
 _T = {
     name: msg_type_id(name)
@@ -53,6 +59,9 @@ _T = {
         "NETFILTER_CFG",
         "EVENT_LISTENER",
         "TTY",
+        "ADD_GROUP",
+        "DEL_GROUP",
+        "GRP_MGMT",
     )
 }
 
@@ -69,6 +78,18 @@ def _strtoul(msg: bytes, pos: int) -> int:
     while pos < n and 48 <= msg[pos] <= 57:
         pos += 1
     return int(msg[start:pos]) if pos > start else 0
+
+
+def _id_at(msg: bytes, pos: int) -> int:
+    """strtoul() of a uid/gid value, stored in a 32-bit uid_t as ausearch stores it."""
+    n = len(msg)
+    while pos < n and msg[pos] in b" \t":
+        pos += 1
+    neg = pos < n and msg[pos] == 45
+    if pos < n and msg[pos] in b"+-":
+        pos += 1
+    v = _strtoul(msg, pos)
+    return (-v if neg else v) & _U32
 
 
 def _is_hex(c: int) -> bool:
@@ -104,10 +125,35 @@ def _quoted(msg: bytes, pos: int) -> tuple[bytes, int] | None:
 
 
 class _Items:
-    __slots__ = ("comm", "exe", "keys", "pid", "success")
+    __slots__ = (
+        "comm",
+        "egid",
+        "euid",
+        "exe",
+        "gid",
+        "keys",
+        "loginuid",
+        "pid",
+        "success",
+        "tauid",
+        "teuid",
+        "tuid",
+        "uid",
+        "uid_set",
+    )
 
     def __init__(self) -> None:
         self.pid = -1
+        self.uid = _ID_UNSET
+        self.euid = _ID_UNSET
+        self.gid = _ID_UNSET
+        self.egid = _ID_UNSET
+        self.loginuid = _AUID_UNSET
+        self.uid_set = False
+        # the names ausearch's lookup_uid() gives (compared when a name was asked for)
+        self.tuid: str | None = None
+        self.teuid: str | None = None
+        self.tauid: str | None = None
         self.comm: bytes | None = None
         self.exe: bytes | None = None
         self.keys: list[bytes] | None = None
@@ -130,6 +176,20 @@ class Matcher:
         self.want_exe = c.exe is not None
         self.want_key = c.key is not None
         self.want_success = c.success is not None
+        self.ev_uid = _ID_UNSET if c.uid is None else c.uid & _U32
+        self.ev_euid = _ID_UNSET if c.euid is None else c.euid & _U32
+        self.ev_auid = _AUID_UNSET if c.loginuid is None else c.loginuid & _U32
+        self.ev_gid = _ID_UNSET if c.gid is None else c.gid & _U32
+        self.ev_egid = _ID_UNSET if c.egid is None else c.egid & _U32
+        self.names = (c.uid_name, c.euid_name, c.loginuid_name)
+        self.want_names = any(n is not None for n in self.names)
+        self.want_uid = self.ev_uid != _ID_UNSET or c.uid_name is not None
+        self.want_euid = self.ev_euid != _ID_UNSET or c.euid_name is not None
+        self.want_auid = self.ev_auid != _AUID_UNSET or c.loginuid_name is not None
+        self._interp: dict[bytes, str] = {}
+        self._pw_cache: dict[int, str | None] = {}
+        self.want_gid = self.ev_gid != _ID_UNSET
+        self.want_egid = self.ev_egid != _ID_UNSET
         self._comm = c.comm.encode() if c.comm is not None else None
         self._exe = c.exe.encode() if c.exe is not None else None
         self._key = c.key.encode() if c.key is not None else None
@@ -144,6 +204,47 @@ class Matcher:
             self._type_prefixes = tuple(
                 b"type=" + msg_type_name(t).encode() + b" " for t in sorted(c.types)
             )
+
+    # -- ausearch's lookup_uid(): the enriched name of the event's first record, else ----
+    def _lookup(self, field: bytes, uid: int) -> str | None:
+        """root/unset or this machine's passwd name (only when a name is searched)"""
+        if not self.want_names:
+            return None
+        if field in self._interp:
+            return self._interp[field]
+        if uid == 0:
+            return "root"
+        if uid == _ID_UNSET:
+            return "unset"
+        if uid not in self._pw_cache:
+            try:
+                self._pw_cache[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self._pw_cache[uid] = None
+        return self._pw_cache[uid]
+
+    def _set_uid(self, it: _Items, uid: int) -> None:
+        it.uid, it.uid_set = uid, True
+        it.tuid = self._lookup(b"uid", uid)
+
+    def _set_auid(self, it: _Items, auid: int) -> None:
+        it.loginuid = auid
+        it.tauid = self._lookup(b"auid", auid)
+
+    def _load_interpretations(self, lines: Sequence[bytes], first_type: int) -> None:
+        """ausearch loads the enriched part of a one-record event, or of its SYSCALL
+        record when that comes first, for the names it compares."""
+        self._interp = {}
+        if not self.want_names or not (len(lines) == 1 or first_type == _T["SYSCALL"]):
+            return
+        line = lines[0]
+        sep = line.find(b"\x1d")
+        if sep < 0:
+            return
+        for token in line[sep + 1 :].split():
+            name, eq, value = token.partition(b"=")
+            if eq:
+                self._interp[name.lower()] = value.strip(b'"').decode("utf-8", "replace")
 
     # -- string comparison (strmatch) -------------------------------------------------
     def _strmatch(self, needle: bytes, haystack: bytes) -> bool:
@@ -163,6 +264,45 @@ class Matcher:
                 return 17
             it.pid = _strtoul(msg, i + 5)
             term = sp
+        if self.want_auid:
+            i = msg.find(b"auid=", term)
+            if i < 0:
+                i = msg.find(b"loginuid=", term)
+                if i < 0:
+                    return 19
+                ptr = i + 9
+            else:
+                ptr = i + 5
+            term = msg.find(b" ", ptr)
+            if term < 0:
+                return 20
+            self._set_auid(it, _id_at(msg, ptr))
+        if self.want_uid:
+            i = msg.find(b"uid=", term)
+            while i > 0 and msg[i - 1] == 97:  # 'a': auid, look again
+                term = i + 1
+                i = msg.find(b"uid=", term)
+            if i < 0:
+                return 22
+            term = msg.find(b" ", i + 4)
+            if term < 0:
+                return 23
+            self._set_uid(it, _id_at(msg, i + 4))
+        for want, name, rc_absent, attr in (
+            (self.want_gid, b"gid=", 25, "gid"),
+            (self.want_euid, b"euid=", 28, "euid"),
+            (self.want_egid, b"egid=", 31, "egid"),
+        ):
+            if want:
+                i = msg.find(name, term)
+                if i < 0:
+                    return rc_absent
+                term = msg.find(b" ", i + len(name))
+                if term < 0:
+                    return rc_absent + 1
+                setattr(it, attr, _id_at(msg, i + len(name)))
+                if attr == "euid":
+                    it.teuid = self._lookup(b"euid", it.euid)
         if self.want_comm:
             i = msg.find(b"comm=", term)
             if i < 0:
@@ -237,7 +377,7 @@ class Matcher:
                     it.keys.extend(k for k in raw.split(b"\x01") if k)
         return 0
 
-    def _user(self, msg: bytes, it: _Items) -> int:
+    def _user(self, msg: bytes, type_id: int, it: _Items) -> int:
         term = 0
         n = len(msg)
         if self.want_pid:
@@ -249,6 +389,52 @@ class Matcher:
                 return 2
             it.pid = _strtoul(msg, i + 4)
             term = sp
+        if self.want_uid:
+            i = msg.find(b"uid=", term)
+            if i < 0:
+                return 4
+            term = msg.find(b" ", i + 4)
+            if term < 0:
+                return 5
+            self._set_uid(it, _id_at(msg, i + 4))
+        if self.want_auid:
+            i = msg.find(b"auid=", term)
+            if i < 0:
+                i = msg.find(b"loginuid=", term)
+                if i < 0:
+                    return 7
+                ptr = i + 9
+            else:
+                ptr = i + 5
+            term = msg.find(b" ", ptr)
+            if term < 0:
+                return 8
+            self._set_auid(it, _id_at(msg, ptr))
+        if self.want_gid and type_id in _GROUP_TYPES:
+            i = msg.find(b" id=", term)
+            if i < 0 and type_id == _T["GRP_MGMT"]:
+                i = msg.find(b"gid=", term)
+            if i >= 0:
+                term = msg.find(b" ", i + 4)
+                if term < 0:
+                    return 31
+                it.gid = _id_at(msg, i + 4)
+        if self.want_uid:
+            # ausearch's second look for a uid (USER_LOGIN's uid= inside msg='...')
+            i = msg.find(b"uid=", term)
+            while i > 0 and msg[i - 1] == 97:  # 'a': auid, look again
+                term = i + 1
+                i = msg.find(b"uid=", term)
+            if i >= 0 and msg[i - 1 : i] not in (b"s", b"u"):
+                if msg[i - 1 : i] not in (b"'", b" "):
+                    return 25
+                ptr = i + 4
+                term = ptr
+                while term < n and 48 <= msg[term] <= 57:
+                    term += 1
+                if term == ptr:
+                    return 14
+                self._set_uid(it, _strtoul(msg, ptr) & _U32)
         mptr = term + 1
         if self.want_comm:
             i = msg.find(b"comm=", mptr)
@@ -322,7 +508,7 @@ class Matcher:
                 while term > 0 and msg[term - 1] == 32:
                     term -= 1
         if type_id == _T["USER_AVC"]:
-            rc = self._user(msg, it)
+            rc = self._user(msg, type_id, it)
             return 0 if rc > 20 else rc
         if self.want_pid:
             i = msg.find(b"pid=", term)
@@ -360,6 +546,29 @@ class Matcher:
                 return 2
             it.pid = _strtoul(msg, i + 4)
             term = sp
+        if self.want_uid:
+            i = msg.find(b"uid=", term)
+            if i < 0:
+                return 4
+            term = msg.find(b" ", i + 4)
+            if term < 0:
+                return 5
+            self._set_uid(it, _id_at(msg, i + 4))
+        if self.want_auid:
+            i = msg.find(b"new auid=", term)
+            ptr = i + 9
+            if i < 0:
+                i = msg.find(b" auid=", term)
+                ptr = i + 6
+                if i < 0:
+                    i = msg.find(b"new loginuid=", term)
+                    ptr = i + 13
+                    if i < 0:
+                        return 7
+            term = msg.find(b" ", ptr)
+            self._set_auid(it, _id_at(msg, ptr))
+            if term < 0:
+                term = 0
         if self.want_success:
             i = msg.find(b"res=", term)
             it.success = _strtoul(msg, i + 4) if i >= 0 else _SUCCESS
@@ -380,13 +589,31 @@ class Matcher:
         mptr = msg.find(b")")
         if mptr < 0:
             mptr = 0
+        term = mptr
+        if self.want_auid:
+            i = msg.find(b"auid=", mptr)
+            if i < 0:
+                return 1
+            term = msg.find(b" ", i + 5)
+            if term < 0:
+                return 2
+            self._set_auid(it, _id_at(msg, i + 5))
         if self.want_pid:
-            i = msg.find(b"pid=", mptr)
+            i = msg.find(b"pid=", term)
             if i < 0:
                 return 4
-            if msg.find(b" ", i + 4) < 0:
+            term = msg.find(b" ", i + 4)
+            if term < 0:
                 return 5
             it.pid = _strtoul(msg, i + 4)
+        if self.want_uid:
+            i = msg.find(b" uid=", term)
+            if i >= 0:
+                sp = msg.find(b" ", i + 5)
+                if sp < 0:
+                    return 7
+                it.uid, it.uid_set = _id_at(msg, i + 5), True  # no name looked up here
+                term = sp
         if self.want_success:
             return self._res_word(msg, mptr, it)
         return 0
@@ -398,8 +625,16 @@ class Matcher:
 
     def _simple(self, msg: bytes, type_id: int, it: _Items) -> int:
         term = 0
+        if self.want_auid:
+            i = msg.find(b"auid=")
+            if i < 0 and type_id != _T["CONFIG_CHANGE"]:
+                return 1
+            if i >= 0:
+                sp = msg.find(b" ", i + 5)
+                self._set_auid(it, _id_at(msg, i + 5))
+                term = sp if sp >= 0 else i + 5
         if self.want_key:
-            i = msg.find(b"key=")
+            i = msg.find(b"key=", term)
             if i >= 0:
                 if it.keys is None:
                     it.keys = []
@@ -440,9 +675,27 @@ class Matcher:
         return 0, True, _unescape(msg, v), term
 
     def _kernel_anom(self, msg: bytes, type_id: int, it: _Items) -> int:
+        term = 0
+        if self.want_auid:
+            i = msg.find(b"auid=")
+            if i < 0:
+                return 1
+            sp = msg.find(b" ", i + 5)
+            self._set_auid(it, _id_at(msg, i + 5))
+            term = sp if sp >= 0 else i + 5
+        for want, name, rc in ((self.want_uid, b"uid=", 3), (self.want_gid, b"gid=", 5)):
+            if want:
+                i = msg.find(name, term)
+                if i >= 0:
+                    term = msg.find(b" ", i + 4)
+                    if term < 0:
+                        return rc
+                    if name == b"uid=":
+                        self._set_uid(it, _id_at(msg, i + 4))
+                    else:
+                        it.gid = _id_at(msg, i + 4)
         if type_id == _T["ANOM_PROMISCUOUS"]:
             return 0
-        term = 0
         if self.want_pid:
             i = msg.find(b"pid=", term)
             if i >= 0:
@@ -493,6 +746,21 @@ class Matcher:
                 return 1
             it.pid = _strtoul(msg, i + 4)
             term = sp
+        if self.want_uid:
+            i = msg.find(b" uid=", term)
+            if i >= 0:
+                # ausearch reads from the '=' here, so the uid is always 0
+                term = msg.find(b" ", i + 4)
+                if term < 0:
+                    return 3
+                self._set_uid(it, _id_at(msg, i + 4))
+        if self.want_auid:
+            i = msg.find(b"auid=")
+            if i >= 0:
+                term = msg.find(b" ", i + 5)
+                if term < 0:
+                    return 5
+                self._set_auid(it, _id_at(msg, i + 5))
         if self.want_comm:
             rc, found, value, term = self._string_field(msg, b"comm=", term, 7)
             if rc:
@@ -515,6 +783,21 @@ class Matcher:
                     return 1
                 it.pid = _strtoul(msg, i + 4)
                 term = sp
+        if self.want_uid:
+            i = msg.find(b" uid=", term)
+            if i >= 0:
+                # ausearch reads from the '=' here, so the uid is always 0
+                term = msg.find(b" ", i + 4)
+                if term < 0:
+                    return 3
+                self._set_uid(it, _id_at(msg, i + 4))
+        if self.want_auid:
+            i = msg.find(b"auid=", term)
+            if i < 0:
+                return 5
+            sp = msg.find(b" ", i + 5)
+            self._set_auid(it, _id_at(msg, i + 5))
+            term = sp if sp >= 0 else i + 5
         if self.want_comm:
             rc, found, value, term = self._string_field(msg, b"comm=", term, 11)
             if rc:
@@ -534,6 +817,24 @@ class Matcher:
                 return 52
             it.pid = _strtoul(msg, i + 5)
             term = sp
+        if self.want_uid and not it.uid_set:
+            i = msg.find(b"uid=", term)
+            if i >= 0:
+                term = msg.find(b" ", i + 4)
+                if term < 0:
+                    return 55
+                self._set_uid(it, _id_at(msg, i + 4))
+            else:
+                self._set_uid(it, 0)
+        if self.want_auid and it.loginuid == _AUID_UNSET:
+            i = msg.find(b"auid=", term)
+            if i >= 0:
+                term = msg.find(b" ", i + 5)
+                if term < 0:
+                    return 57
+                self._set_auid(it, _id_at(msg, i + 5))
+            else:
+                self._set_auid(it, _ID_UNSET)
         if self.want_comm and it.comm is None:
             rc, found, value, term = self._string_field(msg, b"comm=", term, 65)
             if rc:
@@ -564,7 +865,7 @@ class Matcher:
             or 1108 <= type_id <= 1199
             or 2100 <= type_id <= 2999
         ):
-            return self._user(msg, it)
+            return self._user(msg, type_id, it)
         if type_id == t["LOGIN"]:
             return self._login(msg, it)
         if type_id in _DAEMON1:
@@ -612,6 +913,7 @@ class Matcher:
         if any(p[2] for p in parsed):
             return self._match_interpreted(lines)
         it = _Items()
+        self._load_interpretations(lines, parsed[0][0])
         for type_id, msg, _interp in parsed:
             if self._record(msg, type_id, it):
                 return False
@@ -631,8 +933,38 @@ class Matcher:
         pid = self._pid_digits
         return pid is not None and not any(pid in line for line in lines)
 
+    def _ids_match(self, it: _Items) -> bool:
+        """ausearch's user_match() and group_match(): -ua/-ga are an "or", else "and"."""
+        c = self.criteria
+        if self.want_names:
+            wanted = zip(self.names, (it.tuid, it.teuid, it.tauid), strict=True)
+            if c.uid_all:
+                if not any(n is not None and n == got for n, got in wanted):
+                    return False
+            elif any(n is not None and n != got for n, got in wanted):
+                return False
+        elif c.uid_all:
+            if not (
+                self.ev_uid == it.uid or self.ev_euid == it.euid or self.ev_auid == it.loginuid
+            ):
+                return False
+        elif (
+            (self.want_uid and self.ev_uid != it.uid)
+            or (self.want_euid and self.ev_euid != it.euid)
+            or (self.want_auid and self.ev_auid != it.loginuid)
+        ):
+            return False
+        if c.gid_all:
+            return self.ev_gid == it.gid or self.ev_egid == it.egid
+        return not (
+            (self.want_gid and self.ev_gid != it.gid)
+            or (self.want_egid and self.ev_egid != it.egid)
+        )
+
     def _compare(self, it: _Items) -> bool:
         c = self.criteria
+        if not self._ids_match(it):
+            return False
         if c.pid is not None and it.pid != c.pid:
             return False
         if c.success is not None and it.success != (_SUCCESS if c.success else _FAILED):
@@ -656,6 +988,17 @@ class Matcher:
             f = parse_fields(rec.body.decode("utf-8", "replace"))
             if "pid" in f and f["pid"].isdigit():
                 it.pid = int(f["pid"])
+            for name, attr in (
+                ("uid", "uid"),
+                ("euid", "euid"),
+                ("auid", "loginuid"),
+                ("gid", "gid"),
+                ("egid", "egid"),
+            ):
+                if name in f:
+                    setattr(it, attr, _id_at(f[name].encode(), 0))
+            # ausearch -i shows user names: compare them as the names they are
+            it.tuid, it.teuid, it.tauid = f.get("uid"), f.get("euid"), f.get("auid")
             for name in ("comm", "exe"):
                 if name in f:
                     setattr(it, name, f[name].encode())
@@ -669,6 +1012,8 @@ class Matcher:
                 it.success = _FAILED if f["avc"] == "denied" else _SUCCESS
         return self._compare(it)
 
+
+_GROUP_TYPES = frozenset((_T["ADD_GROUP"], _T["DEL_GROUP"], _T["GRP_MGMT"]))
 
 _DAEMON1 = frozenset(
     _T[n]

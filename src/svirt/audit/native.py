@@ -72,6 +72,16 @@ class _Opts(ctypes.Structure):
         ("type_names", ctypes.POINTER(ctypes.c_char_p)),
         ("type_ids", ctypes.POINTER(ctypes.c_int)),
         ("ntypenames", ctypes.c_int),
+        ("ev_uid", ctypes.c_uint),
+        ("ev_euid", ctypes.c_uint),
+        ("ev_auid", ctypes.c_uint),
+        ("ev_gid", ctypes.c_uint),
+        ("ev_egid", ctypes.c_uint),
+        ("uid_all", ctypes.c_int),
+        ("gid_all", ctypes.c_int),
+        ("uid_name", ctypes.c_char_p),
+        ("euid_name", ctypes.c_char_p),
+        ("auid_name", ctypes.c_char_p),
     )
 
 
@@ -160,7 +170,12 @@ def decided(criteria: SearchCriteria) -> bool:
     c = criteria
     return (
         c.comm is None and c.exe is None and c.key is None and c.pid is None and (c.success is None)
-    )
+    ) and not _wants_ids(c)
+
+
+def _wants_ids(c: SearchCriteria) -> bool:
+    ids = (c.uid, c.euid, c.loginuid, c.gid, c.egid, c.uid_name, c.euid_name, c.loginuid_name)
+    return any(v is not None for v in ids)
 
 
 def _cstrings(items: Sequence[bytes]) -> Any:
@@ -204,6 +219,16 @@ class _Run:
         o.exe = c.exe.encode() if c.exe is not None else None
         o.key = c.key.encode() if c.key is not None else None
         o.has_success, o.success = int(c.success is not None), int(bool(c.success))
+        unset, auid_unset = 0xFFFFFFFF, 0xFFFFFFFE
+        o.ev_uid = unset if c.uid is None else c.uid & unset
+        o.ev_euid = unset if c.euid is None else c.euid & unset
+        o.ev_auid = auid_unset if c.loginuid is None else c.loginuid & unset
+        o.ev_gid = unset if c.gid is None else c.gid & unset
+        o.ev_egid = unset if c.egid is None else c.egid & unset
+        o.uid_all, o.gid_all = int(c.uid_all), int(c.gid_all)
+        o.uid_name = c.uid_name.encode() if c.uid_name is not None else None
+        o.euid_name = c.euid_name.encode() if c.euid_name is not None else None
+        o.auid_name = c.loginuid_name.encode() if c.loginuid_name is not None else None
         o.whole_word = int(c.whole_word)
         names = _cstrings(_NAMES)
         ids = (ctypes.c_int * len(_IDS))(*_IDS)

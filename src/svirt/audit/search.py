@@ -27,8 +27,10 @@ an event serial whose records are sparse in the log, and the exact line-by-line 
 
 from __future__ import annotations
 
+import grp
+import pwd
 import time as _time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from svirt.audit.events import Event, EventGrouper
@@ -54,10 +56,13 @@ __all__ = [
     "SearchCriteria",
     "boot_time",
     "parse_event_id",
+    "parse_gid",
+    "parse_loginuid",
     "parse_message_types",
     "parse_pid",
     "parse_success",
     "parse_time",
+    "parse_uid",
     "scan_exact",
     "search",
 ]
@@ -93,6 +98,17 @@ class SearchCriteria:
     exe: str | None = None
     key: str | None = None
     pid: int | None = None
+    uid: int | None = None
+    euid: int | None = None
+    loginuid: int | None = None
+    gid: int | None = None
+    egid: int | None = None
+    uid_all: bool = False
+    # a name given for -ui/-ue/-ul/-ua: ausearch then compares names, not numbers
+    uid_name: str | None = None
+    euid_name: str | None = None
+    loginuid_name: str | None = None
+    gid_all: bool = False
     success: bool | None = None
     event_id: int | None = None
     start: int | None = None
@@ -133,6 +149,58 @@ def parse_pid(text: str) -> int:
     if not text or not text[0].isdigit() or not text.isdigit():
         raise AuditError(f"process id must be a numeric value, was '{text}'")
     return int(text)
+
+
+def _leading_number(text: str) -> int:
+    """strtoul()'s reading: the leading digits, kept to 32 bits as in a uid_t."""
+    digits = ""
+    for ch in text:
+        if not ch.isdigit() or not ch.isascii():
+            break
+        digits += ch
+    return int(digits) & 0xFFFFFFFF
+
+
+def _parse_id(
+    text: str, what: str, lookup: Callable[[str], int], negative: bool, names: bool = True
+) -> int | str:
+    """A uid/gid option as ausearch reads it: a number (its leading digits), a name,
+    and for the login uid also ``-1``-style negatives (``-ul -1``: auid unset)."""
+    if text[:1].isdigit() and text[:1].isascii():
+        return _leading_number(text)
+    if negative and len(text) >= 2 and text[0] == "-" and text[1].isdigit():
+        return -_leading_number(text[1:]) & 0xFFFFFFFF
+    if text.startswith("-"):
+        raise AuditError(f"{what} must be a number or a name, was '{text}'")
+    try:
+        number = lookup(text)
+    except KeyError:
+        raise AuditError(f"{what} is non-numeric and unknown ({text})") from None
+    return text if names else number
+
+
+def _user_id(name: str) -> int:
+    return pwd.getpwnam(name).pw_uid
+
+
+def _group_id(name: str) -> int:
+    return grp.getgrnam(name).gr_gid
+
+
+def parse_uid(text: str) -> int | str:
+    """A number, or a known user name (kept: ausearch compares user names as names)."""
+    return _parse_id(text, "user ID", _user_id, negative=False)
+
+
+def parse_loginuid(text: str) -> int | str:
+    return _parse_id(text, "login user ID", _user_id, negative=True)
+
+
+def parse_gid(text: str) -> int:
+    """A number or a group name (ausearch compares gids as numbers)."""
+    gid = _parse_id(text, "group ID", _group_id, negative=False, names=False)
+    assert isinstance(gid, int)
+    return gid
 
 
 def parse_event_id(text: str) -> int:

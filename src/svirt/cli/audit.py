@@ -28,10 +28,13 @@ from svirt.audit.search import (
     SearchCriteria,
     boot_time,
     parse_event_id,
+    parse_gid,
+    parse_loginuid,
     parse_message_types,
     parse_pid,
     parse_success,
     parse_time,
+    parse_uid,
     search,
 )
 from svirt.conf import load_config
@@ -95,6 +98,35 @@ def _filters(p: argparse.ArgumentParser) -> None:
     g.add_argument("-x", "--executable", dest="exe", metavar="EXE", help="executable (substring)")
     g.add_argument("-k", "--key", metavar="KEY", help="audit rule key (substring)")
     g.add_argument("-p", "--pid", type=_argtype(parse_pid), metavar="PID", help="process id")
+    # ausearch's uid/gid selectors (numbers or names; -ul -1 finds an unset auid), kept in
+    # command-line order: a later option overrides what an earlier one set, as in ausearch
+    uid, gid, auid = _argtype(parse_uid), _argtype(parse_gid), _argtype(parse_loginuid)
+    for flags, kind, kind_type, meta, text in (
+        (
+            ("-ui", "--uid"),
+            "uid",
+            uid,
+            "UID",
+            "user id, a number or a name; as in ausearch, a name is compared with the "
+            "event's user name (its ENRICHED name when the event is one record or starts with "
+            "its SYSCALL, else this machine's passwd); 4294967295 means any",
+        ),
+        (("-ue", "--uid-effective"), "euid", uid, "UID", "effective user id"),
+        (("-ul", "--loginuid"), "loginuid", auid, "AUID", "login uid (auid); -1 for unset"),
+        (("-ua", "--uid-all"), "uid_all", uid, "UID", "uid, euid or auid"),
+        (("-gi", "--gid"), "gid", gid, "GID", "group id, a number or a name"),
+        (("-ge", "--gid-effective"), "egid", gid, "GID", "effective group id"),
+        (("-ga", "--gid-all"), "gid_all", gid, "GID", "gid or egid"),
+    ):
+        g.add_argument(
+            *flags,
+            action=_IdOption,
+            dest="ids",
+            const=kind,
+            type=kind_type,
+            metavar=meta,
+            help=text,
+        )
     g.add_argument(
         "-sv",
         "--success",
@@ -184,12 +216,55 @@ def _criteria(args: argparse.Namespace, default_types: frozenset[int] | None) ->
         exe=args.exe,
         key=args.key,
         pid=args.pid,
+        **_ids(args),
         success=args.success,
         event_id=args.event_id,
         start=start,
         end=end,
         whole_word=args.word,
     )
+
+
+class _IdOption(argparse.Action):
+    """Records (kind, value) in command-line order, for :func:`_ids`."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen = list(getattr(namespace, self.dest, None) or [])
+        seen.append((self.const, values))
+        setattr(namespace, self.dest, seen)
+
+
+_ID_FIELDS = {
+    "uid": ("uid",),
+    "euid": ("euid",),
+    "loginuid": ("loginuid",),
+    "uid_all": ("uid", "euid", "loginuid"),
+    "gid": ("gid",),
+    "egid": ("egid",),
+    "gid_all": ("gid", "egid"),
+}
+
+
+def _ids(args: argparse.Namespace) -> dict[str, Any]:
+    """The uid/gid options in order, as ausearch applies them: each sets its fields (-ua
+    the uid, euid and login uid, -ga both gids, and those two "or" the tests); a user name
+    is kept as a name, which ausearch compares as a name."""
+    out: dict[str, Any] = {}
+    for kind, value in getattr(args, "ids", None) or []:
+        for field in _ID_FIELDS[kind]:
+            if isinstance(value, str):
+                out[field + "_name"] = value
+            else:
+                out[field] = value
+        if kind in ("uid_all", "gid_all"):
+            out[kind] = True
+    return out
 
 
 def _inputs(args: argparse.Namespace) -> list[Any]:
