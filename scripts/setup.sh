@@ -14,6 +14,14 @@ APT_PACKAGES=(
 # Interop suite with the real libvirt 9.0 (tests/interop/, issue 12): libvirtd,
 # virtlogd and virsh, started by the tests in a private mount namespace.
 APT_PACKAGES+=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
+# Fleet ledger (issue 15): etcd for the tests' real 3-member cluster, etcdctl, and the
+# etcd3gw client (Debian's build; the venv sees it through system site-packages); openssl
+# makes the certificates of the TLS test.
+APT_PACKAGES+=(etcd-server etcd-client python3-etcd3gw openssl)
+# The SELinux-enforcing lab (scripts/lab, issue 10): its initramfs is busybox-static and
+# its images are made with mkfs.ext4 -d; the kernel package is fetched into the lab's
+# cache by scripts/lab, never installed. The audit search core is compiled with cc.
+APT_PACKAGES+=(busybox-static e2fsprogs gcc libc6-dev)
 VENV=.venv
 QEMU_USER=svirt-qemu
 
@@ -24,24 +32,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-# Fleet ledger (issue 15): etcd for the tests' real 3-member cluster, etcdctl, and the
-# etcd3gw client (Debian's build; the venv sees it through system site-packages); openssl
-# makes the certificates of the TLS test.
-FLEET_PACKAGES=(etcd-server etcd-client python3-etcd3gw openssl)
-fleet_missing=()
-for p in "${FLEET_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || fleet_missing+=("$p")
-done
-if [ ${#fleet_missing[@]} -gt 0 ]; then
-  echo "setup: installing ${fleet_missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -qq
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
-    "${fleet_missing[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # The unprivileged identity QEMU runs as (svirt.conf `user`/`group`).
@@ -68,24 +60,6 @@ fi
 SCAN_SRC=src/svirt/audit/_scan.c
 SCAN_LIB=src/svirt/audit/_scan.so
 if [ ! -f "$SCAN_LIB" ] || [ "$SCAN_SRC" -nt "$SCAN_LIB" ]; then
-  if ! command -v cc >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
-  fi
   cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$SCAN_LIB.tmp" "$SCAN_SRC" -ldl
   mv "$SCAN_LIB.tmp" "$SCAN_LIB"
-fi
-
-# --- the SELinux-enforcing lab (scripts/lab, issue 10): its initramfs is busybox-static;
-# the kernel package is fetched into the lab's cache by scripts/lab, never installed.
-LAB_PACKAGES=(busybox-static e2fsprogs)
-lab_missing=()
-for p in "${LAB_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || lab_missing+=("$p")
-done
-if [ ${#lab_missing[@]} -gt 0 ]; then
-  echo "setup: installing ${lab_missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${lab_missing[@]}" >/dev/null
 fi
