@@ -57,7 +57,7 @@ from svirt.host import devices as host_devices
 from svirt.host import selinux as host_selinux
 from svirt.host.namespace import mount_namespace_id
 from svirt.host.remembered import ACL_XATTR_PREFIX, Remembered, has_remembered, read_all
-from svirt.launch.lifecycle import qemu_alive, reconcile
+from svirt.launch.lifecycle import RECONCILED, qemu_alive, reconcile
 from svirt.policy.verify import Skipped, crashed_libvirt_domain, load_live_domain
 from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import Action, LabelOp, Outcome, SecurityDriver
@@ -1252,6 +1252,7 @@ def repair_file(
             # a node that cannot be opened for the lock (a device copy in a VM's
             # /dev) is still recalled: its xattrs were re-checked just before
             recall_unlocked=True,
+            allow_hard_links=cfg.allow_hard_links if cfg is not None else False,
         )
         try:
             result = tx.run("svirt-recover", ops)
@@ -1418,7 +1419,7 @@ def recover(
             )
     else:
         for rec in mgr.store.records():
-            if rec.state.active and not rec.owner_alive() and not qemu_alive(rec):
+            if rec.state in RECONCILED and not rec.owner_alive() and not qemu_alive(rec):
                 actions.append(
                     RecoverAction(
                         "reconcile",
@@ -1434,7 +1435,8 @@ def recover(
                 apply=apply,
                 take=take_from_libvirt,
                 journal=mgr.journal,
-                protected=cfg.protected_paths,
+                # the state directory is never a disk, as in every other transaction
+                protected=(*cfg.protected_paths, str(cfg.state_dir)),
                 cfg=cfg,
             )
         )

@@ -69,6 +69,7 @@ from svirt.state.domains import DomainRecord, DomainState, DomainStore
 from svirt.state.originals import KeptOriginals
 
 __all__ = [
+    "RECONCILED",
     "StartResult",
     "attach_disk",
     "detach_disk",
@@ -189,6 +190,11 @@ def qemu_alive(rec: DomainRecord) -> bool:
     return any(a.startswith(marker) for a in argv)
 
 
+# The records `reconcile` restores once their monitor and QEMU are gone (a dead
+# `starting` claim is forgotten by SecurityManager.recover instead: nothing was labelled).
+RECONCILED = frozenset({DomainState.LAUNCHING, DomainState.RUNNING, DomainState.STOPPING})
+
+
 def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
     """Restore the labels of domains whose monitor and QEMU are both gone. Returns the
     names reconciled. Crashed transactions are rolled back first (a monitor that died
@@ -197,10 +203,7 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
     mgr.recover()
     done = []
     for rec in list(mgr.store.records()):
-        if (
-            rec.state not in (DomainState.LAUNCHING, DomainState.RUNNING, DomainState.STOPPING)
-            or rec.owner is None
-        ):
+        if rec.state not in RECONCILED or rec.owner is None:
             continue
         if rec.owner_alive() or qemu_alive(rec):
             continue
@@ -214,6 +217,7 @@ def reconcile(cfg: Config, mgr: SecurityManager | None = None) -> list[str]:
             mgr.restore_and_release(rec.domain, exclude=_copies_of(rec.private_dev))
         except SvirtError as exc:
             log.warning("%s", exc)
+            continue  # left restore-failed with its pending paths: not reported as restored
         done.append(name)
         with contextlib.suppress(FileNotFoundError):
             runtime_paths(cfg, name)[0].unlink()
@@ -370,6 +374,9 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         if mgr is not None and claimed:
             try:
                 if labelled and live is not None:
+                    # launching/running -> stopping first: the transition table lets only
+                    # a stopping record end in restore-failed when a path cannot be put back
+                    mgr.store.set_state(live.name, DomainState.STOPPING, owner=os.getpid())
                     mgr.restore_and_release(live, exclude=_copies_of(private_dev))
                 else:  # a failed labelling transaction already put the files back
                     if live is not None:
@@ -435,6 +442,8 @@ def _restore_without_state(mgr: SecurityManager, domain: Domain, private_dev: bo
         remember=mgr.cfg.remember_owner,
         protected=(*mgr.cfg.protected_paths, str(mgr.cfg.state_dir)),
         allow_hard_links=mgr.cfg.allow_hard_links,
+        # reading works on a full disk: originals libvirt erased are still put back
+        kept=KeptOriginals(mgr.conn),
     )
     result = tx.run(domain.name, ops, best_effort=True)
     for op, exc in result.errors:
@@ -444,6 +453,12 @@ def _restore_without_state(mgr: SecurityManager, domain: Domain, private_dev: bo
     while True:
         try:
             with write_transaction(mgr.conn):
+                # This process's journal entries of the failed restore hold the labelled
+                # state as "before": closed with the record, or the next recovery would
+                # put the VM's labels back on files whose levels are released.
+                for open_tx in list(mgr.journal.open_transactions()):
+                    if open_tx.pid == os.getpid() and open_tx.domain == domain.name:
+                        mgr.journal.finish(open_tx.id, "committed")  # done by this fallback
                 mgr._release_levels(domain.name)
                 mgr.store.drop(domain.name, owner=os.getpid())
             mgr.store.remove_view(domain.name)

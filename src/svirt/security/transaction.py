@@ -356,8 +356,12 @@ class Transaction:
         step_hook: Callable[[int], None] | None = None,
         recall_unlocked: bool = False,
         allow_hard_links: bool = False,
+        kept: KeptOriginals | None = None,
     ) -> None:
         self.recall_unlocked = recall_unlocked
+        # svirt's copies of remembered originals, read (never written) when there is no
+        # journal to commit with: a restore on a full disk still puts erased ones back
+        self.kept = kept
         self.drivers = drivers
         self.journal = journal
         self.remember = remember
@@ -487,7 +491,7 @@ class Transaction:
             files = [(pins.real[p], st) for p, st in before.items()]
             tx = self.journal.begin(domain, ops[0].action.value, files)
         touched: list[str] = []
-        kept = KeptOriginals(self.journal.conn) if self.journal is not None else None
+        kept = KeptOriginals(self.journal.conn) if self.journal is not None else self.kept
         try:
             for i, raw_op in enumerate(ops):
                 op = self._effective(raw_op, locks)
@@ -513,7 +517,7 @@ class Transaction:
             raise
 
         def also() -> None:
-            if kept is not None:
+            if kept is not None and self.journal is not None:
                 self._keep(kept, domain, result, pins.targets)
             if on_commit is not None:
                 on_commit(result)
