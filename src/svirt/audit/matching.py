@@ -80,6 +80,15 @@ def _strtoul(msg: bytes, pos: int) -> int:
     return int(msg[start:pos]) if pos > start else 0
 
 
+def _hex_at(msg: bytes, pos: int) -> int:
+    """strtoul(…, 16) of an arch value."""
+    end = pos
+    n = len(msg)
+    while end < n and msg[end : end + 1] in b"0123456789abcdefABCDEF" and msg[end] != 32:
+        end += 1
+    return int(msg[pos:end], 16) if end > pos else 0
+
+
 def _id_at(msg: bytes, pos: int) -> int:
     """strtoul() of a uid/gid value, stored in a 32-bit uid_t as ausearch stores it."""
     n = len(msg)
@@ -126,6 +135,7 @@ def _quoted(msg: bytes, pos: int) -> tuple[bytes, int] | None:
 
 class _Items:
     __slots__ = (
+        "arch",
         "comm",
         "egid",
         "euid",
@@ -135,6 +145,7 @@ class _Items:
         "loginuid",
         "pid",
         "success",
+        "syscall",
         "tauid",
         "teuid",
         "tuid",
@@ -158,6 +169,9 @@ class _Items:
         self.exe: bytes | None = None
         self.keys: list[bytes] | None = None
         self.success = _UNSET
+        # ausearch's search_items: syscall and arch start at 0 (a record without them)
+        self.syscall = 0
+        self.arch = 0
 
 
 class Matcher:
@@ -176,6 +190,7 @@ class Matcher:
         self.want_exe = c.exe is not None
         self.want_key = c.key is not None
         self.want_success = c.success is not None
+        self.want_syscall = c.syscall is not None
         self.ev_uid = _ID_UNSET if c.uid is None else c.uid & _U32
         self.ev_euid = _ID_UNSET if c.euid is None else c.euid & _U32
         self.ev_auid = _AUID_UNSET if c.loginuid is None else c.loginuid & _U32
@@ -335,12 +350,16 @@ class Matcher:
         return 0
 
     def _syscall(self, msg: bytes, it: _Items) -> int:
+        i = msg.find(b"arch=")
+        if i >= 0:
+            it.arch = _hex_at(msg, i + 5)
         i = msg.find(b"syscall=")
         if i < 0:
             return 4
         term = msg.find(b" ", i + 8)
         if term < 0:
             return 5
+        it.syscall = _strtoul(msg, i + 8)
         if self.want_success:
             i = msg.find(b"success=", term)
             if i >= 0:
@@ -725,12 +744,14 @@ class Matcher:
             term = msg.find(b" ", i + 5)
             if term < 0:
                 return 15
+            it.arch = _hex_at(msg, i + 5)
             i = msg.find(b"syscall=", term)
             if i < 0:
                 return 17
             term = msg.find(b" ", i + 8)
             if term < 0:
                 return 18
+            it.syscall = _strtoul(msg, i + 8)
         if self.want_success:
             i = msg.find(b"res=", term)
             if i >= 0:
@@ -969,6 +990,11 @@ class Matcher:
             return False
         if c.success is not None and it.success != (_SUCCESS if c.success else _FAILED):
             return False
+        # -sc: a name given is looked up for this machine and the record's arch must match
+        if c.syscall is not None and (
+            it.syscall != c.syscall or (c.syscall_arch and it.arch != c.syscall_arch)
+        ):
+            return False
         if self._exe is not None and (it.exe is None or not self._strmatch(self._exe, it.exe)):
             return False
         if self._comm is not None and (it.comm is None or not self._strmatch(self._comm, it.comm)):
@@ -1010,6 +1036,8 @@ class Matcher:
                 it.success = _SUCCESS if f["res"] in ("success", "yes", "1") else _FAILED
             elif "avc" in f:
                 it.success = _FAILED if f["avc"] == "denied" else _SUCCESS
+            if "arch" in f and "syscall" in f:
+                _interpreted_syscall(f["arch"], f["syscall"], it)
         return self._compare(it)
 
 
@@ -1026,6 +1054,21 @@ _DAEMON1 = frozenset(
         "DAEMON_RESUME",
     )
 )
+
+
+def _interpreted_syscall(arch: str, syscall: str, it: _Items) -> None:
+    """``arch=x86_64 syscall=openat`` as ``ausearch -i`` shows them, back to numbers."""
+    from svirt.audit._tables import ARCHES, SYSCALLS
+
+    try:
+        it.arch = int(arch, 16)
+    except ValueError:
+        it.arch = next((a for a, m in ARCHES.items() if m == arch), 0)
+    if syscall.isdigit():
+        it.syscall = int(syscall)
+        return
+    table = SYSCALLS.get(ARCHES.get(it.arch, ""), {})
+    it.syscall = next((n for n, name in table.items() if name == syscall), 0)
 
 
 def split_line(line: bytes) -> tuple[int, bytes, bool]:

@@ -61,6 +61,7 @@ __all__ = [
     "parse_message_types",
     "parse_pid",
     "parse_success",
+    "parse_syscall",
     "parse_time",
     "parse_uid",
     "scan_exact",
@@ -110,6 +111,9 @@ class SearchCriteria:
     loginuid_name: str | None = None
     gid_all: bool = False
     success: bool | None = None
+    # -sc: the number; a name given also requires this machine's arch (0: any arch)
+    syscall: int | None = None
+    syscall_arch: int = 0
     event_id: int | None = None
     start: int | None = None
     end: int | None = None
@@ -217,6 +221,26 @@ def parse_success(text: str) -> bool:
     if text == "no":
         return False
     raise AuditError(f"success value must be 'yes' or 'no', was '{text}'")
+
+
+def parse_syscall(text: str) -> tuple[int, int]:
+    """``-sc``: a number (any arch) or a name of this machine's syscall table, which
+    ausearch then compares together with the records' arch. Returns (number, arch)."""
+    import platform
+
+    from svirt.audit._tables import ARCHES, SYSCALLS
+
+    if text[:1].isdigit():
+        if not text.isdigit():
+            raise AuditError(f"system call must be a number or a name, was '{text}'")
+        return int(text), 0
+    machine = platform.machine()
+    table = SYSCALLS.get(machine, {})
+    arch = next((a for a, m in ARCHES.items() if m == machine), 0)
+    for number, name in table.items():
+        if name == text and arch:
+            return number, arch
+    raise AuditError(f"system call '{text}' not found for {machine}")
 
 
 # ---------------------------------------------------------------------------------------
