@@ -3,7 +3,7 @@
 Logs from two generators at several event rates: ``bench/gen_audit_log_realistic.py``
 (which svirt was never tuned on: real syscall argument values, 40 and 140 events per
 second of log time, raw, ENRICHED and mixed) and the project's ``bench/gen_audit_log.py``.
-For every filter (61 of them, with ``-i``, ``--raw`` and the default output), the
+For every filter (66 of them, with ``-i``, ``--raw`` and the default output), the
 whole output of ``ausearch -if LOG`` is compared with:
 
 - the compiled core writing to a file descriptor (what the CLI does on a terminal or a
@@ -57,6 +57,13 @@ FILTERS = [
     ["-sc", "execve", "-sv", "no"],
     ["-sc", "59", "-x", "qemu"],
     ["-sc", "99999"],
+    # -e: a number as strtoll(..., 0) reads it, an errno name as its positive number;
+    # only SYSCALL records carry an exit (looked for after success= when -sv is given)
+    ["-e", "-13"],
+    ["-e", "0"],
+    ["-e", "-2", "-sv", "no"],
+    ["-e", "EACCES"],
+    ["-e", "-13", "-m", "AVC", "-x", "qemu"],
     ["-m", "AVC"],
     ["-m", "avc,user_avc"],
     ["-m", "SYSCALL"],
@@ -422,6 +429,64 @@ SYSCALL_KINDS_LOG = [
 SYSCALL_FILTERS = [
     ["-sc", v] for v in ("0", "read", "2", "open", "3", "5", "openat", "257", "execve", "999")
 ]
+
+
+EXIT_LOG = [
+    *SYSCALL_KINDS_LOG,
+    (
+        "type=SYSCALL msg=audit(1700000001.001:21): arch=c000003e syscall=0 success=yes "
+        "exit=13 a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=21 auid=0 uid=0 gid=0 euid=0 "
+        'suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000001.002:22): arch=c000003e syscall=0 success=yes "
+        "a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=22 auid=0 uid=0 gid=0 euid=0 suid=0 "
+        'fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000001.003:23): arch=c000003e syscall=0 exit=0x10 "
+        "a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=23 auid=0 uid=0 gid=0 euid=0 suid=0 "
+        'fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000001.004:24): arch=c000003e syscall=0 exit=-2 "
+        "success=no a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=24 auid=0 uid=0 gid=0 euid=0 "
+        'suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=USER_AVC msg=audit(1700000001.005:25): pid=1 uid=0 auid=4294967295 "
+        "ses=4294967295 subj=system_u:system_r:init_t:s0 msg='avc:  denied  { start } for "
+        "auid=-1 uid=0 gid=0 exit=13 res=0'"
+    ),
+]
+EXIT_FILTERS = [
+    *(["-e", v] for v in ("13", "EACCES", "eacces", "-13", "16", "0x10", "015", "0", "-2")),
+    *(["-e", v] for v in ("ENOENT", "3", "0x", "3x")),
+    ["-e", "-2", "-sv", "no"],
+    ["-e", "3", "-sv", "yes"],
+    ["-e", "-13", "-sc", "openat"],
+]
+
+
+def test_exit_on_every_record_kind(tmp_path: Path, utc: None) -> None:
+    """-e against SYSCALL records with and without exit=, exit= before success=, a hex
+    exit, and a USER_AVC naming an exit (which ausearch ignores): ausearch's bytes."""
+    log = tmp_path / "exits.log"
+    log.write_text("\n".join(EXIT_LOG) + "\n")
+    inputs = [LogInput(str(log))]
+    selected = 0
+    for words in EXIT_FILTERS:
+        crit = _criteria_of(words)
+        for mode in MODES:
+            theirs = _theirs(log, words, mode)
+            selected += bool(theirs)
+            assert _formatted(scan_exact(inputs, crit, ReadStats()), mode) == theirs, words
+            assert _native_fd(log, crit, mode) == theirs, (words, mode)
+    assert selected >= len(EXIT_FILTERS) * len(MODES) // 2
 
 
 def test_syscall_on_every_record_kind_that_carries_it(tmp_path: Path, utc: None) -> None:

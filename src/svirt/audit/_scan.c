@@ -105,6 +105,8 @@ typedef struct {
 	int has_syscall;
 	long long syscall;
 	unsigned long long syscall_arch;
+	int has_exit; /* -e */
+	long long exit;
 } opts_t;
 
 typedef struct {
@@ -617,6 +619,8 @@ typedef struct {
 	long long success;
 	long long syscall;	 /* ausearch's search_items start at 0 */
 	unsigned long long arch; /* strtoul(…, 16) of arch= */
+	long long exit;
+	int exit_set;
 	char *arena;
 	long used, cap;
 } items_t;
@@ -973,6 +977,22 @@ static int m_syscall(const matcher_t *mt, const msg_t *m, items_t *it)
 					      : S_FAILED;
 			term = sp;
 		}
+	}
+	if (mt->o->has_exit) {
+		/* looked for after success= when that is wanted too, as ausearch does */
+		i = mfind(m, "exit=", term);
+		if (i < 0)
+			return 8;
+		long sp = mfindc(m, ' ', i + 5);
+		if (sp < 0)
+			return 9;
+		char buf[72];
+		long n = sp - (i + 5) < 71 ? sp - (i + 5) : 71;
+		memcpy(buf, m->m + i + 5, (size_t)n);
+		buf[n] = 0;
+		it->exit = strtoll(buf, NULL, 0);
+		it->exit_set = 1;
+		term = sp;
 	}
 	static const char *const args[] = {"a0=", "a1="};
 	for (int a = 0; a < 2; a++) {
@@ -1693,7 +1713,7 @@ static int match_event(scan_t *s, const ev_t *e)
 			0,
 			o->has_syscall};
 	if (!(mt.want_pid || mt.want_comm || mt.want_exe || mt.want_key || mt.want_success ||
-	      mt.want_syscall ||
+	      mt.want_syscall || o->has_exit ||
 	      mt.want_uid || mt.want_euid || mt.want_auid || mt.want_gid || mt.want_egid ||
 	      o->uid_all || o->gid_all))
 		return 1;
@@ -1723,6 +1743,8 @@ static int match_event(scan_t *s, const ev_t *e)
 	if (ok && mt.want_pid && (!it.has_pid || it.pid != o->pid))
 		ok = 0;
 	if (ok && mt.want_success && it.success != (o->success ? S_SUCCESS : S_FAILED))
+		ok = 0;
+	if (ok && o->has_exit && (!it.exit_set || it.exit != o->exit))
 		ok = 0;
 	if (ok && mt.want_syscall &&
 	    (it.syscall != o->syscall || (o->syscall_arch && it.arch != o->syscall_arch)))

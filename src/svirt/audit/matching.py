@@ -80,6 +80,24 @@ def _strtoul(msg: bytes, pos: int) -> int:
     return int(msg[start:pos]) if pos > start else 0
 
 
+def strtoll0(text: bytes) -> int:
+    """strtoll(text, NULL, 0): sign, then 0x hex, 0 octal or decimal, up to a non-digit."""
+    t = text.lstrip(b" \t")
+    neg = t[:1] == b"-"
+    if t[:1] in (b"-", b"+"):
+        t = t[1:]
+    base, digits = 10, b"0123456789"
+    if t[:2].lower() == b"0x" and t[2:3] and t[2:3].lower() in b"0123456789abcdef":
+        base, digits, t = 16, b"0123456789abcdef", t[2:]
+    elif t[:1] == b"0":
+        base, digits = 8, b"01234567"
+    n = 0
+    while n < len(t) and t[n : n + 1].lower() in digits:
+        n += 1
+    v = int(t[:n], base) if n else 0
+    return -v if neg else v
+
+
 def _hex_at(msg: bytes, pos: int) -> int:
     """strtoul(…, 16) of an arch value."""
     end = pos
@@ -140,6 +158,7 @@ class _Items:
         "egid",
         "euid",
         "exe",
+        "exit",
         "gid",
         "keys",
         "loginuid",
@@ -172,6 +191,7 @@ class _Items:
         # ausearch's search_items: syscall and arch start at 0 (a record without them)
         self.syscall = 0
         self.arch = 0
+        self.exit: int | None = None
 
 
 class Matcher:
@@ -191,6 +211,7 @@ class Matcher:
         self.want_key = c.key is not None
         self.want_success = c.success is not None
         self.want_syscall = c.syscall is not None
+        self.want_exit = c.exit is not None
         self.ev_uid = _ID_UNSET if c.uid is None else c.uid & _U32
         self.ev_euid = _ID_UNSET if c.euid is None else c.euid & _U32
         self.ev_auid = _AUID_UNSET if c.loginuid is None else c.loginuid & _U32
@@ -368,6 +389,16 @@ class Matcher:
                     return 7
                 it.success = _SUCCESS if msg[i + 8 : sp] == b"yes" else _FAILED
                 term = sp
+        if self.want_exit:
+            # looked for after success= when that is wanted too, as ausearch does
+            i = msg.find(b"exit=", term)
+            if i < 0:
+                return 8
+            sp = msg.find(b" ", i + 5)
+            if sp < 0:
+                return 9
+            it.exit = strtoll0(msg[i + 5 : sp])
+            term = sp
         for arg in (b"a0=", b"a1="):
             i = msg.find(arg, term)
             if i < 0:
@@ -991,6 +1022,8 @@ class Matcher:
         if c.success is not None and it.success != (_SUCCESS if c.success else _FAILED):
             return False
         # -sc: a name given is looked up for this machine and the record's arch must match
+        if c.exit is not None and it.exit != c.exit:
+            return False
         if c.syscall is not None and (
             it.syscall != c.syscall or (c.syscall_arch and it.arch != c.syscall_arch)
         ):
@@ -1036,6 +1069,8 @@ class Matcher:
                 it.success = _SUCCESS if f["res"] in ("success", "yes", "1") else _FAILED
             elif "avc" in f:
                 it.success = _FAILED if f["avc"] == "denied" else _SUCCESS
+            if "exit" in f and self.want_exit and rec.type_id == _T["SYSCALL"]:
+                it.exit = _interpreted_exit(f["exit"])
             if "arch" in f and "syscall" in f:
                 _interpreted_syscall(f["arch"], f["syscall"], it)
         return self._compare(it)
@@ -1054,6 +1089,16 @@ _DAEMON1 = frozenset(
         "DAEMON_RESUME",
     )
 )
+
+
+def _interpreted_exit(value: str) -> int:
+    """``exit=ENOENT(No such file or directory)`` as ``ausearch -i`` shows a failure."""
+    import errno
+
+    name = value.split("(", 1)[0]
+    if name[:1].isalpha():
+        return -int(getattr(errno, name, 0))
+    return strtoll0(name.encode())
 
 
 def _interpreted_syscall(arch: str, syscall: str, it: _Items) -> None:

@@ -85,6 +85,8 @@ class _Opts(ctypes.Structure):
         ("has_syscall", ctypes.c_int),
         ("syscall", ctypes.c_longlong),
         ("syscall_arch", ctypes.c_ulonglong),
+        ("has_exit", ctypes.c_int),
+        ("exit", ctypes.c_longlong),
     )
 
 
@@ -178,6 +180,7 @@ def decided(criteria: SearchCriteria) -> bool:
         and c.pid is None
         and (c.success is None)
         and c.syscall is None
+        and c.exit is None
     ) and not _wants_ids(c)
 
 
@@ -239,6 +242,7 @@ class _Run:
         o.auid_name = c.loginuid_name.encode() if c.loginuid_name is not None else None
         o.has_syscall, o.syscall = int(c.syscall is not None), c.syscall or 0
         o.syscall_arch = c.syscall_arch
+        o.has_exit, o.exit = int(c.exit is not None), c.exit or 0
         o.whole_word = int(c.whole_word)
         names = _cstrings(_NAMES)
         ids = (ctypes.c_int * len(_IDS))(*_IDS)

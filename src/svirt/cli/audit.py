@@ -28,6 +28,7 @@ from svirt.audit.search import (
     SearchCriteria,
     boot_time,
     parse_event_id,
+    parse_exit,
     parse_gid,
     parse_loginuid,
     parse_message_types,
@@ -143,6 +144,13 @@ def _filters(p: argparse.ArgumentParser) -> None:
         help="system call name (this machine's) or number",
     )
     g.add_argument(
+        "-e",
+        "--exit",
+        type=_argtype(parse_exit),
+        metavar="EXIT",
+        help="system call exit value (number or errno name)",
+    )
+    g.add_argument(
         "-a",
         "--event",
         dest="event_id",
@@ -228,6 +236,7 @@ def _criteria(args: argparse.Namespace, default_types: frozenset[int] | None) ->
         success=args.success,
         syscall=None if args.syscall is None else args.syscall[0],
         syscall_arch=0 if args.syscall is None else args.syscall[1],
+        exit=args.exit,
         event_id=args.event_id,
         start=start,
         end=end,
