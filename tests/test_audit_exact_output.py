@@ -3,7 +3,7 @@
 Logs from two generators at several event rates: ``bench/gen_audit_log_realistic.py``
 (which svirt was never tuned on: real syscall argument values, 40 and 140 events per
 second of log time, raw, ENRICHED and mixed) and the project's ``bench/gen_audit_log.py``.
-For every filter (54 of them, with ``-i``, ``--raw`` and the default output), the
+For every filter (66 of them, with ``-i``, ``--raw`` and the default output), the
 whole output of ``ausearch -if LOG`` is compared with:
 
 - the compiled core writing to a file descriptor (what the CLI does on a terminal or a
@@ -48,6 +48,22 @@ pytestmark = pytest.mark.skipif(
 
 FILTERS = [
     [],
+    # -sc: a number matches any arch, and 0 every event without a syscall (ausearch's
+    # search_items start at 0); a name is this machine's and the arch must be too
+    ["-sc", "0"],
+    ["-sc", "read"],
+    ["-sc", "openat"],
+    ["-sc", "257", "-m", "AVC"],
+    ["-sc", "execve", "-sv", "no"],
+    ["-sc", "59", "-x", "qemu"],
+    ["-sc", "99999"],
+    # -e: a number as strtoll(..., 0) reads it, an errno name as its positive number;
+    # only SYSCALL records carry an exit (looked for after success= when -sv is given)
+    ["-e", "-13"],
+    ["-e", "0"],
+    ["-e", "-2", "-sv", "no"],
+    ["-e", "EACCES"],
+    ["-e", "-13", "-m", "AVC", "-x", "qemu"],
     ["-m", "AVC"],
     ["-m", "avc,user_avc"],
     ["-m", "SYSCALL"],
@@ -366,6 +382,129 @@ def test_ids_on_every_record_kind_that_carries_them(tmp_path: Path, utc: None) -
             assert _formatted(scan_exact(inputs, crit, ReadStats()), mode) == theirs, words
             assert _native_fd(log, crit, mode) == theirs, (words, mode)
     assert selected >= len(ID_FILTERS) * len(MODES) * 2 // 3
+
+
+SYSCALL_KINDS_LOG = [
+    (
+        "type=USER_AVC msg=audit(1700000000.001:1): pid=1 uid=0 auid=4294967295 "
+        "ses=4294967295 subj=system_u:system_r:init_t:s0 msg='avc:  denied  { start } for "
+        "auid=-1 uid=0 gid=0 scontext=system_u:system_r:init_t:s0 "
+        'tcontext=system_u:object_r:x_t:s0 tclass=service exe="/usr/lib/systemd/systemd" '
+        "sauid=0 hostname=? addr=? terminal=?'"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000000.002:2): arch=c000003e syscall=0 success=yes "
+        "exit=3 a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=2 auid=0 uid=0 gid=0 euid=0 suid=0 "
+        'fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="cat" exe="/usr/bin/cat" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000000.003:3): arch=40000003 syscall=3 success=yes "
+        "exit=3 a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=3 auid=0 uid=0 gid=0 euid=0 suid=0 "
+        'fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="cat32" exe="/usr/bin/cat32" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=SECCOMP msg=audit(1700000000.004:4): auid=0 uid=0 gid=0 ses=1 "
+        'subj=unconfined_u:unconfined_r:unconfined_t:s0 pid=5 comm="x" exe="/usr/bin/x" '
+        "sig=31 arch=c000003e syscall=2 compat=0 ip=0x1 code=0x0"
+    ),
+    (
+        "type=SECCOMP msg=audit(1700000000.005:5): auid=0 uid=0 gid=0 ses=1 "
+        'subj=unconfined_u:unconfined_r:unconfined_t:s0 pid=6 comm="y" exe="/usr/bin/y" '
+        "sig=31 arch=40000003 syscall=5 compat=1 ip=0x1 code=0x0"
+    ),
+    (
+        "type=AVC msg=audit(1700000000.006:6): avc:  denied  { read } for  pid=7 "
+        'comm="qemu" name="x" dev="sda" ino=1 scontext=system_u:system_r:svirt_t:s0:c1,c2 '
+        "tcontext=system_u:object_r:etc_t:s0 tclass=file permissive=0"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000000.006:6): arch=c000003e syscall=257 success=no "
+        "exit=-13 a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=7 auid=0 uid=0 gid=0 euid=0 suid=0 "
+        'fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="qemu" exe="/usr/bin/qemu" '
+        "subj=system_u:system_r:svirt_t:s0:c1,c2 key=(null)"
+    ),
+]
+SYSCALL_FILTERS = [
+    ["-sc", v] for v in ("0", "read", "2", "open", "3", "5", "openat", "257", "execve", "999")
+]
+
+
+EXIT_LOG = [
+    *SYSCALL_KINDS_LOG,
+    (
+        "type=SYSCALL msg=audit(1700000001.001:21): arch=c000003e syscall=0 success=yes "
+        "exit=13 a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=21 auid=0 uid=0 gid=0 euid=0 "
+        'suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000001.002:22): arch=c000003e syscall=0 success=yes "
+        "a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=22 auid=0 uid=0 gid=0 euid=0 suid=0 "
+        'fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000001.003:23): arch=c000003e syscall=0 exit=0x10 "
+        "a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=23 auid=0 uid=0 gid=0 euid=0 suid=0 "
+        'fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=SYSCALL msg=audit(1700000001.004:24): arch=c000003e syscall=0 exit=-2 "
+        "success=no a0=1 a1=2 a2=3 a3=4 items=0 ppid=1 pid=24 auid=0 uid=0 gid=0 euid=0 "
+        'suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="c" exe="/usr/bin/c" '
+        "subj=unconfined_u:unconfined_r:unconfined_t:s0 key=(null)"
+    ),
+    (
+        "type=USER_AVC msg=audit(1700000001.005:25): pid=1 uid=0 auid=4294967295 "
+        "ses=4294967295 subj=system_u:system_r:init_t:s0 msg='avc:  denied  { start } for "
+        "auid=-1 uid=0 gid=0 exit=13 res=0'"
+    ),
+]
+EXIT_FILTERS = [
+    *(["-e", v] for v in ("13", "EACCES", "eacces", "-13", "16", "0x10", "015", "0", "-2")),
+    *(["-e", v] for v in ("ENOENT", "3", "0x", "3x")),
+    ["-e", "-2", "-sv", "no"],
+    ["-e", "3", "-sv", "yes"],
+    ["-e", "-13", "-sc", "openat"],
+]
+
+
+def test_exit_on_every_record_kind(tmp_path: Path, utc: None) -> None:
+    """-e against SYSCALL records with and without exit=, exit= before success=, a hex
+    exit, and a USER_AVC naming an exit (which ausearch ignores): ausearch's bytes."""
+    log = tmp_path / "exits.log"
+    log.write_text("\n".join(EXIT_LOG) + "\n")
+    inputs = [LogInput(str(log))]
+    selected = 0
+    for words in EXIT_FILTERS:
+        crit = _criteria_of(words)
+        for mode in MODES:
+            theirs = _theirs(log, words, mode)
+            selected += bool(theirs)
+            assert _formatted(scan_exact(inputs, crit, ReadStats()), mode) == theirs, words
+            assert _native_fd(log, crit, mode) == theirs, (words, mode)
+    assert selected >= len(EXIT_FILTERS) * len(MODES) // 2
+
+
+def test_syscall_on_every_record_kind_that_carries_it(tmp_path: Path, utc: None) -> None:
+    """-sc on SYSCALL and SECCOMP records of two arches and on records without a syscall
+    (which ausearch holds as syscall 0): a number matches any arch, a name only this
+    machine's; the same bytes as ausearch in every engine."""
+    log = tmp_path / "syscalls.log"
+    log.write_text("\n".join(SYSCALL_KINDS_LOG) + "\n")
+    inputs = [LogInput(str(log))]
+    selected = 0
+    for words in SYSCALL_FILTERS:
+        crit = _criteria_of(words)
+        for mode in MODES:
+            theirs = _theirs(log, words, mode)
+            selected += bool(theirs)
+            assert _formatted(scan_exact(inputs, crit, ReadStats()), mode) == theirs, words
+            assert _native_fd(log, crit, mode) == theirs, (words, mode)
+    assert selected >= len(SYSCALL_FILTERS) * len(MODES) * 2 // 3
 
 
 @pytest.mark.parametrize(

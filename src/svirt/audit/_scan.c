@@ -101,6 +101,12 @@ typedef struct {
 	unsigned int ev_uid, ev_euid, ev_auid, ev_gid, ev_egid;
 	int uid_all, gid_all;
 	const char *uid_name, *euid_name, *auid_name; /* names are compared as names */
+	/* -sc: the number; a name given also requires this machine's arch (0: any) */
+	int has_syscall;
+	long long syscall;
+	unsigned long long syscall_arch;
+	int has_exit; /* -e */
+	long long exit;
 } opts_t;
 
 typedef struct {
@@ -611,6 +617,10 @@ typedef struct {
 	str_t keys[MAX_KEYS];
 	int nkeys, has_keys;
 	long long success;
+	long long syscall;	 /* ausearch's search_items start at 0 */
+	unsigned long long arch; /* strtoul(…, 16) of arch= */
+	long long exit;
+	int exit_set;
 	char *arena;
 	long used, cap;
 } items_t;
@@ -751,6 +761,7 @@ typedef struct {
 	int want_names;
 	const char *interp; /* the enriched part ausearch loads (one record or SYSCALL first) */
 	long interp_n;
+	int want_syscall;
 } matcher_t;
 
 static str_t cstr(const char *p)
@@ -927,14 +938,34 @@ static void add_hex_keys(items_t *it, str_t raw)
 	}
 }
 
+static unsigned long long m_hex(const msg_t *m, long pos)
+{
+	unsigned long long v = 0;
+	for (; pos < m->n; pos++) {
+		char c = m->m[pos];
+		int d = c >= '0' && c <= '9'   ? c - '0'
+			: c >= 'a' && c <= 'f' ? c - 'a' + 10
+			: c >= 'A' && c <= 'F' ? c - 'A' + 10
+					       : -1;
+		if (d < 0)
+			break;
+		v = v * 16 + (unsigned long long)d;
+	}
+	return v;
+}
+
 static int m_syscall(const matcher_t *mt, const msg_t *m, items_t *it)
 {
-	long i = mfind(m, "syscall=", 0);
+	long i = mfind(m, "arch=", 0);
+	if (i >= 0)
+		it->arch = m_hex(m, i + 5);
+	i = mfind(m, "syscall=", 0);
 	if (i < 0)
 		return 4;
 	long term = mfindc(m, ' ', i + 8);
 	if (term < 0)
 		return 5;
+	it->syscall = (long long)m_strtoul(m, i + 8);
 	if (mt->want_success) {
 		i = mfind(m, "success=", term);
 		if (i >= 0) {
@@ -946,6 +977,22 @@ static int m_syscall(const matcher_t *mt, const msg_t *m, items_t *it)
 					      : S_FAILED;
 			term = sp;
 		}
+	}
+	if (mt->o->has_exit) {
+		/* looked for after success= when that is wanted too, as ausearch does */
+		i = mfind(m, "exit=", term);
+		if (i < 0)
+			return 8;
+		long sp = mfindc(m, ' ', i + 5);
+		if (sp < 0)
+			return 9;
+		char buf[72];
+		long n = sp - (i + 5) < 71 ? sp - (i + 5) : 71;
+		memcpy(buf, m->m + i + 5, (size_t)n);
+		buf[n] = 0;
+		it->exit = strtoll(buf, NULL, 0);
+		it->exit_set = 1;
+		term = sp;
 	}
 	static const char *const args[] = {"a0=", "a1="};
 	for (int a = 0; a < 2; a++) {
@@ -1411,12 +1458,14 @@ static int m_kernel_anom(const matcher_t *mt, const msg_t *m, int type, items_t 
 		term = mfindc(m, ' ', i + 5);
 		if (term < 0)
 			return 15;
+		it->arch = m_hex(m, i + 5);
 		i = mfind(m, "syscall=", term);
 		if (i < 0)
 			return 17;
 		term = mfindc(m, ' ', i + 8);
 		if (term < 0)
 			return 18;
+		it->syscall = (long long)m_strtoul(m, i + 8);
 	}
 	if (mt->want_success) {
 		i = mfind(m, "res=", term);
@@ -1661,8 +1710,10 @@ static int match_event(scan_t *s, const ev_t *e)
 			o->ev_egid != ID_UNSET,
 			o->uid_name || o->euid_name || o->auid_name,
 			NULL,
-			0};
+			0,
+			o->has_syscall};
 	if (!(mt.want_pid || mt.want_comm || mt.want_exe || mt.want_key || mt.want_success ||
+	      mt.want_syscall || o->has_exit ||
 	      mt.want_uid || mt.want_euid || mt.want_auid || mt.want_gid || mt.want_egid ||
 	      o->uid_all || o->gid_all))
 		return 1;
@@ -1692,6 +1743,11 @@ static int match_event(scan_t *s, const ev_t *e)
 	if (ok && mt.want_pid && (!it.has_pid || it.pid != o->pid))
 		ok = 0;
 	if (ok && mt.want_success && it.success != (o->success ? S_SUCCESS : S_FAILED))
+		ok = 0;
+	if (ok && o->has_exit && (!it.exit_set || it.exit != o->exit))
+		ok = 0;
+	if (ok && mt.want_syscall &&
+	    (it.syscall != o->syscall || (o->syscall_arch && it.arch != o->syscall_arch)))
 		ok = 0;
 	if (ok && mt.want_exe && (it.exe.n < 0 || !strmatch(o, o->exe, it.exe)))
 		ok = 0;

@@ -80,6 +80,33 @@ def _strtoul(msg: bytes, pos: int) -> int:
     return int(msg[start:pos]) if pos > start else 0
 
 
+def strtoll0(text: bytes) -> int:
+    """strtoll(text, NULL, 0): sign, then 0x hex, 0 octal or decimal, up to a non-digit."""
+    t = text.lstrip(b" \t")
+    neg = t[:1] == b"-"
+    if t[:1] in (b"-", b"+"):
+        t = t[1:]
+    base, digits = 10, b"0123456789"
+    if t[:2].lower() == b"0x" and t[2:3] and t[2:3].lower() in b"0123456789abcdef":
+        base, digits, t = 16, b"0123456789abcdef", t[2:]
+    elif t[:1] == b"0":
+        base, digits = 8, b"01234567"
+    n = 0
+    while n < len(t) and t[n : n + 1].lower() in digits:
+        n += 1
+    v = int(t[:n], base) if n else 0
+    return -v if neg else v
+
+
+def _hex_at(msg: bytes, pos: int) -> int:
+    """strtoul(…, 16) of an arch value."""
+    end = pos
+    n = len(msg)
+    while end < n and msg[end : end + 1] in b"0123456789abcdefABCDEF" and msg[end] != 32:
+        end += 1
+    return int(msg[pos:end], 16) if end > pos else 0
+
+
 def _id_at(msg: bytes, pos: int) -> int:
     """strtoul() of a uid/gid value, stored in a 32-bit uid_t as ausearch stores it."""
     n = len(msg)
@@ -126,15 +153,18 @@ def _quoted(msg: bytes, pos: int) -> tuple[bytes, int] | None:
 
 class _Items:
     __slots__ = (
+        "arch",
         "comm",
         "egid",
         "euid",
         "exe",
+        "exit",
         "gid",
         "keys",
         "loginuid",
         "pid",
         "success",
+        "syscall",
         "tauid",
         "teuid",
         "tuid",
@@ -158,6 +188,10 @@ class _Items:
         self.exe: bytes | None = None
         self.keys: list[bytes] | None = None
         self.success = _UNSET
+        # ausearch's search_items: syscall and arch start at 0 (a record without them)
+        self.syscall = 0
+        self.arch = 0
+        self.exit: int | None = None
 
 
 class Matcher:
@@ -176,6 +210,8 @@ class Matcher:
         self.want_exe = c.exe is not None
         self.want_key = c.key is not None
         self.want_success = c.success is not None
+        self.want_syscall = c.syscall is not None
+        self.want_exit = c.exit is not None
         self.ev_uid = _ID_UNSET if c.uid is None else c.uid & _U32
         self.ev_euid = _ID_UNSET if c.euid is None else c.euid & _U32
         self.ev_auid = _AUID_UNSET if c.loginuid is None else c.loginuid & _U32
@@ -335,12 +371,16 @@ class Matcher:
         return 0
 
     def _syscall(self, msg: bytes, it: _Items) -> int:
+        i = msg.find(b"arch=")
+        if i >= 0:
+            it.arch = _hex_at(msg, i + 5)
         i = msg.find(b"syscall=")
         if i < 0:
             return 4
         term = msg.find(b" ", i + 8)
         if term < 0:
             return 5
+        it.syscall = _strtoul(msg, i + 8)
         if self.want_success:
             i = msg.find(b"success=", term)
             if i >= 0:
@@ -349,6 +389,16 @@ class Matcher:
                     return 7
                 it.success = _SUCCESS if msg[i + 8 : sp] == b"yes" else _FAILED
                 term = sp
+        if self.want_exit:
+            # looked for after success= when that is wanted too, as ausearch does
+            i = msg.find(b"exit=", term)
+            if i < 0:
+                return 8
+            sp = msg.find(b" ", i + 5)
+            if sp < 0:
+                return 9
+            it.exit = strtoll0(msg[i + 5 : sp])
+            term = sp
         for arg in (b"a0=", b"a1="):
             i = msg.find(arg, term)
             if i < 0:
@@ -725,12 +775,14 @@ class Matcher:
             term = msg.find(b" ", i + 5)
             if term < 0:
                 return 15
+            it.arch = _hex_at(msg, i + 5)
             i = msg.find(b"syscall=", term)
             if i < 0:
                 return 17
             term = msg.find(b" ", i + 8)
             if term < 0:
                 return 18
+            it.syscall = _strtoul(msg, i + 8)
         if self.want_success:
             i = msg.find(b"res=", term)
             if i >= 0:
@@ -969,6 +1021,13 @@ class Matcher:
             return False
         if c.success is not None and it.success != (_SUCCESS if c.success else _FAILED):
             return False
+        # -sc: a name given is looked up for this machine and the record's arch must match
+        if c.exit is not None and it.exit != c.exit:
+            return False
+        if c.syscall is not None and (
+            it.syscall != c.syscall or (c.syscall_arch and it.arch != c.syscall_arch)
+        ):
+            return False
         if self._exe is not None and (it.exe is None or not self._strmatch(self._exe, it.exe)):
             return False
         if self._comm is not None and (it.comm is None or not self._strmatch(self._comm, it.comm)):
@@ -1010,6 +1069,10 @@ class Matcher:
                 it.success = _SUCCESS if f["res"] in ("success", "yes", "1") else _FAILED
             elif "avc" in f:
                 it.success = _FAILED if f["avc"] == "denied" else _SUCCESS
+            if "exit" in f and self.want_exit and rec.type_id == _T["SYSCALL"]:
+                it.exit = _interpreted_exit(f["exit"])
+            if "arch" in f and "syscall" in f:
+                _interpreted_syscall(f["arch"], f["syscall"], it)
         return self._compare(it)
 
 
@@ -1026,6 +1089,31 @@ _DAEMON1 = frozenset(
         "DAEMON_RESUME",
     )
 )
+
+
+def _interpreted_exit(value: str) -> int:
+    """``exit=ENOENT(No such file or directory)`` as ``ausearch -i`` shows a failure."""
+    import errno
+
+    name = value.split("(", 1)[0]
+    if name[:1].isalpha():
+        return -int(getattr(errno, name, 0))
+    return strtoll0(name.encode())
+
+
+def _interpreted_syscall(arch: str, syscall: str, it: _Items) -> None:
+    """``arch=x86_64 syscall=openat`` as ``ausearch -i`` shows them, back to numbers."""
+    from svirt.audit._tables import ARCHES, SYSCALLS
+
+    try:
+        it.arch = int(arch, 16)
+    except ValueError:
+        it.arch = next((a for a, m in ARCHES.items() if m == arch), 0)
+    if syscall.isdigit():
+        it.syscall = int(syscall)
+        return
+    table = SYSCALLS.get(ARCHES.get(it.arch, ""), {})
+    it.syscall = next((n for n, name in table.items() if name == syscall), 0)
 
 
 def split_line(line: bytes) -> tuple[int, bytes, bool]:

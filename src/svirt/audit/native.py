@@ -82,6 +82,11 @@ class _Opts(ctypes.Structure):
         ("uid_name", ctypes.c_char_p),
         ("euid_name", ctypes.c_char_p),
         ("auid_name", ctypes.c_char_p),
+        ("has_syscall", ctypes.c_int),
+        ("syscall", ctypes.c_longlong),
+        ("syscall_arch", ctypes.c_ulonglong),
+        ("has_exit", ctypes.c_int),
+        ("exit", ctypes.c_longlong),
     )
 
 
@@ -169,7 +174,13 @@ def decided(criteria: SearchCriteria) -> bool:
     """Only record types, a serial and a time range: the core matches on its own."""
     c = criteria
     return (
-        c.comm is None and c.exe is None and c.key is None and c.pid is None and (c.success is None)
+        c.comm is None
+        and c.exe is None
+        and c.key is None
+        and c.pid is None
+        and (c.success is None)
+        and c.syscall is None
+        and c.exit is None
     ) and not _wants_ids(c)
 
 
@@ -229,6 +240,9 @@ class _Run:
         o.uid_name = c.uid_name.encode() if c.uid_name is not None else None
         o.euid_name = c.euid_name.encode() if c.euid_name is not None else None
         o.auid_name = c.loginuid_name.encode() if c.loginuid_name is not None else None
+        o.has_syscall, o.syscall = int(c.syscall is not None), c.syscall or 0
+        o.syscall_arch = c.syscall_arch
+        o.has_exit, o.exit = int(c.exit is not None), c.exit or 0
         o.whole_word = int(c.whole_word)
         names = _cstrings(_NAMES)
         ids = (ctypes.c_int * len(_IDS))(*_IDS)

@@ -56,11 +56,13 @@ __all__ = [
     "SearchCriteria",
     "boot_time",
     "parse_event_id",
+    "parse_exit",
     "parse_gid",
     "parse_loginuid",
     "parse_message_types",
     "parse_pid",
     "parse_success",
+    "parse_syscall",
     "parse_time",
     "parse_uid",
     "scan_exact",
@@ -110,6 +112,11 @@ class SearchCriteria:
     loginuid_name: str | None = None
     gid_all: bool = False
     success: bool | None = None
+    # -sc: the number; a name given also requires this machine's arch (0: any arch)
+    syscall: int | None = None
+    syscall_arch: int = 0
+    # -e: the exit value (an errno name is its positive number, as ausearch takes it)
+    exit: int | None = None
     event_id: int | None = None
     start: int | None = None
     end: int | None = None
@@ -217,6 +224,48 @@ def parse_success(text: str) -> bool:
     if text == "no":
         return False
     raise AuditError(f"success value must be 'yes' or 'no', was '{text}'")
+
+
+def parse_exit(text: str) -> int:
+    """``-e``: a number as strtoll(…, 0) reads it (``-13``, ``0x10``, ``015``) or an errno
+    name, any case, as libaudit's table has it (``EACCES`` is 13, not -13)."""
+    import ctypes
+    import errno
+
+    from svirt.audit.matching import strtoll0
+
+    if text[:1].isdigit() or (text[:1] == "-" and text[1:2].isdigit()):
+        value = strtoll0(text.encode())
+        if not -(2**63) <= value < 2**63:
+            raise AuditError(f"exit value out of range, was '{text}'")
+        return value
+    try:
+        number = int(ctypes.CDLL("libaudit.so.1").audit_name_to_errno(text.encode()))
+    except OSError:
+        number = getattr(errno, text.upper(), 0) if text.isalnum() else 0
+    if number <= 0:
+        raise AuditError(f"unknown errno name '{text}'")
+    return number
+
+
+def parse_syscall(text: str) -> tuple[int, int]:
+    """``-sc``: a number (any arch) or a name of this machine's syscall table, which
+    ausearch then compares together with the records' arch. Returns (number, arch)."""
+    import platform
+
+    from svirt.audit._tables import ARCHES, SYSCALLS
+
+    if text[:1].isdigit():
+        if not text.isdigit():
+            raise AuditError(f"system call must be a number or a name, was '{text}'")
+        return int(text), 0
+    machine = platform.machine()
+    table = SYSCALLS.get(machine, {})
+    arch = next((a for a, m in ARCHES.items() if m == machine), 0)
+    for number, name in table.items():
+        if name == text and arch:
+            return number, arch
+    raise AuditError(f"system call '{text}' not found for {machine}")
 
 
 # ---------------------------------------------------------------------------------------

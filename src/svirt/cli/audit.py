@@ -28,11 +28,13 @@ from svirt.audit.search import (
     SearchCriteria,
     boot_time,
     parse_event_id,
+    parse_exit,
     parse_gid,
     parse_loginuid,
     parse_message_types,
     parse_pid,
     parse_success,
+    parse_syscall,
     parse_time,
     parse_uid,
     search,
@@ -135,6 +137,20 @@ def _filters(p: argparse.ArgumentParser) -> None:
         help="system call or event success",
     )
     g.add_argument(
+        "-sc",
+        "--syscall",
+        type=_argtype(parse_syscall),
+        metavar="SYSCALL",
+        help="system call name (this machine's) or number",
+    )
+    g.add_argument(
+        "-e",
+        "--exit",
+        type=_argtype(parse_exit),
+        metavar="EXIT",
+        help="system call exit value (number or errno name)",
+    )
+    g.add_argument(
         "-a",
         "--event",
         dest="event_id",
@@ -218,6 +234,9 @@ def _criteria(args: argparse.Namespace, default_types: frozenset[int] | None) ->
         pid=args.pid,
         **_ids(args),
         success=args.success,
+        syscall=None if args.syscall is None else args.syscall[0],
+        syscall_arch=0 if args.syscall is None else args.syscall[1],
+        exit=args.exit,
         event_id=args.event_id,
         start=start,
         end=end,
