@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from svirt.conf import Config, config_from_mapping
@@ -78,3 +81,20 @@ def config(tmp_path: Path, **extra: object) -> Config:
     data["vm_identity"] = "off"
     data.update(extra)
     return config_from_mapping(data, source="<test>")
+
+
+@contextlib.contextmanager
+def timezone(name: str) -> Iterator[None]:
+    """Run with TZ set to ``name`` (audit logs are printed in local time), then put the
+    process's time zone back."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()

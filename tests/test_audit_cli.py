@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import svirt.cli.audit as cli_audit
+from fsutil import timezone
 from svirt.cli.main import main
 from test_audit_reader import load_generator
 
@@ -24,15 +24,8 @@ SVIRT = [str(Path(sys.executable).parent / "svirt")]
 
 @pytest.fixture
 def pacific() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "America/Los_Angeles"
-    time.tzset()
-    yield
-    if old is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
+    with timezone("America/Los_Angeles"):
+        yield
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

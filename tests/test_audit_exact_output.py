@@ -30,6 +30,7 @@ from types import ModuleType
 
 import pytest
 
+from fsutil import timezone
 from svirt.audit import native
 from svirt.audit.interpret import format_event
 from svirt.audit.reader import LogInput, ReadStats
@@ -152,15 +153,8 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
+    with timezone("UTC"):
+        yield
 
 
 def _facts(path: Path) -> tuple[int, int, int]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fsutil import timezone
 from svirt.audit.events import Event
 from svirt.audit.explain import (
     XATTR_REF,
@@ -53,15 +53,8 @@ def oracle() -> PolicyOracle:
 
 @pytest.fixture
 def pacific() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "America/Los_Angeles"
-    time.tzset()
-    yield
-    if old is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
+    with timezone("America/Los_Angeles"):
+        yield
 
 
 def events_of(path: Path) -> list[Event]:
