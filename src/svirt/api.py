@@ -22,6 +22,7 @@ from svirt.domain.model import Domain as DomainDefinition
 from svirt.errors import LaunchError, SvirtError
 
 if TYPE_CHECKING:
+    from svirt.domain.blklist import BlockDevice  # tools
     from svirt.state.domains import DomainRecord
 
 __all__ = [
@@ -207,3 +208,13 @@ class Domain:
     def disks(self) -> Sequence[Disk]:
         """The domain's disks as it runs (``svirt domblklist``)."""
         return self.definition.disks
+
+    # -- tools: svirt domblklist ------------------------------------------------------
+
+    def block_devices(self) -> list[BlockDevice]:
+        """The disks as ``virsh domblklist`` lists them (type, device, target, source),
+        read from the live XML: hotplugged disks included, a drive without media with
+        ``source`` None."""
+        from svirt.domain.blklist import block_devices
+
+        return block_devices(self.xml)

@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "demo",
     "fleet",  # fleet ledger (issue 15)
+    "domblklist",  # tools (issue 14)
 )
 
 # Which module defines each command: a run imports only the module of its command, so
@@ -58,6 +59,8 @@ COMMANDS: dict[str, str] = {
     # fleet ledger (issue 15)
     "migrate-label": "fleet",
     "fleet": "fleet",
+    # tools (issue 14)
+    "domblklist": "domblklist",
 }
 
 
