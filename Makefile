@@ -31,3 +31,9 @@ test-enforcing: setup
 
 lab: setup
 	scripts/lab build
+
+# --- tools (issue 14): regenerate svirt(1) and the bash/zsh completions from the parser
+# and install them (scripts/setup.sh does this too; only changed files are written).
+.PHONY: man-completion
+man-completion: setup
+	$(PY) -m svirt.cli.docs install

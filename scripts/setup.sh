@@ -22,6 +22,9 @@ APT_PACKAGES+=(etcd-server etcd-client python3-etcd3gw openssl)
 # its images are made with mkfs.ext4 -d; the kernel package is fetched into the lab's
 # cache by scripts/lab, never installed. The audit search core is compiled with cc.
 APT_PACKAGES+=(busybox-static e2fsprogs gcc libc6-dev)
+# Tools (issue 14): svirt(1) is read with man-db (groff renders it) and the completions
+# are loaded by bash-completion and zsh; the tests render the page and drive both shells.
+APT_PACKAGES+=(man-db groff-base bash-completion zsh)
 VENV=.venv
 QEMU_USER=svirt-qemu
 
@@ -63,3 +66,9 @@ if [ ! -f "$SCAN_LIB" ] || [ "$SCAN_SRC" -nt "$SCAN_LIB" ]; then
   cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$SCAN_LIB.tmp" "$SCAN_SRC" -ldl
   mv "$SCAN_LIB.tmp" "$SCAN_LIB"
 fi
+
+# --- tools (issue 14): the man page and the bash and zsh completions, generated from the
+# installed svirt's parser (argparse-manpage, shtab) and put where man, bash-completion
+# and zsh look (/usr/local/share/...). Only files that differ are written, so a second
+# run changes nothing; `make man-completion` runs the same step.
+"$VENV/bin/python" -m svirt.cli.docs install

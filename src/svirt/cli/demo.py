@@ -55,7 +55,11 @@ _SEED_AVC = (
 
 
 def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("demo", parents=[common], help="a guided tour of svirt")
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="the guided tour: two confined VMs, their labels, verify, a denial explained",
+    )
     p.add_argument("--keep", action="store_true", help="keep the demo directory")
     p.set_defaults(func=run)
 

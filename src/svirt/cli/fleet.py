@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
         parents=[common],
         help='hand a domain\'s MCS level to another host (ledger = "etcd")',
     )
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="domain name")
     p.add_argument("--to", required=True, metavar="HOST", help="the destination's host_id")
     p.set_defaults(func=run_migrate)
     p = sub.add_parser(
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
         help="this host in the etcd fleet ledger (status), or give up a pair that follows "
         "a domain (forget NAME)",
     )
-    p.add_argument("what", choices=["status", "forget"])
+    p.add_argument("what", choices=["status", "forget"], help="status or forget")
     p.add_argument("name", nargs="?", metavar="NAME", help="forget: the domain")
     p.set_defaults(func=run_status)
 

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     p = sub.add_parser(
         "label", parents=[common], help="label every resource of a domain without starting it"
     )
-    p.add_argument("xml", metavar="DOMAIN.xml")
+    p.add_argument("xml", metavar="DOMAIN.xml", help="domain XML file (libvirt's format)")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     )
     p.set_defaults(func=run_label)
     p = sub.add_parser("restore", parents=[common], help="restore every label set by 'svirt label'")
-    p.add_argument("xml", metavar="DOMAIN.xml")
+    p.add_argument("xml", metavar="DOMAIN.xml", help="the domain XML that was labelled")
     p.set_defaults(func=run_restore)
 
 

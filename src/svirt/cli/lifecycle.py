@@ -31,12 +31,12 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("start", parents=[common], help="start a domain confined by sVirt")
-    p.add_argument("xml", metavar="DOMAIN.xml")
+    p.add_argument("xml", metavar="DOMAIN.xml", help="domain XML file (libvirt's format)")
     p.set_defaults(func=run_start)
     p = sub.add_parser(
         "stop", parents=[common], help="stop a domain and restore every label and owner"
     )
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="domain name")
     p.add_argument(
         "--force", action="store_true", help="do not ask the guest to power down: quit QEMU at once"
     )
@@ -44,24 +44,33 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
         "--timeout",
         type=float,
         default=10.0,
+        metavar="SECONDS",
         help="seconds to wait for the guest to power down (default 10)",
     )
     p.set_defaults(func=run_stop)
-    p = sub.add_parser("list", parents=[common], help="running domains (like ps -eZ)")
+    p = sub.add_parser(
+        "list",
+        parents=[common],
+        help="list running and labelled domains with their pids and labels (like ps -eZ)",
+    )
     p.add_argument("-Z", "--context", action="store_true", help="show security labels")
     p.set_defaults(func=run_list)
     p = sub.add_parser(
-        "dumpxml", parents=[common], help="live XML of a domain with its generated seclabels"
+        "dumpxml", parents=[common], help="print a domain's live XML with its generated seclabels"
     )
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="domain name")
     p.set_defaults(func=run_dumpxml)
-    p = sub.add_parser("attach-disk", parents=[common], help="hotplug a disk")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("xml", metavar="DISK.xml")
+    p = sub.add_parser(
+        "attach-disk", parents=[common], help="label a disk and hotplug it into a running domain"
+    )
+    p.add_argument("name", metavar="NAME", help="domain name")
+    p.add_argument("xml", metavar="DISK.xml", help="file with one <disk> element")
     p.set_defaults(func=run_attach)
-    p = sub.add_parser("detach-disk", parents=[common], help="hot-unplug a disk")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("target", metavar="TARGET")
+    p = sub.add_parser(
+        "detach-disk", parents=[common], help="hot-unplug a disk and restore its labels"
+    )
+    p.add_argument("name", metavar="NAME", help="domain name")
+    p.add_argument("target", metavar="TARGET", help="the disk's target (vdb)")
     p.set_defaults(func=run_detach)
 
 

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
         default=True,
         help="show security contexts (the default)",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or devices to show")
     p.set_defaults(func=run)
 
 

@@ -93,19 +93,22 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     """
     p = argparse.ArgumentParser(add_help=False)
     default = argparse.SUPPRESS
-    p.add_argument(
+    # tools (issue 14): one titled group, so every command's help and the man page show
+    # these apart from the command's own options.
+    g = p.add_argument_group("common options")
+    g.add_argument(
         "--config",
         metavar="FILE",
         default=default if suppress else None,
         help="svirt.conf to use (default /etc/svirt/svirt.conf)",
     )
-    p.add_argument(
+    g.add_argument(
         "--json",
         action="store_true",
         default=default if suppress else False,
         help="print data as JSON",
     )
-    p.add_argument(
+    g.add_argument(
         "--debug",
         action="store_true",
         default=default if suppress else False,
@@ -121,7 +124,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         parents=[_common_options(suppress=False)],
     )
     parser.add_argument("--version", action="version", version=f"svirt {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")  # tools
     sub.required = True
     common = _common_options(suppress=True)
     only = _command_module(argv) if argv is not None else None

@@ -50,7 +50,7 @@ def open_oracle(args: argparse.Namespace) -> PolicyOracle:
 
 
 def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
-    group = sub.add_parser("policy", help="ask the binary SELinux policy")
+    group = sub.add_parser("policy", help="ask the binary SELinux policy (policy check)")
     group_sub = group.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
     group_sub.required = True
     p = group_sub.add_parser(

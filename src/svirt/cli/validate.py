@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     p = sub.add_parser(
         "validate", parents=[common], help="parse a domain XML and check its security view"
     )
-    p.add_argument("xml", metavar="DOMAIN.xml")
+    p.add_argument("xml", metavar="DOMAIN.xml", help="domain XML file to check")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--live",
