@@ -38,6 +38,16 @@ _FILE_METAVARS = frozenset({"DOMAIN.xml", "DISK.xml", "PATH", "FILE"})
 
 _DESCRIPTION = "SELinux MCS isolation of QEMU virtual machines, libvirt-compatible"
 
+_OVERVIEW = (
+    "svirt gives each virtual machine a unique pair of MCS categories, relabels its disks "
+    "and other resources to match, and runs QEMU under that label as an unprivileged user "
+    "in a private /dev; when QEMU exits it restores every original label and owner, "
+    "remembered in the trusted.libvirt.security.* extended attributes libvirt writes, so "
+    "svirt and libvirt can share a host. It also searches audit logs and explains SELinux "
+    "denials from the real policy, proves isolation between running VMs, and finds and "
+    "repairs stale state."
+)
+
 _EXTRA_SECTIONS: tuple[tuple[str, str], ...] = (
     (
         "exit status",
@@ -110,6 +120,10 @@ def _manpage(parser: argparse.ArgumentParser) -> str:
     )
     for heading, content in _EXTRA_SECTIONS:
         page.add_section(heading, ">", content)
+    # DESCRIPTION: the parser's one line, then what svirt does (argparse-manpage prints
+    # an added description before the parser's, so both go in the added one).
+    page.add_section("description", "=", f"{parser.description}\n.PP\n{_OVERVIEW}")
+    parser.description = None
     return str(page)
 
 
