@@ -196,6 +196,85 @@ def test_zsh_completion_loads_with_compinit_and_defines_svirt(
     assert (zdot / ".zcompdump").exists()
 
 
+# Real zsh completion, driven through a pseudo-terminal (zsh/zpty): for each line a fresh
+# interactive `zsh -f` runs compinit on the generated file's directory, a completion widget
+# wraps _main_complete and records every match compadd is given into OUT.N, and the line
+# is typed followed by that widget's key. DONE/READY files say when each step is over.
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+out=$1; dir=$2; shift 2
+cat > $out.rc <<'RC'
+fpath=($CAPTURE_FPATH $fpath)
+autoload -Uz compinit && compinit -u -d $CAPTURE.zcompdump
+_cap() {
+  compadd() {
+    local -a __h
+    builtin compadd -O __h "$@"
+    (( $#__h )) && print -rl -- $__h >> $CAPTURE.$CAPTURE_N
+    builtin compadd "$@"
+  }
+  _main_complete
+  unfunction compadd
+  print x >> $CAPTURE.done
+}
+zle -C cap-complete complete-word _cap
+bindkey '^T' cap-complete
+print x >> $CAPTURE.ready
+RC
+wait_for() {
+  local i junk
+  for i in {1..500}; do
+    while zpty -r -t z junk '*?'; do :; done
+    [[ -f $1 ]] && (( ${#${(f)"$(<$1)"}} >= $2 )) && return 0
+    sleep 0.02
+  done
+  return 1
+}
+n=0
+for line in "$@"; do
+  (( n++ ))
+  : > $out.$n
+  zpty z "zsh -f -i"
+  zpty -w z "CAPTURE=$out CAPTURE_N=$n CAPTURE_FPATH=$dir"
+  zpty -w z "source $out.rc"
+  wait_for $out.ready $n || { print -u2 "zsh did not start for: $line"; exit 1 }
+  zpty -w -n z "$line"$'\x14'
+  wait_for $out.done $n || { print -u2 "no completion for: $line"; exit 1 }
+  zpty -d z
+done
+"""
+
+
+def test_zsh_completion_really_completes(generated: dict[str, Path], tmp_path: Path) -> None:
+    commands = _commands()
+    top = {p[1] for p, _parser, _h in commands if len(p) == 2}
+    (tmp_path / "dom.xml").write_text("<domain/>")
+    lines = [
+        "svirt ",
+        "svirt st",
+        "svirt audit se",
+        "svirt stop --t",
+        "svirt domblklist --d",
+        f"svirt start {tmp_path}/do",
+    ]
+    out = tmp_path / "out"
+    run = subprocess.run(
+        ["zsh", "-f", "-c", ZSH_DRIVER, "zsh", str(out), str(generated["zsh"].parent), *lines],
+        capture_output=True,
+        text=True,
+        env={**ENV, "HOME": str(tmp_path), "ZDOTDIR": str(tmp_path), "TERM": "xterm"},
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    got = [set(Path(f"{out}.{n}").read_text().split()) for n in range(1, len(lines) + 1)]
+    assert got[0] == top
+    assert got[1] == {c for c in top if c.startswith("st")} == {"start", "stop"}
+    assert got[2] == {"search"}
+    assert got[3] == {"--timeout"}
+    assert got[4] == {"--debug", "--details"}
+    assert "dom.xml" in got[5]
+
+
 def test_installed_files_are_the_ones_the_parser_gives_now() -> None:
     """About host paths: what scripts/setup.sh installed for man, bash and zsh."""
     old = docs.stale()
