@@ -190,9 +190,12 @@ def test_zsh_completion_loads_with_compinit_and_defines_svirt(
     assert out.stderr == ""
     assert "comps=_svirt\n" in out.stdout and "defined\n" in out.stdout
     body = out.stdout
-    for path, _parser, _h in _commands():
-        # each command is offered by name in its parent's menu
+    script = generated["zsh"].read_text()
+    for path, _parser, help_ in _commands():
+        # each command is offered by name in its parent's menu, with its one-line help
         assert re.search(rf"(^|[\s(]){re.escape(path[-1])}:'", body, re.M), " ".join(path)
+        quoted = (help_ or "").replace("'", "'\"'\"'")
+        assert f"{path[-1]}:'{quoted}'" in script, " ".join(path)
     assert (zdot / ".zcompdump").exists()
 
 

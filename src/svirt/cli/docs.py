@@ -147,9 +147,16 @@ def generate() -> dict[str, str]:
     import shtab
 
     with _columns(80):
+        man = _manpage(_parser())
         parser = _parser()
+        # zsh's menu shows a command's description in place of its help when it has
+        # one: a paragraph there hides the other commands, so the menu gets the one-line
+        # help the man page and --help list the commands with.
+        for path, sub, _help in walk(parser):
+            if len(path) > 1:
+                sub.description = None
         return {
-            "man": _manpage(parser),
+            "man": man,
             "bash": shtab.complete(parser, shell="bash"),
             "zsh": shtab.complete(parser, shell="zsh"),
         }
