@@ -22,6 +22,9 @@ APT_PACKAGES+=(etcd-server etcd-client python3-etcd3gw openssl)
 # its images are made with mkfs.ext4 -d; the kernel package is fetched into the lab's
 # cache by scripts/lab, never installed. The audit search core is compiled with cc.
 APT_PACKAGES+=(busybox-static e2fsprogs gcc libc6-dev)
+# svirt verify --html (issue 14): tests/test_verify_html.py opens the page in Debian's
+# headless Chromium and checks the screenshot's cells against verify --json.
+APT_PACKAGES+=(chromium)
 VENV=.venv
 QEMU_USER=svirt-qemu
 
