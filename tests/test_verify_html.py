@@ -389,9 +389,13 @@ def test_verify_names_checks_only_those_domains(
     assert [(f["subject"], f["resource"]["domain"]) for f in mine["findings"]] == [("vm1", "vm3")]
     assert [o["domain"] for o in mine["own_denials"]] == ["vm3"]
 
-    main(["verify", "--config", conf, "--policy", str(POLICY), "vm2", "vm3"])
+    page = three.tmp / "vm2-vm3.html"
+    main(["verify", "--config", conf, "--policy", str(POLICY), "--html", str(page), "vm2", "vm3"])
     out = capsys.readouterr().out
     assert "2 running domains" in out and "isolation BROKEN: 1 finding" in out
+    assert out.endswith(f"isolation page written to {page}\n")
+    dom = Dom(page.read_text())
+    assert {s for s, _, _ in dom.cells} == {"vm2", "vm3"} and len(dom.cells) == 2 * 3
 
 
 @pytest.mark.policy

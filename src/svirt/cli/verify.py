@@ -277,4 +277,6 @@ def run(args: argparse.Namespace) -> int:
         print_json(report_view(report))
     else:
         _print_text(report, f"{cfg.state_dir / 'domains'} and {cfg.libvirt_run_dir}")
+        if args.html is not None:
+            print(f"isolation page written to {args.html}")
     return 0 if report.separated else 1

@@ -639,30 +639,22 @@ def _check_names(domains: Sequence[LiveDomain], names: Sequence[str]) -> None:
             raise LaunchError(f"failed to get domain '{name}'")
 
 
+_Key = tuple[str, str | None, str | None]  # subject, resource's domain and path
+
+
 def _cell(
     subject: str,
     label: str | None,
     res: CheckedResource,
     oracle: PolicyOracle,
-    report: VerifyReport,
+    findings: dict[_Key, Finding],
+    own_denials: set[tuple[str, str]],
     dac: dict[tuple[str, str, str], DacAccess],
+    dac_examined: bool,
 ) -> MatrixCell:
     own = res.domain == subject
-    finding = next(
-        (
-            f
-            for f in report.findings
-            if f.subject == subject
-            and (
-                f.resource is None
-                or (f.resource.domain == res.domain and f.resource.path == res.path)
-            )
-        ),
-        None,
-    )
-    own_denial = own and any(
-        o.domain == subject and o.resource.path == res.path for o in report.own_denials
-    )
+    finding = findings.get((subject, res.domain, res.path)) or findings.get((subject, None, None))
+    own_denial = own and (subject, res.path) in own_denials
     where = f"{subject} on {res.domain}'s {res.owner} {res.path}"
     if label is None:
         access, reason = (
@@ -693,7 +685,7 @@ def _cell(
         dac_access, dac_reason = None, "DAC: not examined (the VM's own resource)"
     elif res.shared:
         dac_access, dac_reason = None, "DAC: not examined (read-only or shareable media)"
-    elif report.pairs is None:
+    elif not dac_examined:
         dac_access, dac_reason = None, "DAC: not examined"
     else:
         found = dac.get((subject, res.domain, res.path))
@@ -724,6 +716,13 @@ def with_matrix(
     :func:`with_layers`). The same oracle answers, so a cell agrees with the findings."""
     display = _display_names(report.domains)
     dac = {(a.subject, a.target, a.path): a for a in report.dac if a.what != "memory"}
+    findings: dict[_Key, Finding] = {
+        (f.subject, f.resource.domain, f.resource.path)
+        if f.resource is not None
+        else (f.subject, None, None): f
+        for f in report.findings
+    }
+    own_denials = {(o.domain, o.resource.path) for o in report.own_denials}
     rows: list[str] = []
     cells: list[MatrixCell] = []
     for dom, name in zip(report.domains, display, strict=True):
@@ -731,7 +730,17 @@ def with_matrix(
             continue
         rows.append(name)
         cells.extend(
-            _cell(name, dom.process_label, r, oracle, report, dac) for r in report.resources
+            _cell(
+                name,
+                dom.process_label,
+                r,
+                oracle,
+                findings,
+                own_denials,
+                dac,
+                report.pairs is not None,
+            )
+            for r in report.resources
         )
     matrix = IsolationMatrix(tuple(rows), report.resources, tuple(cells))
     return replace(report, matrix=matrix)
