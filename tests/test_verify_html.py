@@ -74,6 +74,13 @@ def run_chromium(workdir: Path, *args: str) -> str:
         stderr=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+        # its dconf/fontconfig caches go to the profile too, not to root's home
+        env={
+            **os.environ,
+            "HOME": str(profile),
+            "XDG_CACHE_HOME": str(profile / "cache"),
+            "XDG_CONFIG_HOME": str(profile / "config"),
+        },
     )
     try:
         out, _ = proc.communicate(timeout=90)
