@@ -228,7 +228,7 @@ def _pairs(report: VerifyReport) -> str:
         )
     return (
         "<h2>Both layers, pair by pair</h2><table><tr><th>VM</th><th>other VM</th>"
-        "<th>SELinux policy</th><th>SELinux</th><th>DAC</th><th>verdict</th></tr>"
+        "<th>SELinux policy</th><th>SELinux enforced?</th><th>DAC</th><th>verdict</th></tr>"
         + "".join(rows)
         + "</table>"
     )
@@ -278,8 +278,13 @@ def _findings(report: VerifyReport) -> str:
         _list(
             "DAC allows now",
             [
-                f"{e(a.subject)} ({e(a.identity)}) can {e(a.what)} {e(a.target)}'s "
-                f"<code>{e(a.path)}</code>: {e(a.why)}"
+                f"{e(a.subject)} ({e(a.identity)}) can "
+                + (
+                    f"read {e(a.target)}'s memory"
+                    if a.what == "memory"
+                    else f"{e(a.what)} {e(a.target)}'s"
+                )
+                + f" <code>{e(a.path)}</code>: {e(a.why)}"
                 for a in report.dac
             ],
         )
