@@ -246,6 +246,7 @@ def _vm(name: str, disks: list[str]) -> str:
 def test_page_screenshot_matches_verify_json(
     imgdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    chromium_binary()  # fails (never skips) before any VM starts when it is missing
     conf = imgdir / "svirt.conf"
     conf.write_text(
         f'security_driver = ["selinux"]\nstate_dir = "{imgdir / "state"}"\n'
