@@ -25,6 +25,9 @@ APT_PACKAGES+=(busybox-static e2fsprogs gcc libc6-dev)
 # Tools (issue 14): svirt(1) is read with man-db (groff renders it) and the completions
 # are loaded by bash-completion and zsh; the tests render the page and drive both shells.
 APT_PACKAGES+=(man-db groff-base bash-completion zsh)
+# svirt verify --html (issue 14): tests/test_verify_html.py opens the page in Debian's
+# headless Chromium and checks the screenshot's cells against verify --json.
+APT_PACKAGES+=(chromium)
 VENV=.venv
 QEMU_USER=svirt-qemu
 

@@ -23,6 +23,7 @@ from svirt.errors import LaunchError, SvirtError
 
 if TYPE_CHECKING:
     from svirt.domain.blklist import BlockDevice  # tools
+    from svirt.policy.verify import VerifyReport
     from svirt.state.domains import DomainRecord
 
 __all__ = [
@@ -131,6 +132,54 @@ class Host:
         from svirt.security.manager import SecurityManager
 
         return SecurityManager(self.config).label_domain(self.definition(xml))
+
+    # html: `svirt verify [NAME...]` and its page (issue 14) ---------------------------
+
+    def verify(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        policy: str | os.PathLike[str] | None = None,
+        backend: str | None = None,
+    ) -> VerifyReport:
+        """``svirt verify [NAME...]``: the isolation of the running domains (svirt's and
+        libvirt's), from the binary policy (``policy``, default: svirt.conf's, else the
+        loaded one with the kernel's booleans) and the DAC layer, with the matrix of
+        every VM against every resource. ``names``: only these domains, each against
+        every other; an unknown one raises :class:`~svirt.errors.LaunchError`
+        ("failed to get domain 'NAME'")."""
+        from svirt.policy.oracle import PolicyOracle, with_active_booleans
+        from svirt.policy.verify import verify
+
+        path = Path(policy) if policy is not None else self.config.policy_path
+        oracle = PolicyOracle(path, backend=backend)
+        if policy is None:  # the loaded policy: with the kernel's booleans
+            oracle = with_active_booleans(oracle)
+        return verify(self.config, oracle, names=names)
+
+    def verify_page(
+        self,
+        report: VerifyReport,
+        *,
+        audit_log: str | os.PathLike[str] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> str:
+        """``svirt verify --html``: one self-contained HTML page of ``report`` (from
+        :meth:`verify`); with ``audit_log``, the denial timeline of ``audit explain``
+        on it (with ``names``, only the denials of those domains or on their files)."""
+        from svirt.policy.oracle import PolicyOracle
+        from svirt.policy.report_html import denial_timeline, render_page
+
+        timeline = None
+        if audit_log is not None:
+            timeline = denial_timeline(
+                [audit_log],
+                oracle=PolicyOracle(report.policy, backend=report.backend),
+                state_dir=self.config.state_dir,
+                libvirt_run_dir=self.config.libvirt_run_dir,
+                names=names,
+            )
+        return render_page(report, timeline=timeline, timeline_source=os.fspath(audit_log or ""))
 
 
 class Domain:

@@ -1,4 +1,5 @@
-"""``svirt verify [--json]``: the isolation matrix of the running domains.
+"""``svirt verify [--json] [--html FILE [--audit-log LOG]] [NAME...]``: the isolation
+matrix of the running domains (or of the named ones, each against every other).
 
 Exit 0 when no running VM can reach another's resources, 1 when isolation is broken.
 """
@@ -6,11 +7,14 @@ Exit 0 when no running VM can reach another's resources, 1 when isolation is bro
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
-from svirt.conf import load_config
-from svirt.policy.oracle import PolicyOracle, with_active_booleans
-from svirt.policy.verify import CheckedResource, VerifyReport, verify
+from svirt import Host, SvirtError
+from svirt.policy.verify import CheckedResource, VerifyReport
 
 from .output import print_json, table
 from .policy import add_policy_options
@@ -30,6 +34,24 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
         ),
     )
     add_policy_options(p)
+    # issue 14 (html): verify NAME... and the page
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="check only these running domains, each against every other (default: all)",
+    )
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        type=Path,
+        help="also write the isolation matrix as one self-contained HTML page",
+    )
+    p.add_argument(
+        "--audit-log",
+        metavar="LOG",
+        help="with --html: add the denial timeline of `svirt audit explain` on this log",
+    )
     p.set_defaults(func=run)
 
 
@@ -130,6 +152,23 @@ def report_view(report: VerifyReport) -> dict[str, Any]:
             for b in report.boolean_risks
         ],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in report.skipped],
+        # issue 14 (html): every VM x every resource, as the page shows it
+        "matrix": [
+            {
+                "subject": c.subject,
+                "domain": c.resource.domain,
+                "owner": c.resource.owner,
+                "path": c.resource.path,
+                "access": c.access.value,
+                "reason": c.reason,
+                "own": c.own,
+                "finding": c.finding,
+                "own_denial": c.own_denial,
+                "dac": c.dac,
+                "dac_reason": c.dac_reason,
+            }
+            for c in (report.matrix.cells if report.matrix else ())
+        ],
     }
 
 
@@ -212,14 +251,32 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
         print(f"  {p.describe()}")
 
 
+def _write_page(path: Path, page: str) -> None:
+    """Write the page whole or not at all (a temporary file renamed over ``path``)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise SvirtError(f"cannot write the page: {exc.strerror}", source=str(path)) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    oracle = PolicyOracle(args.policy or cfg.policy_path, backend=args.backend)
-    if args.policy is None:  # the loaded policy: with the kernel's booleans
-        oracle = with_active_booleans(oracle)
-    report = verify(cfg, oracle)
+    if args.audit_log is not None and args.html is None:
+        print("error: --audit-log needs --html FILE (the timeline is in the page)", file=sys.stderr)
+        return 2
+    host = Host(args.config)
+    cfg = host.config
+    report = host.verify(args.names or None, policy=args.policy, backend=args.backend)
+    if args.html is not None:
+        page = host.verify_page(report, audit_log=args.audit_log, names=args.names or None)
+        _write_page(args.html, page)
     if args.json:
         print_json(report_view(report))
     else:
         _print_text(report, f"{cfg.state_dir / 'domains'} and {cfg.libvirt_run_dir}")
+        if args.html is not None:
+            print(f"isolation page written to {args.html}")
     return 0 if report.separated else 1

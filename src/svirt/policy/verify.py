@@ -33,7 +33,7 @@ from svirt.domain import Domain
 from svirt.domain.model import SeclabelType
 from svirt.domain.parse import MAX_XML_BYTES, parse_domain
 from svirt.domain.resources import Resource, ResourceKind, domain_resources
-from svirt.errors import ContextError, SvirtError
+from svirt.errors import ContextError, LaunchError, SvirtError
 from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
 from svirt.host.selinux import getfilecon
@@ -49,10 +49,13 @@ from svirt.policy.oracle import with_active_booleans as _with_active_booleans
 
 __all__ = [
     "BooleanRisk",
+    "CellAccess",
     "CheckedResource",
     "Exposure",
     "Finding",
+    "IsolationMatrix",
     "LiveDomain",
+    "MatrixCell",
     "OwnDenial",
     "SharedResource",
     "Skipped",
@@ -61,9 +64,11 @@ __all__ = [
     "crashed_libvirt_domain",
     "find_live_domains",
     "load_live_domain",
+    "select_domains",
     "verify",
     "verify_domains",
     "with_layers",
+    "with_matrix",
 ]
 
 log = logging.getLogger(__name__)
@@ -191,6 +196,8 @@ class VerifyReport:
     pairs: tuple[PairVerdict, ...] | None = None
     dac: tuple[DacAccess, ...] = ()
     selinux_enforcing: bool = False
+    # issue 14 (html): every running VM x every resource (None: not computed)
+    matrix: IsolationMatrix | None = None
 
     @property
     def isolated(self) -> bool:
@@ -561,12 +568,208 @@ def with_layers(report: VerifyReport) -> VerifyReport:
     )
 
 
-def verify(cfg: Config, oracle: PolicyOracle | None = None) -> VerifyReport:
+def verify(
+    cfg: Config, oracle: PolicyOracle | None = None, names: Sequence[str] | None = None
+) -> VerifyReport:
     """Find the running domains from ``cfg`` and check them: the policy's matrix, then
-    both layers (:func:`with_layers`)."""
+    both layers (:func:`with_layers`) and every cell (:func:`with_matrix`). ``names``:
+    only these running domains, each against every other (:func:`select_domains`); an
+    unknown name raises libvirt's "failed to get domain 'NAME'"."""
     if oracle is None:
         oracle = _with_active_booleans(PolicyOracle(cfg.policy_path))
     domains, skipped = find_live_domains(cfg)
     for s in skipped:
         log.debug("verify: skipping %s: %s", s.path, s.reason)
-    return with_layers(verify_domains(domains, oracle, skipped))
+    if names:
+        _check_names(domains, names)
+    report = with_matrix(with_layers(verify_domains(domains, oracle, skipped)), oracle, names)
+    return select_domains(report, names) if names else report
+
+
+# --- issue 14 (html): `svirt verify NAME...` and the isolation matrix -----------------
+
+
+class CellAccess(enum.Enum):
+    """The policy's decision for one VM on one resource (the strongest access allowed)."""
+
+    READ_WRITE = "read-write"
+    READ = "read"
+    NONE = "none"
+    UNKNOWN = "unknown"  # not asked: the file cannot be examined, or the VM is unconfined
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixCell:
+    """What ``subject``'s QEMU may do to one resource, by both layers."""
+
+    subject: str
+    resource: CheckedResource
+    access: CellAccess
+    reason: str  # the policy's decision and why
+    own: bool  # the subject's own resource
+    finding: bool  # isolation broken: verify reports it as a finding
+    own_denial: bool  # the VM cannot use its own resource as it needs to
+    dac: str | None  # what plain DAC allows on another VM's private file, None: nothing
+    dac_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationMatrix:
+    """Rows: running VMs (display names); columns: every resource of every running VM,
+    grouped by owner in the order of the domains; ``cells`` row by row."""
+
+    rows: tuple[str, ...]
+    columns: tuple[CheckedResource, ...]
+    cells: tuple[MatrixCell, ...]
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.domain for r in self.columns))
+
+    def row(self, subject: str) -> tuple[MatrixCell, ...]:
+        i = self.rows.index(subject)
+        n = len(self.columns)
+        return self.cells[i * n : (i + 1) * n]
+
+
+def _check_names(domains: Sequence[LiveDomain], names: Sequence[str]) -> None:
+    running = {d.name for d in domains}
+    for name in names:
+        if name not in running:
+            raise LaunchError(f"failed to get domain '{name}'")
+
+
+_Key = tuple[str, str | None, str | None]  # subject, resource's domain and path
+
+
+def _cell(
+    subject: str,
+    label: str | None,
+    res: CheckedResource,
+    oracle: PolicyOracle,
+    findings: dict[_Key, Finding],
+    own_denials: set[tuple[str, str]],
+    dac: dict[tuple[str, str, str], DacAccess],
+    dac_examined: bool,
+) -> MatrixCell:
+    own = res.domain == subject
+    finding = findings.get((subject, res.domain, res.path)) or findings.get((subject, None, None))
+    own_denial = own and (subject, res.path) in own_denials
+    where = f"{subject} on {res.domain}'s {res.owner} {res.path}"
+    if label is None:
+        access, reason = (
+            CellAccess.UNKNOWN,
+            f"{where}: {subject} has no SELinux process label: its QEMU is not confined by "
+            "sVirt, the policy does not apply",
+        )
+    elif res.label is None or res.tclass is None:
+        access, reason = CellAccess.UNKNOWN, f"{where}: {res.problem or 'cannot examine'}"
+    else:
+        read = oracle.file_access(label, res.label, Access.READ, res.tclass)
+        write = oracle.file_access(label, res.label, Access.READ_WRITE, res.tclass)
+        if write.allowed:
+            access, verdict = CellAccess.READ_WRITE, "the policy allows read-write"
+        elif read.allowed:
+            access = CellAccess.READ
+            verdict = f"the policy allows read; read-write {write.describe()}"
+        else:
+            access, verdict = CellAccess.NONE, f"read {read.describe()}"
+        reason = f"{where} ({label} on {res.label}): {verdict}"
+    if finding is not None and finding.resource is not None:
+        reason += f". Isolation broken: {finding.explanation}"
+    elif own_denial:
+        reason += f". {subject} cannot {res.own_access.value} its own resource: the VM will fail"
+    elif res.shared and not own:
+        reason += ". Shared: declared read-only or shareable"
+    if own:
+        dac_access, dac_reason = None, "DAC: not examined (the VM's own resource)"
+    elif res.shared:
+        dac_access, dac_reason = None, "DAC: not examined (read-only or shareable media)"
+    elif not dac_examined:
+        dac_access, dac_reason = None, "DAC: not examined"
+    else:
+        found = dac.get((subject, res.domain, res.path))
+        if found is None:
+            dac_access, dac_reason = None, "DAC denies it"
+        else:
+            dac_access = found.what
+            dac_reason = f"DAC allows {found.what} ({found.identity}): {found.why}"
+    return MatrixCell(
+        subject=subject,
+        resource=res,
+        access=access,
+        reason=reason,
+        own=own,
+        finding=finding is not None and not own,
+        own_denial=own_denial,
+        dac=dac_access,
+        dac_reason=dac_reason,
+    )
+
+
+def with_matrix(
+    report: VerifyReport, oracle: PolicyOracle, names: Sequence[str] | None = None
+) -> VerifyReport:
+    """Add the isolation matrix: for each running VM (only those in ``names`` when
+    given) and every resource of every running VM, the strongest access the policy
+    allows with the labels on disk now, why, and what DAC allows (from
+    :func:`with_layers`). The same oracle answers, so a cell agrees with the findings."""
+    display = _display_names(report.domains)
+    dac = {(a.subject, a.target, a.path): a for a in report.dac if a.what != "memory"}
+    findings: dict[_Key, Finding] = {
+        (f.subject, f.resource.domain, f.resource.path)
+        if f.resource is not None
+        else (f.subject, None, None): f
+        for f in report.findings
+    }
+    own_denials = {(o.domain, o.resource.path) for o in report.own_denials}
+    rows: list[str] = []
+    cells: list[MatrixCell] = []
+    for dom, name in zip(report.domains, display, strict=True):
+        if names and dom.name not in names:
+            continue
+        rows.append(name)
+        cells.extend(
+            _cell(
+                name,
+                dom.process_label,
+                r,
+                oracle,
+                findings,
+                own_denials,
+                dac,
+                report.pairs is not None,
+            )
+            for r in report.resources
+        )
+    matrix = IsolationMatrix(tuple(rows), report.resources, tuple(cells))
+    return replace(report, matrix=matrix)
+
+
+def select_domains(report: VerifyReport, names: Sequence[str]) -> VerifyReport:
+    """The report of the running domains called ``names`` only: their findings and
+    denials, those of others on their resources, their pairs (both directions). The
+    resources stay all running domains' (each named VM was checked against them)."""
+    keep = {
+        n
+        for d, n in zip(report.domains, _display_names(report.domains), strict=True)
+        if d.name in names
+    }
+
+    def mine(*who: str | None) -> bool:
+        return any(w in keep for w in who)
+
+    return replace(
+        report,
+        domains=tuple(d for d in report.domains if d.name in names),
+        findings=tuple(
+            f for f in report.findings if mine(f.subject, f.resource.domain if f.resource else None)
+        ),
+        own_denials=tuple(o for o in report.own_denials if mine(o.domain)),
+        shared=tuple(s for s in report.shared if mine(s.resource.domain, *s.readers, *s.writers)),
+        boolean_risks=tuple(b for b in report.boolean_risks if mine(b.subject, b.resource.domain)),
+        pairs=None
+        if report.pairs is None
+        else tuple(p for p in report.pairs if mine(p.subject, p.target)),
+        dac=tuple(a for a in report.dac if mine(a.subject, a.target)),
+    )
