@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from svirt.conf import load_config
-from svirt.policy.oracle import PolicyOracle, with_active_booleans
-from svirt.policy.verify import CheckedResource, VerifyReport, verify
+from svirt import Host
+from svirt.policy import CheckedResource, VerifyReport
 
 from .output import print_json, table
 from .policy import add_policy_options
@@ -213,11 +212,9 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    oracle = PolicyOracle(args.policy or cfg.policy_path, backend=args.backend)
-    if args.policy is None:  # the loaded policy: with the kernel's booleans
-        oracle = with_active_booleans(oracle)
-    report = verify(cfg, oracle)
+    host = Host(args.config)
+    report = host.verify(policy=args.policy, backend=args.backend)
+    cfg = host.config
     if args.json:
         print_json(report_view(report))
     else:
