@@ -27,6 +27,7 @@ from svirt.audit.search import (
     parse_gid,
     parse_loginuid,
     parse_message_types,
+    parse_success,
     parse_syscall,
     parse_time,
     parse_uid,
@@ -130,9 +131,7 @@ def criteria(**filters: Any) -> SearchCriteria:
         elif key == "exit" and isinstance(value, str):
             out[key] = parse_exit(value)
         elif key == "success" and isinstance(value, str):
-            if value not in ("yes", "no"):
-                raise AuditError(f"success value must be 'yes' or 'no', was '{value}'")
-            out[key] = value == "yes"
+            out[key] = parse_success(value)
         else:
             out[key] = value
     return SearchCriteria(**out)
