@@ -132,6 +132,11 @@ def test_audit_explain_from_the_contexts(conf: Path) -> None:
     assert x.denial.scontext == "system_u:system_r:svirt_t:s0:c392,c662"
     assert x.denial.perms == ("write",) and x.basis == "contexts"
     assert x.fixes, "an explanation carries its fix"
+    # policy=True asks svirt.conf's policy_path first (here one that does not exist)
+    missing = conf.parent / "no-policy"
+    conf.write_text(conf.read_text() + f'policy_path = "{missing}"\n')
+    with pytest.raises(svirt.PolicyError, match="no-policy"):
+        svirt.audit.explain(LOG, config=conf)
 
 
 def test_policy_check_allows_a_vm_its_own_image() -> None:

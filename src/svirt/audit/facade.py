@@ -192,7 +192,9 @@ def explain_events(
     return _explain(events, oracle=oracle, domains=domains, inspect_files=inspect_files)
 
 
-def _oracle(policy: PolicyOracle | str | os.PathLike[str] | bool) -> PolicyOracle | None:
+def _oracle(
+    policy: PolicyOracle | str | os.PathLike[str] | bool, configured: Path | None
+) -> PolicyOracle | None:
     from svirt.policy.oracle import PolicyOracle, default_policy_path
 
     if policy is False:
@@ -200,7 +202,7 @@ def _oracle(policy: PolicyOracle | str | os.PathLike[str] | bool) -> PolicyOracl
     if isinstance(policy, PolicyOracle):
         return policy
     if policy is True:
-        path = default_policy_path()
+        path = configured or default_policy_path()
         return None if path is None else PolicyOracle(path)
     return PolicyOracle(Path(policy))
 
@@ -219,21 +221,22 @@ def explain(
     """Why each distinct SELinux denial in ``inputs`` happened, and its fix.
 
     Searches as :func:`search` does (AVC and USER_AVC records unless ``types`` is given),
-    then explains. ``policy``: True for the installed binary policy (from the contexts
-    only when none is installed), False for the contexts only, or a policy file or
-    :class:`~svirt.policy.PolicyOracle`. ``domains``: the running VMs to name; default
-    the live XML of svirt's and libvirt's domains under ``config`` (a
-    :class:`~svirt.conf.Config`, a svirt.conf path, or None for the default file).
+    then explains. ``policy``: True for ``config``'s ``policy_path``, else the installed
+    binary policy (from the contexts only when there is none); False for the contexts
+    only; or a policy file or :class:`~svirt.policy.PolicyOracle`. ``domains``: the
+    running VMs to name; default the live XML of svirt's and libvirt's domains under
+    ``config`` (a :class:`~svirt.conf.Config`, a svirt.conf path, or None for the
+    default file).
     """
     crit = _merged(where, filters)
     if crit.types is None and "types" not in filters:
         crit = dataclasses.replace(crit, types=frozenset(msg_type_id(t) for t in _DENIALS))
-    oracle = _oracle(policy)
-    if domains is None:
-        from svirt.audit.owners import load_live_domains
-        from svirt.conf import Config, load_config
+    from svirt.audit.owners import load_live_domains
+    from svirt.conf import Config, load_config
 
-        cfg = config if isinstance(config, Config) else load_config(config)
+    cfg = config if isinstance(config, Config) else load_config(config)
+    oracle = _oracle(policy, cfg.policy_path)
+    if domains is None:
         domains = load_live_domains(cfg.state_dir, cfg.libvirt_run_dir)
     events = search(inputs, crit, stats, engine=engine)
     return explain_events(events, oracle=oracle, domains=domains)
