@@ -5,25 +5,38 @@ thing ``svirt.cli`` calls. It adds no behaviour of its own: each method is one c
 the packages below (``launch``, ``security``, ``doctor``, ``policy``), which keep every
 rule. ``docs/api.md`` documents it with examples the test suite runs; what is stable is
 written there (:data:`API_VERSION` follows semantic versioning).
+
+Every error a method raises for bad input or a failure is a :class:`~svirt.errors.SvirtError`
+subclass: an ``OSError`` or a database error from below is turned into one at this
+boundary (naming the file where there is one).
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from svirt.conf import Config, load_config
 from svirt.domain import format_domain, parse_disk, parse_domain, parse_domain_file
 from svirt.domain.model import Disk
 from svirt.domain.model import Domain as DomainDefinition
-from svirt.errors import LaunchError, SvirtError
+from svirt.errors import LaunchError, StateError, SvirtError
 
 if TYPE_CHECKING:
+    from svirt.doctor import DoctorReport, RecoverReport
     from svirt.domain.blklist import BlockDevice  # tools
+    from svirt.host.fileinfo import FileLabels
+    from svirt.launch.lifecycle import StartResult
+    from svirt.launch.listing import DomainStatus
+    from svirt.policy.oracle import PolicyOracle
     from svirt.policy.verify import VerifyReport
+    from svirt.security.manager import PlannedOp
+    from svirt.security.transaction import TransactionResult
     from svirt.state.domains import DomainRecord
 
 __all__ = [
@@ -32,12 +45,36 @@ __all__ = [
     "DomainDefinition",
     "Host",
     "Labels",
+    "boot_time",
+    "file_labels",
 ]
 
 #: The version of this API (not of the package): a major bump breaks callers.
 API_VERSION = "1.0"
 
 XMLSource = str | bytes | os.PathLike[str] | DomainDefinition
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _public(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """One exception hierarchy: an OSError (other than a closed pipe) or a sqlite3 error
+    escaping the layers below becomes a SvirtError naming the file."""
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except (SvirtError, BrokenPipeError):
+            raise
+        except sqlite3.Error as exc:
+            raise StateError(f"state database: {exc}") from exc
+        except OSError as exc:
+            source = None if exc.filename is None else os.fsdecode(exc.filename)
+            raise SvirtError(exc.strerror or str(exc), source=source) from exc
+
+    return call
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +98,23 @@ def _labels_of(definition: DomainDefinition, enforced: bool) -> Labels:
     )
 
 
+@_public
+def file_labels(path: str | os.PathLike[str]) -> FileLabels:
+    """``svirt ls -Z``: a file's label, owner, mode, remembered originals and svirt's ACL
+    references (stale ones marked)."""
+    from svirt.host.fileinfo import file_labels as _file_labels
+
+    return _file_labels(os.fspath(path))
+
+
+def boot_time() -> int:
+    """This boot's time in Unix seconds, as remembered timestamps record it (a remembered
+    original from another boot is stale)."""
+    from svirt.host.remembered import boot_time as _boot_time
+
+    return _boot_time()
+
+
 class Host:
     """This machine, as configured by one ``svirt.conf``.
 
@@ -68,14 +122,21 @@ class Host:
     ``/etc/svirt/svirt.conf`` (built-in defaults when it does not exist).
     """
 
+    @_public
     def __init__(self, config: Config | str | os.PathLike[str] | None = None) -> None:
         self.config: Config = config if isinstance(config, Config) else load_config(config)
 
+    def __repr__(self) -> str:
+        return f"<svirt.Host {self.config.source or 'defaults'}>"
+
     # -- domain XML -------------------------------------------------------------------
 
-    def definition(self, xml: XMLSource, *, inactive: bool = True) -> DomainDefinition:
+    @_public
+    def definition(self, xml: XMLSource, *, inactive: bool | None = None) -> DomainDefinition:
         """Parse and check a domain: a path, XML text (``str`` starting with ``<`` or
-        ``bytes``), or an already parsed definition. Errors name the file."""
+        ``bytes``), or an already parsed definition. ``inactive``: True for a persistent
+        definition, False for live (status) XML, None to tell from the XML. Errors name
+        the file."""
         from svirt.security.manager import check_domain, default_model
 
         if isinstance(xml, DomainDefinition):
@@ -97,15 +158,26 @@ class Host:
             raise (exc.with_source(source) if source else exc) from None
         return definition
 
+    @_public
+    def preflight(self, xml: XMLSource) -> list[str]:
+        """What QEMU would be denied with the labels :meth:`start` would give, one line
+        per finding (``svirt validate --preflight``); nothing is allocated or changed."""
+        from svirt.launch.preflight import preflight_summary
+
+        return preflight_summary(self.config, self.definition(xml))
+
     # -- lifecycle --------------------------------------------------------------------
 
+    @_public
     def start(self, xml: XMLSource) -> Domain:
-        """Start a domain confined by sVirt; returns its handle once QMP answers."""
+        """Start a domain confined by sVirt; returns its handle once QMP answers (what
+        start reported is in :attr:`Domain.started`)."""
         from svirt.launch.lifecycle import start_domain
 
-        result = start_domain(self.config, self.definition(xml))
-        return Domain(self, result.name)
+        result = start_domain(self.config, self.definition(xml, inactive=True))
+        return Domain(self, result.name, started=result)
 
+    @_public
     def domain(self, name: str) -> Domain:
         """The handle of a domain svirt knows (running, labelled, or failed to restore);
         raises :class:`~svirt.errors.LaunchError` (libvirt's text) when there is none."""
@@ -115,6 +187,7 @@ class Host:
             raise LaunchError(f"failed to get domain '{name}'")
         return Domain(self, name)
 
+    @_public
     def domains(self) -> list[Domain]:
         """Every domain svirt has a record of, after reconciling dead monitors."""
         from svirt.launch.lifecycle import reconcile
@@ -124,8 +197,17 @@ class Host:
         reconcile(self.config, mgr)
         return [Domain(self, rec.domain.name) for rec in mgr.store.records()]
 
+    @_public
+    def listing(self, *, libvirt: bool = True) -> list[DomainStatus]:
+        """``svirt list``: svirt's domains (after reconciling dead monitors), then, with
+        ``libvirt``, libvirt's running domains from its status XML."""
+        from svirt.launch.listing import domain_statuses
+
+        return domain_statuses(self.config, libvirt=libvirt)
+
     # -- labels without a VM ----------------------------------------------------------
 
+    @_public
     def label(self, xml: XMLSource) -> DomainDefinition:
         """``svirt label``: generate labels and label every resource; returns the live
         definition (with the generated seclabels)."""
@@ -133,30 +215,99 @@ class Host:
 
         return SecurityManager(self.config).label_domain(self.definition(xml))
 
-    # html: `svirt verify [NAME...]` and its page (issue 14) ---------------------------
+    @_public
+    def plan(self, xml: XMLSource) -> tuple[DomainDefinition, list[PlannedOp]]:
+        """``svirt label --dry-run``: the live definition :meth:`label` would record and
+        each change it would make (with the file's current label and remembered original);
+        nothing is changed, no MCS level is kept."""
+        from svirt.security.manager import SecurityManager
 
+        return SecurityManager(self.config).dry_run(self.definition(xml))
+
+    @_public
+    def restore(self, xml: XMLSource) -> tuple[DomainDefinition, TransactionResult]:
+        """``svirt restore``: restore every label :meth:`label` set and release the MCS
+        level; returns the released definition and each restore's outcome (its
+        ``errors`` list what could not be restored)."""
+        from svirt.security.manager import SecurityManager
+
+        domain = self.definition(xml)
+        return SecurityManager(self.config).restore_domain(domain.name, fallback=domain)
+
+    # -- checks and repairs -----------------------------------------------------------
+
+    @_public
     def verify(
         self,
         names: Sequence[str] | None = None,
         *,
-        policy: str | os.PathLike[str] | None = None,
+        policy: PolicyOracle | str | os.PathLike[str] | None = None,
         backend: str | None = None,
     ) -> VerifyReport:
-        """``svirt verify [NAME...]``: the isolation of the running domains (svirt's and
-        libvirt's), from the binary policy (``policy``, default: svirt.conf's, else the
-        loaded one with the kernel's booleans) and the DAC layer, with the matrix of
-        every VM against every resource. ``names``: only these domains, each against
-        every other; an unknown one raises :class:`~svirt.errors.LaunchError`
+        """``svirt verify [NAME...]``: can any running VM (svirt's or libvirt's) reach
+        another's resources? From ``policy`` (default: svirt.conf's ``policy_path``, else
+        the installed one, with the kernel's current booleans) and the DAC layer, with the
+        matrix of every VM against every resource. ``names``: only these domains, each
+        against every other; an unknown one raises :class:`~svirt.errors.LaunchError`
         ("failed to get domain 'NAME'")."""
         from svirt.policy.oracle import PolicyOracle, with_active_booleans
         from svirt.policy.verify import verify
 
-        path = Path(policy) if policy is not None else self.config.policy_path
-        oracle = PolicyOracle(path, backend=backend)
-        if policy is None:  # the loaded policy: with the kernel's booleans
-            oracle = with_active_booleans(oracle)
+        if isinstance(policy, PolicyOracle):
+            oracle = policy
+        else:
+            path = Path(policy) if policy is not None else self.config.policy_path
+            oracle = PolicyOracle(path, backend=backend)
+            if policy is None:  # the loaded policy: with the kernel's booleans
+                oracle = with_active_booleans(oracle)
         return verify(self.config, oracle, names=names)
 
+    @_public
+    def doctor(self, *targets: str) -> DoctorReport:
+        """``svirt doctor``: stale remembered xattrs, refcount drift, orphan labels,
+        category clashes, for domain names and paths (none: everything svirt can see)."""
+        from svirt.doctor import examine
+
+        return examine(self.config, targets)
+
+    @_public
+    def recover(
+        self, *paths: str, apply: bool = False, take_from_libvirt: bool = False
+    ) -> RecoverReport:
+        """``svirt recover``: what repairing the doctor's findings does; changes files only
+        with ``apply``. ``take_from_libvirt`` also repairs files of a dead libvirt domain
+        whose status XML libvirtd keeps."""
+        from svirt.doctor import recover
+
+        return recover(self.config, paths, apply=apply, take_from_libvirt=take_from_libvirt)
+
+    # -- the fleet ledger (ledger = "etcd") -------------------------------------------
+
+    @_public
+    def migrate_label(self, name: str, to: str) -> str:
+        """Hand domain ``name``'s MCS level to host ``to``; returns the level."""
+        from svirt.security.fleet import etcd_ledger
+
+        return etcd_ledger(self.config).migrate(name, to)
+
+    @_public
+    def fleet_forget(self, name: str) -> str:
+        """Give up the MCS level that follows domain ``name``; returns the level."""
+        from svirt.security.fleet import etcd_ledger
+
+        return etcd_ledger(self.config).forget(name)
+
+    @_public
+    def fleet_status(self) -> dict[str, Any]:
+        """This host in the etcd fleet ledger: cluster, keeper, reservations."""
+        from svirt.security.fleet import fleet_status
+        from svirt.security.manager import SecurityManager
+
+        return fleet_status(self.config, SecurityManager(self.config).conn)
+
+    # html: `svirt verify --html` (issue 14) -------------------------------------
+
+    @_public
     def verify_page(
         self,
         report: VerifyReport,
@@ -183,11 +334,18 @@ class Host:
 
 
 class Domain:
-    """A handle on one domain of a :class:`Host`. Properties read the current record."""
+    """A handle on one domain of a :class:`Host`. Properties read the current record.
 
-    def __init__(self, host: Host, name: str) -> None:
+    ``Domain(host, name)`` makes a handle without looking the domain up (use
+    :meth:`Host.domain` for that); each method raises when the domain is not there.
+    """
+
+    def __init__(self, host: Host, name: str, *, started: StartResult | None = None) -> None:
         self.host = host
         self.name = name
+        #: What :meth:`Host.start` reported (pid, labels, notes, warnings, seconds) for a
+        #: handle it returned; None otherwise.
+        self.started = started
 
     def __repr__(self) -> str:
         return f"<svirt.Domain {self.name!r}>"
@@ -201,6 +359,7 @@ class Domain:
         return rec
 
     @property
+    @_public
     def definition(self) -> DomainDefinition:
         """The live definition, with the generated seclabels."""
         return self._record().domain
@@ -212,42 +371,67 @@ class Domain:
 
     @property
     def labels(self) -> Labels:
+        """The process, image and DAC labels; ``enforced`` is False where SELinux is off."""
         from svirt.host import selinux as host_selinux
 
         return _labels_of(self.definition, host_selinux.is_enabled())
 
     @property
+    @_public
     def pid(self) -> int | None:
+        """QEMU's pid (None before it runs)."""
         return self._record().pid
 
     @property
+    @_public
     def state(self) -> str:
+        """The record's state: ``running``, ``labelled``, ``restore-failed``, ..."""
         return str(self._record().state)
 
+    @_public
     def stop(self, *, force: bool = False, timeout: float = 10.0) -> str:
         """Stop the guest and restore every label and owner; returns how QEMU stopped."""
         from svirt.launch.lifecycle import stop_domain
 
         return stop_domain(self.host.config, self.name, force=force, timeout=timeout)
 
-    def attach_disk(self, disk: str | bytes | os.PathLike[str] | Disk) -> None:
-        """Hotplug a disk given as ``<disk>`` XML text, a path to it, or a parsed Disk."""
+    @_public
+    def erased_originals(self) -> list[str]:
+        """Warnings for remembered originals someone else erased (libvirt's defect), which
+        :meth:`stop` puts back from svirt's own copy; ask before stopping."""
+        from svirt.launch.lifecycle import erased_memory
+
+        return erased_memory(self.host.config, self.name)
+
+    @_public
+    def shared_media_notes(self) -> list[str]:
+        """What :meth:`stop` leaves as the VM had it: read-only and shareable media (as
+        libvirt does); ask before stopping."""
+        from svirt.launch.lifecycle import shared_media_notes
+
+        return shared_media_notes(self.host.config, self.name)
+
+    @_public
+    def attach_disk(self, disk: str | bytes | os.PathLike[str] | Disk) -> Disk:
+        """Hotplug a disk given as ``<disk>`` XML text, a path to it, or a parsed Disk;
+        returns the disk attached."""
         from svirt.launch.lifecycle import attach_disk
 
         if not isinstance(disk, Disk):
             if isinstance(disk, bytes) or (isinstance(disk, str) and disk.lstrip().startswith("<")):
                 disk = parse_disk(disk)
             else:
-                path = Path(disk)
+                path = os.fspath(disk)
                 try:
-                    data = path.read_bytes()[: 1 << 20]
+                    with open(path, "rb") as fh:
+                        data = fh.read(1 << 20)
                 except OSError as exc:
-                    raise SvirtError(
-                        f"cannot read disk XML: {exc.strerror}", source=str(path)
-                    ) from None
-                disk = parse_disk(data, source=str(path))
+                    raise SvirtError(f"cannot read disk XML: {exc.strerror}", source=path) from None
+                disk = parse_disk(data, source=path)
         attach_disk(self.host.config, self.name, disk)
+        return disk
 
+    @_public
     def detach_disk(self, target: str) -> None:
         """Hot-unplug the disk with this target (``vdb``) and restore its labels."""
         from svirt.launch.lifecycle import detach_disk

@@ -20,13 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from svirt.audit import native
-from svirt.audit.events import Event
-from svirt.audit.interpret import event_to_dict, format_event
-from svirt.audit.reader import ReadStats, expand_inputs
-from svirt.audit.search import (
+from svirt import AuditError, PolicyError, load_config
+from svirt.audit import (
+    Event,
+    ReadStats,
     SearchCriteria,
     boot_time,
+    can_write_direct,
+    event_to_dict,
+    expand_inputs,
+    format_event,
     parse_event_id,
     parse_exit,
     parse_gid,
@@ -38,21 +41,11 @@ from svirt.audit.search import (
     parse_time,
     parse_uid,
     search,
+    write_direct,
 )
-from svirt.conf import load_config
-from svirt.errors import AuditError, PolicyError
 
 if TYPE_CHECKING:
-    from svirt.audit.explain import Explanation
-
-
-def _jobs(inputs: list[Any]) -> int:
-    """Worker processes for the Python look-around engine (none with the compiled core)."""
-    if native.usable(inputs):
-        return 1
-    from svirt.audit.fastscan import parallel_jobs
-
-    return parallel_jobs(inputs)
+    from svirt.audit import Explanation
 
 
 __all__ = ["clock", "register", "run_explain", "run_search"]
@@ -342,18 +335,13 @@ def run_search(args: argparse.Namespace) -> int:
         fd: int | None = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):  # a captured stdout: the generic path
         fd = None
-    if (
-        fd is not None
-        and not (args.json or args.exact)
-        and (not args.interpret or native.interprets())
-        and native.usable(inputs)
-    ):
-        fmt = "raw" if args.raw else "interpret" if args.interpret else "default"
+    fmt = "raw" if args.raw else "interpret" if args.interpret else "default"
+    if fd is not None and not (args.json or args.exact) and can_write_direct(inputs, fmt):
 
         def direct() -> int:
             # the compiled core matches and writes the output itself (-i included)
             sys.stdout.flush()
-            count = native.write_decided(inputs, criteria, stats, fmt, fd)
+            count = write_direct(inputs, criteria, stats, fmt, fd)
             _warn(stats)
             if not count:
                 if not args.raw:
@@ -367,7 +355,7 @@ def run_search(args: argparse.Namespace) -> int:
         criteria,
         stats,
         engine="exact" if args.exact else "auto",
-        jobs=_jobs(inputs),
+        jobs=None,
     )
 
     def go() -> int:
@@ -398,7 +386,7 @@ def run_search(args: argparse.Namespace) -> int:
 def _oracle(args: argparse.Namespace, policy_path: Path | None) -> tuple[Any | None, str | None]:
     if args.no_policy:
         return None, "reasoning from the contexts only (--no-policy)"
-    from svirt.policy.oracle import PolicyOracle, default_policy_path
+    from svirt.policy import PolicyOracle, default_policy_path
 
     path = Path(args.policy) if args.policy else policy_path or default_policy_path()
     if path is None:
@@ -487,9 +475,7 @@ def _print_explanation(n: int, x: Explanation, out: TextIO) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from svirt.audit.explain import explain
-    from svirt.audit.owners import load_live_domains
-    from svirt.audit.reader import msg_type_id
+    from svirt.audit import explain_events, load_live_domains, msg_type_id
 
     cfg = load_config(args.config)
     criteria = _criteria(args, frozenset({msg_type_id("AVC"), msg_type_id("USER_AVC")}))
@@ -502,9 +488,9 @@ def run_explain(args: argparse.Namespace) -> int:
         criteria,
         stats,
         engine="exact" if args.exact else "auto",
-        jobs=_jobs(inputs),
+        jobs=None,
     )
-    explanations = explain(events, oracle=oracle, domains=domains)
+    explanations = explain_events(events, oracle=oracle, domains=domains)
 
     def go() -> int:
         out = sys.stdout

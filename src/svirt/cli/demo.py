@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from svirt.conf import config_from_mapping
+from svirt import Domain, Host, LaunchError
 
 __all__ = ["register"]
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "# The SELinux driver named explicitly: labels are written even where SELinux is off.\n"
         f'security_driver = ["selinux"]\nstate_dir = "{base}/state"\n'
     )
-    cfg = config_from_mapping({"security_driver": ["selinux"], "state_dir": str(base / "state")})
+    host = Host(conf)
     started: list[str] = []
     try:
         _step("Images: two private qcow2 disks and one shared raw disk, owned by users 1001/1002")
@@ -113,17 +113,18 @@ def run(args: argparse.Namespace) -> int:
         print("The originals are remembered in libvirt's trusted.libvirt.security.* xattrs:")
         _svirt(conf, "ls", "-Z", *images)
 
-        from svirt.state.domains import DomainStore
-
-        rec = DomainStore(cfg.state_dir).read("vm1")
-        if rec is not None and rec.pid is not None:
-            _step(f"The private /dev of vm1 (QEMU pid {rec.pid}): only the default devices")
-            print(f"$ ls /proc/{rec.pid}/root/dev")
-            print("    " + "  ".join(sorted(os.listdir(f"/proc/{rec.pid}/root/dev"))))
-            st = os.stat(f"/proc/{rec.pid}")
+        try:
+            pid = host.domain("vm1").pid
+        except LaunchError:
+            pid = None
+        if pid is not None:
+            _step(f"The private /dev of vm1 (QEMU pid {pid}): only the default devices")
+            print(f"$ ls /proc/{pid}/root/dev")
+            print("    " + "  ".join(sorted(os.listdir(f"/proc/{pid}/root/dev"))))
+            st = os.stat(f"/proc/{pid}")
             print(
                 f"QEMU runs as uid {st.st_uid} in mount namespace "
-                f"{os.readlink(f'/proc/{rec.pid}/ns/mnt')} "
+                f"{os.readlink(f'/proc/{pid}/ns/mnt')} "
                 f"(svirt: {os.readlink('/proc/self/ns/mnt')})"
             )
 
@@ -147,10 +148,8 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         if started:
-            from svirt.launch.lifecycle import stop_domain
-
             for name in started:
-                stop_domain(cfg, name, force=True)
+                Domain(host, name).stop(force=True)
         if args.keep:
             print(f"\n(kept {base})")
         else:

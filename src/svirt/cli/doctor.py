@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from svirt.conf import load_config
-from svirt.doctor import DoctorReport, RecoverReport, examine, recover
+from svirt import DoctorReport, Host, RecoverReport
 
 from .output import print_json
 
@@ -91,8 +90,7 @@ def _print_doctor(report: DoctorReport) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    report = examine(cfg, args.targets)
+    report = Host(args.config).doctor(*args.targets)
     if args.json:
         print_json(report.to_dict())
     else:
@@ -119,8 +117,9 @@ def _print_recover(report: RecoverReport) -> None:
 
 
 def run_recover(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    report = recover(cfg, args.paths, apply=args.apply, take_from_libvirt=args.take_from_libvirt)
+    report = Host(args.config).recover(
+        *args.paths, apply=args.apply, take_from_libvirt=args.take_from_libvirt
+    )
     if args.json:
         print_json(report.to_dict())
     else:

@@ -6,10 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from svirt.conf import Config, load_config
-from svirt.errors import ConfigError
-from svirt.security.fleet import EtcdLedger, fleet_status
-from svirt.security.manager import SecurityManager
+from svirt import Config, ConfigError, Host, load_config
 
 from .output import print_json
 
@@ -46,12 +43,7 @@ def _fleet_config(args: argparse.Namespace) -> Config:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    cfg = _fleet_config(args)
-    mgr = SecurityManager(cfg)
-    drv = mgr.selinux
-    if drv is None or not isinstance(drv.ledger, EtcdLedger):
-        raise ConfigError("the SELinux driver is not in use: no MCS level", source=cfg.source)
-    level = drv.ledger.migrate(args.name, args.to)
+    level = Host(_fleet_config(args)).migrate_label(args.name, args.to)
     if args.json:
         print_json({"domain": args.name, "level": level, "to": args.to})
     else:
@@ -67,12 +59,7 @@ def run_forget(args: argparse.Namespace) -> int:
     if not args.name:
         print("error: svirt fleet forget needs a domain NAME", file=sys.stderr)
         return 2
-    cfg = _fleet_config(args)
-    mgr = SecurityManager(cfg)
-    drv = mgr.selinux
-    if drv is None or not isinstance(drv.ledger, EtcdLedger):
-        raise ConfigError("the SELinux driver is not in use: no MCS level", source=cfg.source)
-    level = drv.ledger.forget(args.name)
+    level = Host(_fleet_config(args)).fleet_forget(args.name)
     print(f"MCS level {level} no longer follows domain {args.name}; it is free")
     return 0
 
@@ -80,9 +67,7 @@ def run_forget(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     if args.what == "forget":
         return run_forget(args)
-    cfg = _fleet_config(args)
-    mgr = SecurityManager(cfg)
-    st = fleet_status(cfg, mgr.conn)
+    st = Host(_fleet_config(args)).fleet_status()
     if args.json:
         print_json(st)
         return 0

@@ -6,11 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from svirt.conf import load_config
-from svirt.domain import parse_domain_file
-from svirt.errors import SvirtError
-from svirt.security.driver import Action
-from svirt.security.manager import SecurityManager, check_domain, default_model
+from svirt import Action, DomainDefinition, Host
 
 from .output import print_json, table
 
@@ -33,20 +29,15 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     p.set_defaults(func=run_restore)
 
 
-def _load(args: argparse.Namespace) -> tuple[SecurityManager, Any]:
-    cfg = load_config(args.config)
-    domain = parse_domain_file(args.xml, default_model=default_model(cfg))
-    try:
-        check_domain(domain, cfg)
-    except SvirtError as exc:
-        raise exc.with_source(args.xml) from None
-    return SecurityManager(cfg), domain
+def _load(args: argparse.Namespace) -> tuple[Host, DomainDefinition]:
+    host = Host(args.config)
+    return host, host.definition(args.xml)
 
 
 def run_label(args: argparse.Namespace) -> int:
     mgr, domain = _load(args)
     if args.dry_run:
-        live, plan = mgr.dry_run(domain)
+        live, plan = mgr.plan(domain)
         if args.json:
             print_json(
                 {
@@ -87,7 +78,7 @@ def run_label(args: argparse.Namespace) -> int:
         print(table(rows, ["RESOURCE", "PATH", "CURRENT", "NEW", "REMEMBER"]))
         print("nothing was changed")
         return 0
-    live = mgr.label_domain(domain)
+    live = mgr.label(domain)
     sl = live.seclabel("selinux")
     if args.json:
         print_json(
@@ -107,7 +98,7 @@ def run_label(args: argparse.Namespace) -> int:
 
 def run_restore(args: argparse.Namespace) -> int:
     mgr, domain = _load(args)
-    _released, result = mgr.restore_domain(domain.name, fallback=domain)
+    _released, result = mgr.restore(domain)
     restored = [op for op, _ in result.outcomes if op.action is Action.RESTORE]
     if args.json:
         print_json(

@@ -6,23 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from svirt.conf import load_config
-from svirt.domain import format_domain, parse_disk, parse_domain_file
-from svirt.errors import LaunchError, SvirtError
-from svirt.host import selinux as host_selinux
-from svirt.launch.lifecycle import (
-    attach_disk,
-    detach_disk,
-    erased_memory,
-    qemu_alive,
-    reconcile,
-    shared_media_notes,
-    start_domain,
-    stop_domain,
-)
-from svirt.policy.verify import find_live_domains
-from svirt.security.manager import SecurityManager, check_domain, default_model
-from svirt.state.domains import DomainState
+from svirt import Domain, Host
 
 from .output import print_json, table
 
@@ -75,13 +59,8 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
 
 
 def run_start(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    domain = parse_domain_file(args.xml, inactive=True, default_model=default_model(cfg))
-    try:
-        check_domain(domain, cfg)
-    except SvirtError as exc:
-        raise exc.with_source(args.xml) from None
-    res = start_domain(cfg, domain)
+    res = Host(args.config).start(args.xml).started
+    assert res is not None
     if args.json:
         print_json(
             {
@@ -109,10 +88,10 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    erased = erased_memory(cfg, args.name)
-    notes = shared_media_notes(cfg, args.name)
-    how = stop_domain(cfg, args.name, force=args.force, timeout=args.timeout)
+    domain = Domain(Host(args.config), args.name)
+    erased = domain.erased_originals()
+    notes = domain.shared_media_notes()
+    how = domain.stop(force=args.force, timeout=args.timeout)
     for text in erased:
         print(f"warning: {text}; put back from that copy", file=sys.stderr)
     for text in notes:
@@ -134,50 +113,7 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    mgr = SecurityManager(cfg)
-    reconcile(cfg, mgr)
-    entries = []
-    for rec in mgr.store.records():
-        sl = rec.domain.seclabel("selinux")
-        dac = rec.domain.seclabel("dac")
-        alive = qemu_alive(rec)
-        state = str(rec.state)
-        if rec.state is DomainState.RUNNING and not alive:
-            state = "running (QEMU gone)"
-        entries.append(
-            {
-                "name": rec.domain.name,
-                "id": rec.domain.id,
-                "state": state,
-                "pid": rec.pid,
-                "label": sl.label if sl else None,
-                "imagelabel": sl.imagelabel if sl else None,
-                "dac": dac.label if dac else None,
-                "enforced": host_selinux.is_enabled(),
-                "origin": "svirt",
-            }
-        )
-    # libvirt's running domains too (its status XML), marked as libvirt's.
-    lv, _skipped = find_live_domains(cfg)
-    for live in lv:
-        if live.source != "libvirt":
-            continue
-        sl = live.domain.seclabel("selinux")
-        dac = live.domain.seclabel("dac")
-        entries.append(
-            {
-                "name": live.name,
-                "id": live.domain.id,
-                "state": f"{live.state or 'running'} (libvirt)",
-                "pid": live.pid,
-                "label": sl.label if sl else None,
-                "imagelabel": sl.imagelabel if sl else None,
-                "dac": dac.label if dac else None,
-                "enforced": host_selinux.is_enabled(),
-                "origin": "libvirt",
-            }
-        )
+    entries = [status.to_dict() for status in Host(args.config).listing()]
     if args.json:
         print_json(entries)
         return 0
@@ -189,36 +125,23 @@ def run_list(args: argparse.Namespace) -> int:
         rows.append(row)
     header = ["ID", "NAME", "STATE", "PID"] + (["LABEL", "IMAGELABEL"] if args.context else [])
     print(table(rows, header))
-    if args.context and entries and not host_selinux.is_enabled():
+    if args.context and entries and not entries[0]["enforced"]:
         print("(process labels are recorded, not enforced: SELinux is off on this host)")
     return 0
 
 
 def run_dumpxml(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    mgr = SecurityManager(cfg)
-    rec = mgr.store.read(args.name)
-    if rec is None:
-        raise LaunchError(f"failed to get domain '{args.name}'")
-    print(format_domain(rec.domain, live=True), end="")
+    print(Host(args.config).domain(args.name).xml, end="")
     return 0
 
 
 def run_attach(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    try:
-        with open(args.xml, "rb") as fh:
-            data = fh.read(1 << 20)
-    except OSError as exc:
-        raise SvirtError(f"cannot read disk XML: {exc.strerror}", source=args.xml) from None
-    disk = parse_disk(data, source=args.xml)
-    attach_disk(cfg, args.name, disk)
+    disk = Domain(Host(args.config), args.name).attach_disk(args.xml)
     print(f"Disk {disk.target} attached to '{args.name}'")
     return 0
 
 
 def run_detach(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    detach_disk(cfg, args.name, args.target)
+    Domain(Host(args.config), args.name).detach_disk(args.target)
     print(f"Disk {args.target} detached from '{args.name}'; its labels restored")
     return 0

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import os
 import sys
 from typing import Any
 
-from svirt.errors import SvirtError
-from svirt.host import selinux as host_selinux
-from svirt.host.remembered import (
-    ACL_XATTR_PREFIX,
-    DRIVERS,
-    boot_time,
-    parse_acl_ref,
-)
-from svirt.host.remembered import read_family as read_remembered
+from svirt import SvirtError, boot_time, file_labels
 
 from .output import print_json
 
@@ -38,60 +28,8 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     p.set_defaults(func=run)
 
 
-def _unsupported(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)
-
-
 def describe(path: str) -> dict[str, Any]:
-    try:
-        st = os.stat(path)
-        try:
-            label = host_selinux.getfilecon(path)
-            names = os.listxattr(path)
-        except OSError as exc:
-            if not _unsupported(exc):
-                raise
-            label, names = None, []  # a filesystem without xattrs: no label, nothing kept
-        entry: dict[str, Any] = {
-            "path": path,
-            "label": label,
-            "owner": f"{st.st_uid}:{st.st_gid}",
-            "mode": f"{st.st_mode & 0o7777:04o}",
-            "remembered": {},
-            "svirt_acl": _acl_refs(path, names),
-        }
-        for drv in DRIVERS:
-            info = read_remembered(path, drv) if names else None
-            if info is not None:
-                entry["remembered"][drv] = {
-                    "label": info.original,
-                    "refcount": info.raw_refcount,
-                    "timestamp": info.timestamp,
-                    "stale": info.stale,
-                }
-    except OSError as exc:
-        raise SvirtError(f"cannot access: {exc.strerror}", source=path) from None
-    return entry
-
-
-def _acl_refs(path: str, names: list[str]) -> list[dict[str, Any]]:
-    acls = []
-    for name in names:
-        uid = name[len(ACL_XATTR_PREFIX) :] if name.startswith(ACL_XATTR_PREFIX) else ""
-        if not uid.isdigit():
-            continue
-        ref = parse_acl_ref(os.getxattr(path, name).decode("utf-8", "replace"))
-        if ref is not None:
-            acls.append(
-                {
-                    "uid": int(uid),
-                    "refcount": str(ref.refcount),
-                    "replaced_entry": "-" if ref.prev is None else str(ref.prev),
-                    "replaced_mask": "-" if ref.mask is None else str(ref.mask),
-                    "stale": not ref.this_boot,
-                }
-            )
-    return acls
+    return file_labels(path).to_dict()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,8 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from svirt import __version__
-from svirt.errors import SvirtError
+from svirt import SvirtError, __version__
 
 __all__ = ["COMMANDS", "COMMAND_MODULES", "build_parser", "entry", "main"]
 

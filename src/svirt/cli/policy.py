@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from svirt.conf import load_config
-from svirt.errors import PolicyError
-from svirt.policy.oracle import BACKENDS, Decision, PolicyOracle, Reason
+from svirt import load_config
+from svirt.policy import BACKENDS, Decision, PolicyOracle, Reason, check
 
 from .output import print_json
 
@@ -22,12 +21,6 @@ _OUTCOME = {
     Reason.CONSTRAINT: "denied (constraint)",
     Reason.RBAC: "denied (role)",
     Reason.BOUNDS: "denied (bounds)",
-}
-_BAD_INPUT = {
-    Reason.BADSCON: "invalid source context '{scon}'",
-    Reason.BADTCON: "invalid target context '{tcon}'",
-    Reason.BADTCLASS: "unknown object class '{tclass}'",
-    Reason.BADPERM: "unknown permission in {{ {perms} }} for class '{tclass}'",
 }
 
 
@@ -94,12 +87,7 @@ def decision_view(
 def run_check(args: argparse.Namespace) -> int:
     oracle = open_oracle(args)
     perms: list[str] = args.perms
-    d = oracle.decide(args.scontext, args.tcontext, args.tclass, perms)
-    if d.reason.is_bad_input:
-        what = _BAD_INPUT[d.reason].format(
-            scon=args.scontext, tcon=args.tcontext, tclass=args.tclass, perms=" ".join(perms)
-        )
-        raise PolicyError(f"{what} for policy {oracle.path}")
+    d = check(args.scontext, args.tcontext, args.tclass, perms, policy=oracle)
     view = decision_view(oracle, args.scontext, args.tcontext, args.tclass, perms, d)
     if args.json:
         print_json(view)

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from svirt.conf import Config, load_config
-from svirt.domain import Domain, parse_domain_file
-from svirt.domain.resources import domain_resources
-from svirt.errors import SvirtError
-from svirt.security.manager import check_domain, default_model
+from svirt import DomainDefinition, Host, domain_resources
 
 from .output import print_json, table
 
@@ -44,7 +37,7 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     p.set_defaults(func=run)
 
 
-def security_view(domain: Domain) -> dict[str, Any]:
+def security_view(domain: DomainDefinition) -> dict[str, Any]:
     return {
         "name": domain.name,
         "type": domain.type,
@@ -80,47 +73,6 @@ def security_view(domain: Domain) -> dict[str, Any]:
     }
 
 
-def _preflight(cfg: Config, domain: Domain) -> list[str]:
-    """What QEMU would be denied with the labels ``svirt start`` would give (a dry run:
-    the MCS pair drawn for it is not kept)."""
-    from svirt.host.ids import resolve_identity
-    from svirt.launch.preflight import dac_findings, preflight_check, process_findings
-    from svirt.security.dac import DACDriver
-    from svirt.security.manager import SecurityManager
-
-    # The plan is made against a scratch state directory: validating writes nothing
-    # (any free pair stands for the one start would draw; the policy treats them alike).
-    with tempfile.TemporaryDirectory(prefix="svirt-preflight-") as scratch:
-        mgr = SecurityManager(replace(cfg, state_dir=Path(scratch)))
-        live, plan = mgr.dry_run(domain)
-        dac = mgr.drivers.get("dac")
-        identity = None
-        if isinstance(dac, DACDriver):
-            uid, gid = dac.process_ids(live)
-            identity = resolve_identity(f"+{uid}", f"+{gid}")
-        selinux_driver = mgr.selinux
-    labels = {p.op.path: p.op.value for p in plan if p.op.driver == "selinux" and p.op.value}
-    granted = frozenset(p.op.path for p in plan if p.op.driver != "selinux")
-    out: list[str] = []
-    if identity is not None:
-        out += [f.summary() for f in dac_findings(live, identity, granted=granted)]
-    if selinux_driver is not None:
-        oracle = selinux_driver.policy_oracle()
-        if oracle is not None:
-            out += [
-                f.summary()
-                for f in process_findings(
-                    cfg,
-                    live,
-                    oracle,
-                    daemon_context=selinux_driver.daemon_context,
-                    identity=identity,
-                )
-            ]
-    out += [f.summary() for f in preflight_check(cfg, live, labels=labels)]
-    return out
-
-
 def _yes_no(relabel: bool | str) -> str:
     """``relabel`` as the XML spells it (``optional`` stays as it is)."""
     if isinstance(relabel, str):
@@ -129,15 +81,11 @@ def _yes_no(relabel: bool | str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    domain = parse_domain_file(args.xml, inactive=args.inactive, default_model=default_model(cfg))
-    try:
-        check_domain(domain, cfg)
-    except SvirtError as exc:
-        raise exc.with_source(args.xml) from None
+    host = Host(args.config)
+    domain = host.definition(args.xml, inactive=args.inactive)
     view = security_view(domain)
     if args.preflight:
-        view["preflight"] = _preflight(cfg, domain)
+        view["preflight"] = host.preflight(domain)
     if args.json:
         print_json(view)
         return 1 if view.get("preflight") else 0

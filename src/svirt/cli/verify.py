@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from svirt import Host, SvirtError
-from svirt.policy.verify import CheckedResource, VerifyReport
+from svirt.policy import CheckedResource, VerifyReport
 
 from .output import print_json, table
 from .policy import add_policy_options

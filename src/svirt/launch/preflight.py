@@ -47,6 +47,7 @@ __all__ = [
     "check_before_start",
     "dac_findings",
     "preflight_check",
+    "preflight_summary",
     "process_findings",
     "resource_accesses",
 ]
@@ -604,3 +605,48 @@ def check_before_start(
         else "SELinux is off on this host; an enforcing host would refuse it"
     )
     return [*warnings, *(f"pre-flight: {f.summary()} ({why})" for f in findings)]
+
+
+def preflight_summary(cfg: Config, domain: Domain) -> list[str]:
+    """What QEMU would be denied with the labels ``svirt start`` would give (a dry run:
+    the MCS pair drawn for it is not kept); one line per finding (``svirt validate
+    --preflight``)."""
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from svirt.host.ids import resolve_identity
+    from svirt.security.dac import DACDriver
+    from svirt.security.manager import SecurityManager
+
+    # The plan is made against a scratch state directory: validating writes nothing
+    # (any free pair stands for the one start would draw; the policy treats them alike).
+    with tempfile.TemporaryDirectory(prefix="svirt-preflight-") as scratch:
+        mgr = SecurityManager(replace(cfg, state_dir=Path(scratch)))
+        live, plan = mgr.dry_run(domain)
+        dac = mgr.drivers.get("dac")
+        identity = None
+        if isinstance(dac, DACDriver):
+            uid, gid = dac.process_ids(live)
+            identity = resolve_identity(f"+{uid}", f"+{gid}")
+        selinux_driver = mgr.selinux
+    labels = {p.op.path: p.op.value for p in plan if p.op.driver == "selinux" and p.op.value}
+    granted = frozenset(p.op.path for p in plan if p.op.driver != "selinux")
+    out: list[str] = []
+    if identity is not None:
+        out += [f.summary() for f in dac_findings(live, identity, granted=granted)]
+    if selinux_driver is not None:
+        oracle = selinux_driver.policy_oracle()
+        if oracle is not None:
+            out += [
+                f.summary()
+                for f in process_findings(
+                    cfg,
+                    live,
+                    oracle,
+                    daemon_context=selinux_driver.daemon_context,
+                    identity=identity,
+                )
+            ]
+    out += [f.summary() for f in preflight_check(cfg, live, labels=labels)]
+    return out

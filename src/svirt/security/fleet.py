@@ -1324,3 +1324,15 @@ if __name__ == "__main__":  # the keeper process: python -m svirt.security.fleet
         )
         sys.exit(run_keeper(_settings, int(sys.argv[2])))
     sys.exit(2)
+
+
+def etcd_ledger(cfg: Config) -> EtcdLedger:
+    """The etcd ledger of this host's SELinux driver (``svirt migrate-label``, ``svirt
+    fleet forget``); ConfigError when the SELinux driver, and so the ledger, is not in use."""
+    from svirt.errors import ConfigError
+    from svirt.security.manager import SecurityManager
+
+    drv = SecurityManager(cfg).selinux
+    if drv is None or not isinstance(drv.ledger, EtcdLedger):
+        raise ConfigError("the SELinux driver is not in use: no MCS level", source=cfg.source)
+    return drv.ledger
