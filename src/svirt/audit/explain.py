@@ -5,6 +5,7 @@ repeats are counted) it answers:
 
 1. **Did SELinux cause it?** Enforcing denials (``permissive=0``) refused the access;
    the SYSCALL record shows the error the program saw. Permissive ones were only logged.
+   A record without the field (older kernels) is "unknown": never taken as enforcing.
 2. **Why?** From the real binary policy through the policy oracle (audit2why's reasons):
    type enforcement (no allow rule), an MCS/MLS constraint, a boolean, a dontaudit rule,
    RBAC, bounds, or "allowed now". Without a policy (or when the policy does not know a
@@ -185,8 +186,8 @@ class Fix:
 @dataclass(frozen=True, slots=True)
 class Explanation:
     denial: Denial
-    selinux_caused: bool
-    mode: str  # enforcing | permissive | granted
+    selinux_caused: bool | None  # None: the record does not say (no permissive= field)
+    mode: str  # enforcing | permissive | granted | unknown (permissive not recorded)
     outcome: str  # one line: what the program saw
     cause: Cause
     why: str
@@ -543,6 +544,7 @@ def explain_denial(
     notes: list[str] = []
 
     # 1. did SELinux cause it?
+    caused: bool | None
     if not d.denied:
         mode, caused = "granted", False
         outcome = "SELinux granted this access and logged it (an auditallow rule)."
@@ -551,6 +553,25 @@ def explain_denial(
         outcome = (
             "Not blocked: the domain or the whole system was permissive (permissive=1), so the "
             "access went ahead and was only logged. It will be denied in enforcing mode."
+        )
+    elif d.permissive is None:
+        # Older kernels (and older userspace object managers) wrote no permissive=
+        # field: the record does not say whether the access was refused, and nothing
+        # here guesses it from the field's absence.
+        mode, caused = "unknown", None
+        if d.user_space:
+            result = "a userspace object manager (D-Bus, systemd, ...) asked SELinux"
+        elif d.syscall and d.syscall_success is False:
+            result = f"{d.syscall}() failed" + (f" with {d.errno_name}" if d.errno_name else "")
+        elif d.syscall and d.syscall_success:
+            result = f"{d.syscall}() succeeded"
+        else:
+            result = "no SYSCALL record shows the result"
+        outcome = (
+            "Unknown: permissive not recorded (the record has no permissive= field; older "
+            "kernels do not write it), so the log does not say whether the access was "
+            f"refused or only logged; {result}. Check how that host ran at the time "
+            "(getenforce, semanage permissive -l)."
         )
     else:
         mode, caused = "enforcing", True
