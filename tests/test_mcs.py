@@ -327,8 +327,8 @@ def test_static_label_equal_to_a_dynamic_level_is_refused(tmp_path: Path) -> Non
         led.reserve("static-vm", live, static=True, label=label)
     assert str(info.value) == (
         f"internal error: static label {label} has the MCS level {live} that running domain "
-        "dyn holds as its own dynamic level; refusing to open dyn's files to this domain "
-        "(only domains that all set the same static label share a level)"
+        "dyn holds as its own dynamic level; refusing: sharing it would open that domain's "
+        "files to this one (only domains that all set the same static label share a level)"
     )
     assert led.sharers(live) == ["dyn"]
 
@@ -339,9 +339,9 @@ def test_static_label_equal_to_a_dynamic_level_is_refused(tmp_path: Path) -> Non
 def test_equal_static_labels_share_one_level(tmp_path: Path) -> None:
     led = ledger(tmp_path)
     led.reserve("a", "s0:c1,c2", static=True)
-    led.reserve("b", "s0-s0:c1,c2", static=True)  # the same level, spelled otherwise
+    led.reserve("b", "s0:c2,c1-s0:c1,c2", static=True)  # the same level, spelled otherwise
     led.reserve("b", "s0:c1,c2", static=True)  # idempotent
-    assert led.sharers("s0:c1,c2") == ["a", "b"]
+    assert led.sharers("s0:c1,c2") == ["a", "b"] and led.levels_of("b") == ["s0:c1,c2"]
     assert led.pool.free == 28 - 1  # one pair out of the pool, whoever holds it
     # A dynamic draw never takes it, and a reconnecting dynamic domain cannot claim it.
     assert "s0:c1,c2" not in {led.allocate(f"x{i}") for i in range(27)}

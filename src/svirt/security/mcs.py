@@ -278,8 +278,8 @@ def shared_static_refusal(
     level: str, label: str | None, static: bool, holders: list[tuple[str, str]], domain: str
 ) -> str | None:
     """Why ``domain`` may not take ``level`` beside its ``holders`` ((domain, kind) of
-    the other domains holding it), or None when it may: the one rule of shared levels,
-    for every ledger store.
+    the other domains holding it; a fleet names them ``D on host H``), or None when it
+    may: the one rule of shared levels, for every ledger store.
 
     Domains share a level only when every one of them set it as a static label, on
     purpose (libvirt-security-spec §4; the seed's "two or more VMs with the same security
@@ -296,8 +296,9 @@ def shared_static_refusal(
         dyn = next(d for d, k in others if k != "static")
         return (
             PREFIX_INTERNAL + f"static label {shown} has the MCS level {level} that running "
-            f"domain {dyn} holds as its own dynamic level; refusing to open {dyn}'s files to "
-            "this domain (only domains that all set the same static label share a level)"
+            f"domain {dyn} holds as its own dynamic level; refusing: sharing it would open "
+            "that domain's files to this one (only domains that all set the same static "
+            "label share a level)"
         )
     return (
         PREFIX_INTERNAL
