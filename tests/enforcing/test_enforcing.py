@@ -225,7 +225,9 @@ def test_cross_vm_open_is_refused_by_the_kernel_and_explained(
     assert "MCS" in text and vm1.name in text and vm2.name in text, text
     assert "audit2allow -M" not in text, text
     # svirt audit search finds the same events as ausearch on the same log.
-    for args in (["-m", "AVC"], ["-m", "AVC", "-p", str(vm1.pid)], ["-c", "qemu-system-x86"]):
+    # QEMU's main thread, which opened the file, is named qemu:NAME (cut to 15 bytes).
+    comm = f"qemu:{vm1.name}"[:15]
+    for args in (["-m", "AVC"], ["-m", "AVC", "-p", str(vm1.pid)], ["-c", comm]):
         ours = svirt(cfg, "audit", "search", "-if", str(log), *args, "--raw", check=False)
         theirs = subprocess.run(
             ["ausearch", "-if", str(log), *args, "--raw"], capture_output=True, text=True

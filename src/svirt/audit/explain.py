@@ -447,16 +447,32 @@ def _file_facts(path: str, how: str, ino: int | None) -> FileFacts:
 
 
 def _vm_from_proctitle(argv: Sequence[str]) -> str | None:
-    """QEMU's ``-name guest=NAME,...`` (or ``-name NAME``)."""
+    """QEMU's ``-name guest=NAME,process=qemu:NAME,...`` (or ``-name NAME``)."""
     for i, arg in enumerate(argv[:-1]):
         if arg == "-name":
-            value = argv[i + 1]
-            for part in value.split(","):
+            parts = _qemu_options(argv[i + 1])
+            for part in parts:
                 if part.startswith("guest="):
                     return part[6:] or None
-            first = value.split(",")[0]
-            return first or None
+            return parts[0] or None
     return None
+
+
+def _qemu_options(value: str) -> list[str]:
+    """A QEMU option value cut at its commas; ``,,`` is a literal comma."""
+    parts = [""]
+    i = 0
+    while i < len(value):
+        if value[i] == ",":
+            if value[i + 1 : i + 2] == ",":
+                parts[-1] += ","
+                i += 2
+                continue
+            parts.append("")
+        else:
+            parts[-1] += value[i]
+        i += 1
+    return parts
 
 
 # ---------------------------------------------------------------------------------------
