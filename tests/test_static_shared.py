@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fsutil import config, make_file, state, svirt_xattrs
+from svirt import Host
 from svirt.conf import Config
 from svirt.context import MLSRange
 from svirt.domain import parse_domain
@@ -123,6 +124,7 @@ def test_equal_static_labels_run_side_by_side_and_restore(cfg: Config, tmp_path:
     mgr = SecurityManager(cfg)
     assert mgr.selinux is not None
     assert mgr.selinux.ledger.levels_of("a") == mgr.selinux.ledger.levels_of("b")
+    assert Host(cfg).sharers(STATIC) == ("a", "b") == Host(cfg).sharers("s0:c1022,c1023")
 
     # verify, from the real policy: a and b share by configuration; d is kept apart.
     report = verify(cfg, PolicyOracle(POLICY))
