@@ -414,6 +414,51 @@ def test_no_permissive_field_cli_text_and_json(
     assert d["selinux_caused"] is None and d["mode"] == "unknown"
 
 
+# --- QEMU's title and shared static labels (issue 14) ------------------------------------
+
+
+def test_vm_from_qemus_process_title(tmp_path: Path) -> None:
+    """No PROCTITLE record, no live XML: the title svirt gives QEMU names the VM; a title
+    the kernel cut to 15 bytes names it only through a running domain's full name."""
+    log = tmp_path / "audit.log"
+    line = avc_line(21, "read", VM_A, IMG_B)
+    log.write_text(line.replace('comm="qemu-kvm"', 'comm="qemu:ol8-img"') + "\n")
+    (x,) = explain(events_of(log), oracle=None)
+    assert x.vm == "ol8-img" and x.vm_source == "QEMU's process title (comm=qemu:NAME)"
+    log.write_text(line.replace('comm="qemu-kvm"', 'comm="qemu:web,1-with"') + "\n")
+    (y,) = explain(events_of(log), oracle=None)
+    assert y.vm is None  # cut: "web,1-with" is not the whole name
+    run = tmp_path / "run"
+    run.mkdir()
+    disk = tmp_path / "w.img"
+    disk.write_bytes(b"")
+    (run / "w.xml").write_text(
+        live_xml("web,1-with-a-long-name", "system_u:system_r:svirt_t:s0:c7,c8", disk, pid=1)
+    )
+    domains = load_live_domains(tmp_path / "state", run)
+    (z,) = explain(events_of(log), oracle=None, domains=domains)
+    assert z.vm == "web,1-with-a-long-name" and z.vm_source is not None
+    assert "cut to 15 bytes" in z.vm_source
+
+
+def test_shared_static_label_is_not_called_a_clash(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, pid in (("st1", 4242), ("st2", 4343)):
+        disk = tmp_path / f"{name}.img"
+        disk.write_bytes(b"")
+        xml = live_xml(name, VM_A, disk, pid=pid).replace("type='dynamic'", "type='static'")
+        (run / f"{name}.xml").write_text(xml)
+    domains = load_live_domains(tmp_path / "state", run)
+    assert [d.seclabel_type for d in domains] == ["static", "static"]
+    log = tmp_path / "audit.log"
+    log.write_text(avc_line(22, "read", VM_A, IMG_B, pid=4343) + "\n")
+    (x,) = explain(events_of(log), oracle=None, domains=domains)
+    assert x.vm == "st2"  # told apart by the process id
+    assert "domains st1, st2 share this static label by configuration" in x.notes
+    assert not any("must be unique" in n for n in x.notes)
+
+
 # --- many VMs, repeats ---------------------------------------------------------------------
 
 

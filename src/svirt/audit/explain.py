@@ -458,6 +458,26 @@ def _vm_from_proctitle(argv: Sequence[str]) -> str | None:
     return None
 
 
+_COMM_BYTES = 15  # the kernel's TASK_COMM_LEN less its NUL
+
+
+def _vm_from_title(
+    comm: str | None, domains: Sequence[LiveDomain]
+) -> tuple[str | None, str | None]:
+    """The VM named by QEMU's title ``qemu:NAME`` (svirt's ``-name ...,process=``); the
+    kernel keeps 15 bytes, so a full-length title is matched as a prefix of the running
+    domains' names, and names no VM when none or several match."""
+    if not comm or not comm.startswith("qemu:") or len(comm) == 5:
+        return None, None
+    name = comm[5:]
+    if len(comm.encode()) < _COMM_BYTES:
+        return name, "QEMU's process title (comm=qemu:NAME)"
+    found = [dom.name for dom in domains if dom.name.startswith(name)]
+    if len(found) == 1:
+        return found[0], "QEMU's process title (comm=qemu:NAME, cut to 15 bytes) and live XML"
+    return None, None
+
+
 def _qemu_options(value: str) -> list[str]:
     """A QEMU option value cut at its commas; ``,,`` is a literal comma."""
     parts = [""]
@@ -652,8 +672,18 @@ def explain_denial(
     vm_domain: LiveDomain | None = None
     if scon is not None:
         owners = owners_of(d.scontext, domains) if scon.range is not None else []
+        shared = len(owners) > 1 and all(
+            o.seclabel_type == "static" and o.label == owners[0].label for o in owners
+        )
         if len(owners) == 1:
             vm_domain = owners[0]
+        elif shared:
+            # One static label set by several domains (issue 14): the process id tells.
+            notes.append(
+                "domains "
+                + ", ".join(o.name for o in owners)
+                + " share this static label by configuration"
+            )
         elif len(owners) > 1:
             notes.append(
                 "several running domains have the process's categories: "
@@ -673,6 +703,8 @@ def explain_denial(
         guest = _vm_from_proctitle(d.proctitle)
         if guest is not None:
             vm, vm_source = guest, "QEMU's command line (-name guest=...)"
+        else:
+            vm, vm_source = _vm_from_title(d.comm, domains)
     target_vms = tuple(o.name for o in (owners_of(d.tcontext, domains) if tcon is not None else []))
 
     # 4. the file now
