@@ -263,6 +263,31 @@ def test_one_static_label_shared_across_hosts(fleet: Fleet) -> None:
     assert a.levels_of("racer") == []
 
 
+def test_a_mirror_keyed_by_level_is_rekeyed(tmp_path: Path) -> None:
+    """A host's fleet mirror made before issue 14 (level its only key) keeps its rows and
+    takes a second holder of one static label."""
+    from svirt.security.fleet import _ensure_schema
+
+    conn = connect(tmp_path / "h")
+    conn.executescript(
+        "CREATE TABLE fleet_reservations (level TEXT PRIMARY KEY, domain TEXT NOT NULL, "
+        "kind TEXT NOT NULL, key TEXT NOT NULL, mod INTEGER NOT NULL, sticky INTEGER NOT NULL "
+        "DEFAULT 0, created REAL NOT NULL, pid INTEGER NOT NULL);"
+        "CREATE INDEX fleet_reservations_domain ON fleet_reservations(domain);"
+        "INSERT INTO fleet_reservations VALUES ('s0:c1,c2', 'a', 'static', 'k', 5, 0, 1.0, 1);"
+    )
+    _ensure_schema(conn)
+    _ensure_schema(conn)  # idempotent
+    conn.execute(
+        "INSERT INTO fleet_reservations VALUES ('s0:c1,c2', 'b', 'static', 'k2', 6, 0, 2.0, 1)"
+    )
+    rows = conn.execute("SELECT level, domain, mod FROM fleet_reservations ORDER BY domain")
+    assert rows.fetchall() == [("s0:c1,c2", "a", 5), ("s0:c1,c2", "b", 6)]
+    keys = [r[1] for r in conn.execute("PRAGMA table_info(fleet_reservations)") if r[5]]
+    assert keys == ["level", "domain"]
+    conn.close()
+
+
 def test_dry_run_reserves_nothing(fleet: Fleet) -> None:
     a = fleet.ledger("ha")
     with a.preview():
