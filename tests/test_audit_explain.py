@@ -353,8 +353,110 @@ def test_user_avc(tmp_path: Path, oracle: PolicyOracle) -> None:
         "sauid=0 hostname=? addr=? terminal=?'\n"
     )
     (x,) = explain(events_of(log), oracle=oracle)
-    assert x.denial.user_space and x.selinux_caused and "userspace object manager" in x.outcome
+    # systemd's record has no permissive= field: whether it refused is not recorded.
+    assert x.denial.user_space and x.selinux_caused is None and x.mode == "unknown"
+    assert "userspace object manager" in x.outcome and "permissive not recorded" in x.outcome
+    log.write_text(log.read_text().replace("tclass=system", "tclass=system permissive=0"))
+    (y,) = explain(events_of(log), oracle=oracle)
+    assert y.selinux_caused and "userspace object manager" in y.outcome
     assert x.cause is not Cause.UNKNOWN
+
+
+# --- records without permissive= (older kernels) -----------------------------------------
+
+# Seed 001's AVC (2012, a 3.x kernel, no permissive= field), joined into the one line the
+# kernel wrote; and the line Red Hat's SELinux guide prints from a kernel of that time.
+SEED_001_AVC = (
+    "type=AVC msg=audit(1326028680.405:367): avc: denied { execmem } for pid=5404 "
+    'comm="qemu-system-x86" scontext=system_u:system_r:svirt_t:s0:c121,c746 '
+    "tcontext=system_u:system_r:svirt_t:s0:c121,c746 tclass=process"
+)
+RH_GUIDE_AVC = (
+    "type=AVC msg=audit(1226874073.147:96): avc:  denied  { getattr } for  pid=2465 "
+    'comm="httpd" path="/var/www/html/file1" dev=dm-0 ino=284133 '
+    "scontext=unconfined_u:system_r:httpd_t:s0 tcontext=unconfined_u:object_r:samba_share_t:s0 "
+    "tclass=file"
+)
+
+
+def test_no_permissive_field_is_unknown_not_enforcing(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_text(SEED_001_AVC + "\n" + RH_GUIDE_AVC + "\n")
+    xs = explain(events_of(log), oracle=None)
+    assert len(xs) == 2
+    for x in xs:
+        assert x.denial.permissive is None
+        assert x.mode == "unknown" and x.selinux_caused is None
+        assert x.outcome.startswith("Unknown: permissive not recorded")
+        assert "permissive=0" not in x.outcome and "refused the access" not in x.outcome
+        assert not x.fixes or not x.fixes[0].text.startswith("nothing failed yet")
+    # The same record with the field is still enforcing: only the absence is unknown.
+    log.write_text(SEED_001_AVC + " permissive=0\n")
+    (y,) = explain(events_of(log), oracle=None)
+    assert y.mode == "enforcing" and y.selinux_caused is True
+
+
+def test_no_permissive_field_cli_text_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "svirt.conf"
+    conf.write_text(f'state_dir = "{tmp_path}/s"\nlibvirt_run_dir = "{tmp_path}/r"\n')
+    log = tmp_path / "audit.log"
+    log.write_text(SEED_001_AVC + "\n")
+    base = ["audit", "explain", "--config", str(conf), "--no-policy", "-if", str(log)]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "SELinux caused it? Unknown: permissive not recorded" in out
+    assert "permissive=0" not in out
+    assert main([*base, "--json"]) == 0
+    (d,) = json.loads(capsys.readouterr().out)["denials"]
+    assert d["denial"]["permissive"] is None
+    assert d["selinux_caused"] is None and d["mode"] == "unknown"
+
+
+# --- QEMU's title and shared static labels (issue 14) ------------------------------------
+
+
+def test_vm_from_qemus_process_title(tmp_path: Path) -> None:
+    """No PROCTITLE record, no live XML: the title svirt gives QEMU names the VM; a title
+    the kernel cut to 15 bytes names it only through a running domain's full name."""
+    log = tmp_path / "audit.log"
+    line = avc_line(21, "read", VM_A, IMG_B)
+    log.write_text(line.replace('comm="qemu-kvm"', 'comm="qemu:ol8-img"') + "\n")
+    (x,) = explain(events_of(log), oracle=None)
+    assert x.vm == "ol8-img" and x.vm_source == "QEMU's process title (comm=qemu:NAME)"
+    log.write_text(line.replace('comm="qemu-kvm"', 'comm="qemu:web,1-with"') + "\n")
+    (y,) = explain(events_of(log), oracle=None)
+    assert y.vm is None  # cut: "web,1-with" is not the whole name
+    run = tmp_path / "run"
+    run.mkdir()
+    disk = tmp_path / "w.img"
+    disk.write_bytes(b"")
+    (run / "w.xml").write_text(
+        live_xml("web,1-with-a-long-name", "system_u:system_r:svirt_t:s0:c7,c8", disk, pid=1)
+    )
+    domains = load_live_domains(tmp_path / "state", run)
+    (z,) = explain(events_of(log), oracle=None, domains=domains)
+    assert z.vm == "web,1-with-a-long-name" and z.vm_source is not None
+    assert "cut to 15 bytes" in z.vm_source
+
+
+def test_shared_static_label_is_not_called_a_clash(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, pid in (("st1", 4242), ("st2", 4343)):
+        disk = tmp_path / f"{name}.img"
+        disk.write_bytes(b"")
+        xml = live_xml(name, VM_A, disk, pid=pid).replace("type='dynamic'", "type='static'")
+        (run / f"{name}.xml").write_text(xml)
+    domains = load_live_domains(tmp_path / "state", run)
+    assert [d.seclabel_type for d in domains] == ["static", "static"]
+    log = tmp_path / "audit.log"
+    log.write_text(avc_line(22, "read", VM_A, IMG_B, pid=4343) + "\n")
+    (x,) = explain(events_of(log), oracle=None, domains=domains)
+    assert x.vm == "st2"  # told apart by the process id
+    assert "domains st1, st2 share this static label by configuration" in x.notes
+    assert not any("must be unique" in n for n in x.notes)
 
 
 # --- many VMs, repeats ---------------------------------------------------------------------

@@ -107,6 +107,15 @@ class Fleet:
         client = FleetClient(self.settings("probe"))
         return {k.decode(): json.loads(v) for k, v, _m in client.prefix(f"{self.prefix}pair/")}
 
+    def statics(self) -> set[tuple[str, str, str]]:
+        """(level, host, domain) of every static label's holder key in the cluster."""
+        client = FleetClient(self.settings("probe"))
+        return {
+            (str(v["level"]), str(v["host"]), str(v["domain"]))
+            for _k, raw, _m in client.prefix(f"{self.prefix}level/")
+            if (v := json.loads(raw)).get("kind") == "static"
+        }
+
     def stop_keepers(self) -> None:
         for d in self.root.iterdir():
             pid = keeper_pid(d) if d.is_dir() else None
@@ -192,8 +201,9 @@ def test_reserve_static_and_reconnect_across_hosts(fleet: Fleet) -> None:
     a, b = fleet.ledger("ha", cat_max=7), fleet.ledger("hb", cat_max=7)
     a.reserve("web", "s0:c1,c2", static=True)
     a.reserve("web", "s0:c1,c2", static=True)  # idempotent for the same domain
+    # A dynamic domain found again on reconnect cannot hold a static label's level.
     with pytest.raises(SecurityError, match=r"already reserved \(by domain web on host ha\)"):
-        b.reserve("db", "s0:c1,c2", static=True)
+        b.reserve("db", "s0:c1,c2")
     assert b.held_elsewhere("s0:c1,c2") == "domain web on host ha"
     # A static range on one host keeps every host's dynamic draws out of its categories.
     b.reserve("wide", "s0:c0.c5", static=True)
@@ -201,6 +211,81 @@ def test_reserve_static_and_reconnect_across_hosts(fleet: Fleet) -> None:
     for level in drawn:
         cats = {int(c[1:]) for c in level.split(":")[1].split(",")}
         assert not cats <= set(range(6)), level
+
+
+def test_one_static_label_shared_across_hosts(fleet: Fleet) -> None:
+    """Issue 14: domains on two hosts with one static label both hold it; dynamic draws
+    on every host stay out of it until the last holder goes; a static label equal to a
+    dynamic domain's level is refused, naming it."""
+    a, b = fleet.ledger("ha", cat_max=7), fleet.ledger("hb", cat_max=7)  # 28 pairs
+    a.reserve("web1", "s0:c1,c2", static=True)
+    b.reserve("web2", "s0:c1,c2", static=True)
+    b.reserve("web3", "s0:c2,c1-s0:c1,c2", static=True)  # two on one host too
+    assert fleet.statics() == {
+        ("s0:c1,c2", "ha", "web1"),
+        ("s0:c1,c2", "hb", "web2"),
+        ("s0:c1,c2", "hb", "web3"),
+    }
+    assert a.held_elsewhere("s0:c1,c2") == "domain web2 on host hb"
+    got = [a.allocate(f"a{i}") for i in range(14)] + [b.allocate(f"b{i}") for i in range(13)]
+    assert len(set(got)) == 27 and "s0:c1,c2" not in got
+    with pytest.raises(SecurityError, match="no free MCS category pair"):
+        a.allocate("more")
+    # The first holder goes: the others still keep the level out of every draw.
+    assert a.release("web1") == ["s0:c1,c2"]
+    assert wait_until(lambda: len(fleet.statics()) == 2, 5)
+    with pytest.raises(SecurityError, match="no free MCS category pair"):
+        a.allocate("more")
+    b.release("web2")
+    assert fleet.statics() == {("s0:c1,c2", "hb", "web3")}
+    with pytest.raises(SecurityError, match="no free MCS category pair"):
+        b.allocate("more")
+    b.release("web3")
+    assert wait_until(lambda: not fleet.statics(), 5)
+    assert a.allocate("more") == "s0:c1,c2"
+    # A static label equal to that dynamic level (held on host ha) is refused on hb.
+    with pytest.raises(SecurityError) as info:
+        b.reserve("st", "s0:c1,c2", static=True, label="system_u:system_r:svirt_t:s0:c1,c2")
+    assert str(info.value) == (
+        "internal error: static label system_u:system_r:svirt_t:s0:c1,c2 has the MCS level "
+        "s0:c1,c2 that running domain more on host ha holds as its own dynamic level; "
+        "refusing: sharing it would open that domain's files to this one (only domains that "
+        "all set the same static label share a level)"
+    )
+    assert fleet.statics() == set() and b.levels_of("st") == []
+    # The race: a draw that read the static labels before one was created creates its
+    # pair, reads them again in the same transaction, and gives the pair back.
+    (free,) = a.release("a0")
+    assert wait_until(lambda: len(fleet.pairs()) == 27, 5)
+    b.reserve("late", free, static=True)
+    assert a._create("racer", free, "dynamic", drawn=True) is False
+    assert all(v["domain"] != "racer" for v in fleet.pairs().values())
+    assert a.levels_of("racer") == []
+
+
+def test_a_mirror_keyed_by_level_is_rekeyed(tmp_path: Path) -> None:
+    """A host's fleet mirror made before issue 14 (level its only key) keeps its rows and
+    takes a second holder of one static label."""
+    from svirt.security.fleet import _ensure_schema
+
+    conn = connect(tmp_path / "h")
+    conn.executescript(
+        "CREATE TABLE fleet_reservations (level TEXT PRIMARY KEY, domain TEXT NOT NULL, "
+        "kind TEXT NOT NULL, key TEXT NOT NULL, mod INTEGER NOT NULL, sticky INTEGER NOT NULL "
+        "DEFAULT 0, created REAL NOT NULL, pid INTEGER NOT NULL);"
+        "CREATE INDEX fleet_reservations_domain ON fleet_reservations(domain);"
+        "INSERT INTO fleet_reservations VALUES ('s0:c1,c2', 'a', 'static', 'k', 5, 0, 1.0, 1);"
+    )
+    _ensure_schema(conn)
+    _ensure_schema(conn)  # idempotent
+    conn.execute(
+        "INSERT INTO fleet_reservations VALUES ('s0:c1,c2', 'b', 'static', 'k2', 6, 0, 2.0, 1)"
+    )
+    rows = conn.execute("SELECT level, domain, mod FROM fleet_reservations ORDER BY domain")
+    assert rows.fetchall() == [("s0:c1,c2", "a", 5), ("s0:c1,c2", "b", 6)]
+    keys = [r[1] for r in conn.execute("PRAGMA table_info(fleet_reservations)") if r[5]]
+    assert keys == ["level", "domain"]
+    conn.close()
 
 
 def test_dry_run_reserves_nothing(fleet: Fleet) -> None:
@@ -539,7 +624,7 @@ def test_static_labels_and_libvirt_domains_are_reserved_fleet_wide(
         assert main(["label", "--config", str(conf_b), str(static)]) == 0
         held = {(v["domain"], v["host"], v["kind"]) for v in fleet.pairs().values()}
         assert ("libvirt:ol8", "ha", "dynamic") in held
-        assert ("st", "hb", "static") in held
+        assert ("s0:c5,c6", "hb", "st") in fleet.statics()
         capsys.readouterr()
         # Another host cannot use either level: libvirt's error text, naming the holder.
         other = fleet.ledger("hc")
@@ -550,7 +635,7 @@ def test_static_labels_and_libvirt_domains_are_reserved_fleet_wide(
             match=r"MCS level for existing domain label s0:c5,c6 already reserved "
             r"\(by domain st on host hb\)",
         ):
-            other.reserve("y", "s0:c5,c6", static=True)
+            other.reserve("y", "s0:c5,c6")  # a dynamic level equal to a static label
         assert main(["restore", "--config", str(conf_a), str(dyn)]) == 0
         assert main(["restore", "--config", str(conf_b), str(static)]) == 0
     finally:

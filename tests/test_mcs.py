@@ -319,17 +319,87 @@ def test_static_label_over_the_whole_range_is_allowed_with_a_warning(
     assert led.pool.free == pair_count(256) - 1
 
 
-def test_static_label_equal_to_a_live_one_is_refused(tmp_path: Path) -> None:
+def test_static_label_equal_to_a_dynamic_level_is_refused(tmp_path: Path) -> None:
     led = ledger(tmp_path)
     live = led.allocate("dyn")
     label = f"system_u:system_r:svirt_t:{live}"
     with pytest.raises(SecurityError) as info:
         led.reserve("static-vm", live, static=True, label=label)
     assert str(info.value) == (
-        f"internal error: MCS level for existing domain label {label} already reserved "
-        "(by domain dyn)"
+        f"internal error: static label {label} has the MCS level {live} that running domain "
+        "dyn holds as its own dynamic level; refusing: sharing it would open that domain's "
+        "files to this one (only domains that all set the same static label share a level)"
     )
-    assert led.owner(live) == "dyn"
+    assert led.sharers(live) == ["dyn"]
+
+
+# --- shared static labels (issue 14) ------------------------------------------------------
+
+
+def test_equal_static_labels_share_one_level(tmp_path: Path) -> None:
+    led = ledger(tmp_path)
+    led.reserve("a", "s0:c1,c2", static=True)
+    led.reserve("b", "s0:c2,c1-s0:c1,c2", static=True)  # the same level, spelled otherwise
+    led.reserve("b", "s0:c1,c2", static=True)  # idempotent
+    assert led.sharers("s0:c1,c2") == ["a", "b"] and led.levels_of("b") == ["s0:c1,c2"]
+    assert led.pool.free == 28 - 1  # one pair out of the pool, whoever holds it
+    # A dynamic draw never takes it, and a reconnecting dynamic domain cannot claim it.
+    assert "s0:c1,c2" not in {led.allocate(f"x{i}") for i in range(27)}
+    with pytest.raises(SecurityError, match=r"already reserved \(by domain a, b\)"):
+        led.reserve("dyn", "s0:c1,c2")
+
+
+def test_the_pair_stays_out_until_the_last_sharer_goes(tmp_path: Path) -> None:
+    led = ledger(tmp_path)
+    led.reserve("a", "s0:c1,c2", static=True)
+    led.reserve("b", "s0:c1,c2", static=True)
+    assert led.release("a") == ["s0:c1,c2"]
+    assert led.sharers("s0:c1,c2") == ["b"]
+    assert "s0:c1,c2" not in {led.allocate(f"x{i}") for i in range(27)}
+    with pytest.raises(SecurityError, match="no free MCS category pair"):
+        led.allocate("none-left")
+    for i in range(27):
+        led.release(f"x{i}")
+    led.release("b")
+    assert len({led.allocate(f"y{i}") for i in range(28)}) == 28
+
+
+def test_blocked_pairs_pass_to_the_remaining_sharer(tmp_path: Path) -> None:
+    led = ledger(tmp_path)
+    led.reserve("wide1", "s0:c0.c3", static=True)
+    led.reserve("wide2", "s0:c0.c3", static=True)
+    got = [led.allocate(f"vm{i}") for i in range(28 - 6)]
+    assert all(cats(level)[1] > 3 for level in got)
+    led.release("wide1")
+    assert {r.domain for r in led.reservations() if r.kind == "blocked"} == {"wide2"}
+    for i in range(22):
+        led.release(f"vm{i}")
+    again = {led.allocate(f"again{i}") for i in range(22)}
+    assert all(cats(level)[1] > 3 for level in again)
+    led.release("wide2")
+    assert {led.allocate(f"z{i}") for i in range(6)} == {
+        f"s0:c{a},c{b}" for b in range(4) for a in range(b)
+    }
+
+
+def test_a_database_keyed_by_level_is_rekeyed(tmp_path: Path) -> None:
+    """A state database of an earlier svirt (level the only key) opens, keeps its rows,
+    and takes a second holder of a static label."""
+    db = tmp_path / "svirt.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        "CREATE TABLE mcs_reservations (level TEXT PRIMARY KEY, domain TEXT NOT NULL, "
+        "kind TEXT NOT NULL CHECK (kind IN ('dynamic', 'static', 'blocked')), pair INTEGER, "
+        "created REAL NOT NULL);"
+        "CREATE INDEX mcs_reservations_domain ON mcs_reservations(domain);"
+        "INSERT INTO mcs_reservations VALUES ('s0:c1,c2', 'a', 'static', NULL, 1.0);"
+    )
+    old.close()
+    led = ledger(tmp_path)
+    led.reserve("b", "s0:c1,c2", static=True)
+    assert led.sharers("s0:c1,c2") == ["a", "b"]
+    keys = [r[1] for r in led.conn.execute("PRAGMA table_info(mcs_reservations)") if r[5]]
+    assert keys == ["level", "domain"]
 
 
 def test_reserve_is_idempotent_for_the_same_domain(tmp_path: Path) -> None:
@@ -442,11 +512,7 @@ class LedgerMachine(RuleBasedStateMachine):
         cats_ = frozenset(range(lo, hi + 1))
         level = f"s0:c{lo},c{hi}" if hi == lo + 1 else f"s0:c{lo}.c{hi}"
         if level in self.dynamic.values():
-            with pytest.raises(SecurityError, match="already reserved"):
-                self.led.reserve(name, level, static=True)
-            return name
-        if any(Level.parse(level).categories == s for s in self.static.values()):
-            with pytest.raises(SecurityError, match="already reserved"):
+            with pytest.raises(SecurityError, match="holds as its own dynamic level"):
                 self.led.reserve(name, level, static=True)
             return name
         self.led.reserve(name, level, static=True)
@@ -463,8 +529,16 @@ class LedgerMachine(RuleBasedStateMachine):
     def live_levels_are_unique_and_owned(self) -> None:
         for name, level in self.dynamic.items():
             assert self.led.owner(level) == name
-        live = [r.level for r in self.led.reservations() if r.kind != "blocked"]
-        assert len(live) == len(set(live))
+        live = [r.level for r in self.led.reservations() if r.kind == "dynamic"]
+        statics = {r.level for r in self.led.reservations() if r.kind == "static"}
+        assert len(live) == len(set(live)) and not statics & set(live)
+
+    @invariant()
+    def static_pairs_stay_out_of_the_pool_while_any_holder_lives(self) -> None:
+        for r in self.led.reservations():
+            idx = self.led.space.index_of(r.level)
+            if r.kind == "static" and idx is not None:
+                assert self.led.pool.store.where_get(idx) >= self.led.pool.free, r
 
     @invariant()
     def pool_matches_reservations(self) -> None:

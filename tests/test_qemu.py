@@ -57,7 +57,7 @@ RICH = """<domain type='kvm'>
 
 RICH_ARGV = [
     "qemu-system-x86_64",
-    "-name", "guest=rich,,vm,debug-threads=on",
+    "-name", "guest=rich,,vm,process=qemu:rich,,vm,debug-threads=on",
     "-machine", "pc,usb=off,dump-guest-core=off",
     "-accel", "tcg",
     "-m", "size=131072k",
@@ -156,7 +156,12 @@ def test_kvm_when_available_and_paused_start_and_socket_path() -> None:
     )
     argv = list(cmd.argv)
     assert cmd.accel == "kvm" and cmd.notes == ()
-    assert argv[:4] == ["/usr/bin/qemu-system-x86_64", "-name", "guest=mini,debug-threads=on", "-S"]
+    assert argv[:4] == [
+        "/usr/bin/qemu-system-x86_64",
+        "-name",
+        "guest=mini,process=qemu:mini,debug-threads=on",
+        "-S",
+    ]
     assert argv[argv.index("-accel") + 1] == "kvm"
     monitor = argv[argv.index("-chardev") + 1]
     assert monitor == "socket,id=charmonitor,path=/run/svirt/a,,b.qmp,server=on,wait=off"

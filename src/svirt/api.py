@@ -332,6 +332,27 @@ class Host:
             )
         return render_page(report, timeline=timeline, timeline_source=os.fspath(audit_log or ""))
 
+    # static: shared static labels (issue 14) ------------------------------------------
+
+    @_public
+    def sharers(self, label: str) -> tuple[str, ...]:
+        """The domains of this host that hold the MCS level of ``label`` (a context or a
+        level), oldest first: several only when each set it as its static label."""
+        from svirt.context import MLSRange, SecurityContext
+        from svirt.errors import ContextError
+        from svirt.security.manager import SecurityManager
+
+        try:
+            level = str(SecurityContext.parse(label).range or "")
+        except ContextError:
+            level = str(MLSRange.parse(label))
+        drv = SecurityManager(self.config).selinux
+        if drv is None:
+            return ()
+        return tuple(
+            r.domain for r in drv.ledger.reservations() if r.kind != "blocked" and r.level == level
+        )
+
 
 class Domain:
     """A handle on one domain of a :class:`Host`. Properties read the current record.

@@ -5,6 +5,7 @@ repeats are counted) it answers:
 
 1. **Did SELinux cause it?** Enforcing denials (``permissive=0``) refused the access;
    the SYSCALL record shows the error the program saw. Permissive ones were only logged.
+   A record without the field (older kernels) is "unknown": never taken as enforcing.
 2. **Why?** From the real binary policy through the policy oracle (audit2why's reasons):
    type enforcement (no allow rule), an MCS/MLS constraint, a boolean, a dontaudit rule,
    RBAC, bounds, or "allowed now". Without a policy (or when the policy does not know a
@@ -185,8 +186,8 @@ class Fix:
 @dataclass(frozen=True, slots=True)
 class Explanation:
     denial: Denial
-    selinux_caused: bool
-    mode: str  # enforcing | permissive | granted
+    selinux_caused: bool | None  # None: the record does not say (no permissive= field)
+    mode: str  # enforcing | permissive | granted | unknown (permissive not recorded)
     outcome: str  # one line: what the program saw
     cause: Cause
     why: str
@@ -446,16 +447,52 @@ def _file_facts(path: str, how: str, ino: int | None) -> FileFacts:
 
 
 def _vm_from_proctitle(argv: Sequence[str]) -> str | None:
-    """QEMU's ``-name guest=NAME,...`` (or ``-name NAME``)."""
+    """QEMU's ``-name guest=NAME,process=qemu:NAME,...`` (or ``-name NAME``)."""
     for i, arg in enumerate(argv[:-1]):
         if arg == "-name":
-            value = argv[i + 1]
-            for part in value.split(","):
+            parts = _qemu_options(argv[i + 1])
+            for part in parts:
                 if part.startswith("guest="):
                     return part[6:] or None
-            first = value.split(",")[0]
-            return first or None
+            return parts[0] or None
     return None
+
+
+_COMM_BYTES = 15  # the kernel's TASK_COMM_LEN less its NUL
+
+
+def _vm_from_title(
+    comm: str | None, domains: Sequence[LiveDomain]
+) -> tuple[str | None, str | None]:
+    """The VM named by QEMU's title ``qemu:NAME`` (svirt's ``-name ...,process=``); the
+    kernel keeps 15 bytes, so a full-length title is matched as a prefix of the running
+    domains' names, and names no VM when none or several match."""
+    if not comm or not comm.startswith("qemu:") or len(comm) == 5:
+        return None, None
+    name = comm[5:]
+    if len(comm.encode()) < _COMM_BYTES:
+        return name, "QEMU's process title (comm=qemu:NAME)"
+    found = [dom.name for dom in domains if dom.name.startswith(name)]
+    if len(found) == 1:
+        return found[0], "QEMU's process title (comm=qemu:NAME, cut to 15 bytes) and live XML"
+    return None, None
+
+
+def _qemu_options(value: str) -> list[str]:
+    """A QEMU option value cut at its commas; ``,,`` is a literal comma."""
+    parts = [""]
+    i = 0
+    while i < len(value):
+        if value[i] == ",":
+            if value[i + 1 : i + 2] == ",":
+                parts[-1] += ","
+                i += 2
+                continue
+            parts.append("")
+        else:
+            parts[-1] += value[i]
+        i += 1
+    return parts
 
 
 # ---------------------------------------------------------------------------------------
@@ -543,6 +580,7 @@ def explain_denial(
     notes: list[str] = []
 
     # 1. did SELinux cause it?
+    caused: bool | None
     if not d.denied:
         mode, caused = "granted", False
         outcome = "SELinux granted this access and logged it (an auditallow rule)."
@@ -551,6 +589,25 @@ def explain_denial(
         outcome = (
             "Not blocked: the domain or the whole system was permissive (permissive=1), so the "
             "access went ahead and was only logged. It will be denied in enforcing mode."
+        )
+    elif d.permissive is None:
+        # Older kernels (and older userspace object managers) wrote no permissive=
+        # field: the record does not say whether the access was refused, and nothing
+        # here guesses it from the field's absence.
+        mode, caused = "unknown", None
+        if d.user_space:
+            result = "a userspace object manager (D-Bus, systemd, ...) asked SELinux"
+        elif d.syscall and d.syscall_success is False:
+            result = f"{d.syscall}() failed" + (f" with {d.errno_name}" if d.errno_name else "")
+        elif d.syscall and d.syscall_success:
+            result = f"{d.syscall}() succeeded"
+        else:
+            result = "no SYSCALL record shows the result"
+        outcome = (
+            "Unknown: permissive not recorded (the record has no permissive= field; older "
+            "kernels do not write it), so the log does not say whether the access was "
+            f"refused or only logged; {result}. Check how that host ran at the time "
+            "(getenforce, semanage permissive -l)."
         )
     else:
         mode, caused = "enforcing", True
@@ -615,8 +672,18 @@ def explain_denial(
     vm_domain: LiveDomain | None = None
     if scon is not None:
         owners = owners_of(d.scontext, domains) if scon.range is not None else []
+        shared = len(owners) > 1 and all(
+            o.seclabel_type == "static" and o.label == owners[0].label for o in owners
+        )
         if len(owners) == 1:
             vm_domain = owners[0]
+        elif shared:
+            # One static label set by several domains (issue 14): the process id tells.
+            notes.append(
+                "domains "
+                + ", ".join(o.name for o in owners)
+                + " share this static label by configuration"
+            )
         elif len(owners) > 1:
             notes.append(
                 "several running domains have the process's categories: "
@@ -636,6 +703,8 @@ def explain_denial(
         guest = _vm_from_proctitle(d.proctitle)
         if guest is not None:
             vm, vm_source = guest, "QEMU's command line (-name guest=...)"
+        else:
+            vm, vm_source = _vm_from_title(d.comm, domains)
     target_vms = tuple(o.name for o in (owners_of(d.tcontext, domains) if tcon is not None else []))
 
     # 4. the file now

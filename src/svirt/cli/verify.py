@@ -86,6 +86,7 @@ def report_view(report: VerifyReport) -> dict[str, Any]:
                 "selinux_enforced": p.selinux_enforced,
                 "dac_denies": p.dac_denies,
                 "isolated": p.separated,
+                "shared_label": p.shared_label,
             }
             for p in report.pairs or ()
         ],
@@ -141,6 +142,17 @@ def report_view(report: VerifyReport) -> dict[str, Any]:
         "shared": [
             {"resource": _resource(s.resource), "readers": s.readers, "writers": s.writers}
             for s in report.shared
+        ],
+        "shared_labels": [  # static
+            {
+                "label": g.label,
+                "domains": list(g.domains),
+                "resources": [
+                    {"resource": _resource(s.resource), "readers": s.readers, "writers": s.writers}
+                    for s in g.resources
+                ],
+            }
+            for g in report.shared_labels
         ],
         "boolean_risks": [
             {
@@ -200,6 +212,11 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
                 f"  {r.domain} {r.owner} {r.path} labelled {r.label or '-'}"
                 + (f": {'; '.join(who)}" if who else ": no other domain can use it")
             )
+    for g in report.shared_labels:  # static
+        print(f"shared by configuration (one static label {g.label}): {', '.join(g.domains)}")
+        for s in g.resources:
+            r = s.resource
+            print(f"  {r.domain} {r.owner} {r.path}: usable by {', '.join(s.readers)}")
     if report.own_denials:
         print("own resources the domain cannot use (the VM will fail):")
         for o in report.own_denials:
@@ -242,9 +259,16 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
             print(f"  {a.subject} ({a.identity}) can {what} {a.path}: {a.why}")
     elif report.pairs:
         print("DAC: no QEMU can open another VM's private files or read its memory")
-    broken = [p for p in report.pairs if not p.separated]
+    broken = [p for p in report.pairs if not p.as_configured]
     if not broken:
-        print("isolation OK: every running VM is kept from every other by a layer in force")
+        print(
+            "isolation OK: every running VM is kept from every other by a layer in force"
+            + (
+                ", except those sharing a static label by configuration"
+                if report.shared_labels
+                else ""
+            )
+        )
         return
     print(f"not isolated: {len(broken)} pair{'s' if len(broken) != 1 else ''}")
     for p in broken:

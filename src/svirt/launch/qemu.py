@@ -378,7 +378,10 @@ def build_command(
         raise ValueError("build_command needs exactly one of qmp_socket and qmp_fd")
     accel, notes = _accel(domain, kvm_available, binary)
     machine = domain.os.machine or "pc"
-    argv: list[str] = [binary, "-name", f"guest={_escape(domain.name)},debug-threads=on"]
+    # process= names the main thread (PR_SET_NAME): ps and top show qemu:NAME, cut by the
+    # kernel to 15 bytes (TASK_COMM_LEN); the command line keeps guest=NAME in full.
+    name = _escape(domain.name)
+    argv: list[str] = [binary, "-name", f"guest={name},process=qemu:{name},debug-threads=on"]
     if start_paused:
         argv.append("-S")
     argv += ["-machine", f"{_escape(machine)},usb=off,dump-guest-core=off", "-accel", accel]

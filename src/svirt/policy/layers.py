@@ -191,12 +191,24 @@ class PairVerdict:
     selinux_policy_denies: bool  # the policy denies every cross access (labels on disk)
     selinux_enforced: bool  # ...and SELinux enforces it on this subject
     dac_denies: bool  # plain DAC denies every cross access and the memory
+    # static: both run with this static label, so they share by configuration (issue 14)
+    shared_label: str | None = None
 
     @property
     def separated(self) -> bool:
         return (self.selinux_policy_denies and self.selinux_enforced) or self.dac_denies
 
+    @property
+    def as_configured(self) -> bool:
+        """Kept apart, or not kept apart only because both share one static label."""
+        return self.separated or self.shared_label is not None
+
     def describe(self) -> str:
+        if self.shared_label is not None and not self.separated:
+            return (
+                f"{self.subject} -> {self.target}: shared by configuration (both run with "
+                f"the static label {self.shared_label})"
+            )
         if self.selinux_policy_denies and self.selinux_enforced:
             by = "SELinux (enforced)" + (" and DAC" if self.dac_denies else "")
             return f"{self.subject} -> {self.target}: isolated by {by}"

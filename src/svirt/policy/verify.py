@@ -8,8 +8,10 @@ it carries on disk right now. Any allowed cross-VM access is a finding, with why
 policy allows it (the label has the subject's categories, a subset of them, or none;
 the process range spans them; the type pair is exempt from the MCS constraint; a
 boolean grants it). Resources a domain declares read-only or shareable are listed as
-shared, not as findings. Each domain's access to its own resources is checked too: a
-denial there means the VM will fail, not that isolation is broken.
+shared, not as findings, and so are the resources of domains that run with one static
+label (sharing by configuration, as libvirt allows). Each domain's access to its own
+resources is checked too: a denial there means the VM will fail, not that isolation is
+broken.
 
 This is the fedora sVirt test page's manual check (relabel an image, watch the VM fail)
 done for every pair at once, without starting anything.
@@ -57,6 +59,7 @@ __all__ = [
     "LiveDomain",
     "MatrixCell",
     "OwnDenial",
+    "SharedLabel",
     "SharedResource",
     "Skipped",
     "VerifyReport",
@@ -171,6 +174,18 @@ class SharedResource:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedLabel:
+    """Running domains configured with one static label (libvirt allows it; seed 001:
+    "two or more VMs with the same security context so that they can share resources"):
+    each can use the others' resources by configuration, which is not an isolation
+    failure. ``resources`` are the members' resources another member can use."""
+
+    label: str
+    domains: tuple[str, ...]
+    resources: tuple[SharedResource, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class BooleanRisk:
     """A cross-VM access denied today that changing a boolean would allow."""
 
@@ -198,6 +213,8 @@ class VerifyReport:
     selinux_enforcing: bool = False
     # issue 14 (html): every running VM x every resource (None: not computed)
     matrix: IsolationMatrix | None = None
+    # static: domains sharing one static label, and what they share (issue 14)
+    shared_labels: tuple[SharedLabel, ...] = ()
 
     @property
     def isolated(self) -> bool:
@@ -210,7 +227,7 @@ class VerifyReport:
         (the policy verdict alone where the layers were not examined)."""
         if self.pairs is None:
             return self.isolated
-        return all(p.separated for p in self.pairs)
+        return all(p.as_configured for p in self.pairs)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -422,11 +439,13 @@ def verify_domains(
         if ctx.range is not None:
             owners.setdefault(ctx.range.low.categories, []).append(dom_name)
 
+    group_of = _static_groups(domains, names)
     findings: list[Finding] = []
     own: list[OwnDenial] = []
     risks: list[BooleanRisk] = []
     readers: dict[tuple[str, str], list[str]] = {}
     writers: dict[tuple[str, str], list[str]] = {}
+    by_label: dict[tuple[str, str], CheckedResource] = {}
     before = oracle.cache_info()
 
     for i, subject in enumerate(domains):
@@ -474,6 +493,19 @@ def verify_domains(
                         label, res.label, res.tclass, strongest.perms(res.tclass)
                     )
                     exposures, text = _classify(name, label, res, owners, booleans)
+                    group = group_of.get(name)
+                    if (
+                        group is not None
+                        and group == group_of.get(res.domain)
+                        and exposures == (Exposure.SAME_CATEGORIES,)
+                    ):
+                        # Both set this static label: sharing by configuration.
+                        key = (res.domain, res.path)
+                        by_label[key] = res
+                        readers.setdefault(key, []).append(name)
+                        if Access.READ_WRITE in allowed:
+                            writers.setdefault(key, []).append(name)
+                        continue
                     findings.append(
                         Finding(
                             subject=name,
@@ -504,6 +536,18 @@ def verify_domains(
         for r in rs
         if r.shared
     )
+    shared_labels = tuple(
+        SharedLabel(
+            group,
+            tuple(n for n in names if group_of.get(n) == group),
+            tuple(
+                SharedResource(r, tuple(readers[k]), tuple(writers.get(k, ())))
+                for k, r in by_label.items()
+                if group_of.get(r.domain) == group
+            ),
+        )
+        for group in dict.fromkeys(group_of.values())
+    )
     after = oracle.cache_info()
     return VerifyReport(
         policy=oracle.path,
@@ -516,7 +560,24 @@ def verify_domains(
         boolean_risks=tuple(risks),
         skipped=tuple(skipped),
         decisions=(after.hits + after.misses) - (before.hits + before.misses),
+        shared_labels=shared_labels,
     )
+
+
+def _static_groups(domains: Sequence[LiveDomain], names: Sequence[str]) -> dict[str, str]:
+    """Display name → static label, for the domains that run with a static label at
+    least one other running domain also has (compared as parsed contexts)."""
+    by_label: dict[str, list[str]] = {}
+    for dom, name in zip(domains, names, strict=True):
+        sl = dom.domain.seclabel("selinux")
+        if sl is None or sl.type is not SeclabelType.STATIC or dom.process_label is None:
+            continue
+        try:
+            key = str(SecurityContext.parse(dom.process_label))
+        except ContextError:
+            key = dom.process_label
+        by_label.setdefault(key, []).append(name)
+    return {n: label for label, members in by_label.items() if len(members) > 1 for n in members}
 
 
 def with_layers(report: VerifyReport) -> VerifyReport:
@@ -536,6 +597,11 @@ def with_layers(report: VerifyReport) -> VerifyReport:
         if f.resource is not None and f.subject_label is not None
     }
     unlabelled = {f.subject for f in report.findings if f.subject_label is None}
+    shared_with: dict[tuple[str, str], str] = {}
+    for group in report.shared_labels:
+        for s in group.resources:
+            for reader in s.readers:
+                shared_with[(reader, s.resource.domain)] = group.label
     pairs: list[PairVerdict] = []
     dac: list[DacAccess] = []
     for i, subject in enumerate(domains):
@@ -551,13 +617,17 @@ def with_layers(report: VerifyReport) -> VerifyReport:
                     names[i], ident, names[j], idents[j], private.get(names[j], [])
                 )
             dac.extend(found)
+            label = shared_with.get((names[i], names[j]))
             pairs.append(
                 PairVerdict(
                     names[i],
                     names[j],
-                    names[i] not in unlabelled and (names[i], names[j]) not in crossing,
+                    names[i] not in unlabelled
+                    and (names[i], names[j]) not in crossing
+                    and label is None,
                     enforcement.enforced,
                     not found,
+                    shared_label=label,
                 )
             )
     return replace(

@@ -8,8 +8,11 @@ the pairs of a host that dies come back when its lease expires.
 Layout under ``etcd_prefix`` (``P``)::
 
     P/pair/NNNNNNN            one key per reserved pair (index in PairSpace order)
-    P/level/LEVEL             a reserved level that is not one pair (static ranges)
-    P/held/HOST/LEVEL         the host's index of its own reservations (same lease)
+    P/level/LEVEL             a reserved dynamic level that is not one pair
+    P/level/LEVEL/HOST\\0DOMAIN  one key per holder of a static label (host lease): several
+                              domains on any hosts may share one (issue 14)
+    P/held/HOST/LEVEL         the host's index of its own reservations (same lease);
+                              ``LEVEL\\0DOMAIN`` for a static label
     P/hosts/HOST              the host's presence (its lease)
     P/sticky/DOMAIN           a domain whose pair follows it (no lease)
     P/handover/HOST/DOMAIN    a pair handed to HOST for DOMAIN (no lease)
@@ -19,6 +22,11 @@ Allocation is O(1) in the occupancy: the pair indices are cut into blocks of
 :data:`BLOCK` consecutive indices; a draw reads the occupied keys of one random block (a
 bounded range read), picks a free pair of it uniformly and creates it in one
 transaction. See docs/design.md for why this and not draw-and-retry.
+
+A static label never takes a pair key: each holder has its own key under ``P/level/``,
+which every dynamic draw reads in the transaction that creates its pair (and gives the
+pair back if a static label dominates it), while a static label is created only if the
+pair key of its level is absent, so a static label never equals a dynamic level.
 
 Each host keeps a mirror of its own reservations in its state database
 (``fleet_reservations``), so that listing, ``recover`` and ``stop`` never need the
@@ -49,10 +57,10 @@ from pathlib import Path
 from typing import Any
 
 from svirt.conf import Config
-from svirt.context import MLSRange
+from svirt.context import Level, MLSRange
 from svirt.errors import PREFIX_INTERNAL, SecurityError
 from svirt.host.procs import pid_alive
-from svirt.security.mcs import PairSpace, Reservation, static_reach
+from svirt.security.mcs import PairSpace, Reservation, shared_static_refusal, static_reach
 from svirt.state.db import write_transaction
 
 __all__ = [
@@ -77,20 +85,37 @@ _WIDTH = 7  # digits of a pair index in its key (523,776 pairs in c0.c1023)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_reservations (
-    level TEXT PRIMARY KEY,
+    level TEXT NOT NULL,
     domain TEXT NOT NULL,
     kind TEXT NOT NULL,
     key TEXT NOT NULL,          -- the etcd key that holds it
     mod INTEGER NOT NULL,       -- its mod_revision when we wrote it (release compares it)
     sticky INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    pid INTEGER NOT NULL
+    pid INTEGER NOT NULL,
+    PRIMARY KEY (level, domain)  -- a static label may have several holders (issue 14)
 );
 CREATE INDEX IF NOT EXISTS fleet_reservations_domain ON fleet_reservations(domain);
 CREATE TABLE IF NOT EXISTS fleet_pending (key TEXT PRIMARY KEY, mod INTEGER NOT NULL,
     level TEXT NOT NULL, queued REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS fleet_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    """The mirror's tables; one made before issue 14 (level its only key) is rekeyed by
+    (level, domain), copying its rows."""
+    with write_transaction(conn):
+        keys = [r[1] for r in conn.execute("PRAGMA table_info(fleet_reservations)") if r[5]]
+        if keys == ["level"]:
+            conn.execute("ALTER TABLE fleet_reservations RENAME TO fleet_reservations_old")
+            conn.execute("DROP INDEX IF EXISTS fleet_reservations_domain")
+        for stmt in _SCHEMA.split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+        if keys == ["level"]:
+            conn.execute("INSERT INTO fleet_reservations SELECT * FROM fleet_reservations_old")
+            conn.execute("DROP TABLE fleet_reservations_old")
 
 
 class FleetUnavailable(SecurityError):
@@ -418,10 +443,7 @@ class EtcdLedger:
         self.spawn_keeper = keeper
         self._preview = False
         self.blocks_read = 0  # for the bench: ranges read by allocations
-        with write_transaction(conn):
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
+        _ensure_schema(conn)
 
     # --- keys ----------------------------------------------------------------------------
 
@@ -436,7 +458,11 @@ class EtcdLedger:
         return f"{self.p}level/{level}"
 
     def _held(self, level: str) -> str:
+        """The index key of a held name (:func:`_held_name`)."""
         return f"{self.p}held/{self.host}/{level}"
+
+    def _static_key(self, level: str, domain: str) -> str:
+        return f"{self.p}level/{level}/{self.host}\0{domain}"
 
     def _value(
         self, domain: str, kind: str, *, sticky: bool = False, level: str | None = None
@@ -452,7 +478,7 @@ class EtcdLedger:
             "nonce": uuid.uuid4().hex,
             "created": time.time(),
         }
-        if level is not None and self.space.index_of(level) is None:
+        if level is not None and (kind == "static" or self.space.index_of(level) is None):
             value["level"] = level
         return value
 
@@ -500,15 +526,18 @@ class EtcdLedger:
         ).fetchall()
         for level, domain, kind, key, _mod in rows:
             value = self._value(domain, kind, level=level)
+            held = self._held(_held_name(level, domain, kind))
+            # A static label comes back only while no dynamic domain took its level.
+            guard = [_absent(self._key_of(level))] if kind == "static" else []
             res = self.client.txn(
-                [_absent(key)],
-                [_put(key, value, lease), _put(self._held(level), {"key": key}, lease)],
+                [_absent(key), *guard],
+                [_put(key, value, lease), _put(held, {"key": key}, lease)],
                 [{"request_range": {"key": _b64(key)}}],
             )
             if res.get("succeeded"):
                 self.conn.execute(
-                    "UPDATE fleet_reservations SET mod=? WHERE level=?",
-                    (int(res["header"]["revision"]), level),
+                    "UPDATE fleet_reservations SET mod=? WHERE level=? AND domain=?",
+                    (int(res["header"]["revision"]), level, domain),
                 )
                 continue
             kvs = res["responses"][0]["response_range"].get("kvs") or []
@@ -516,15 +545,18 @@ class EtcdLedger:
             cur_mod = int(kvs[0]["mod_revision"]) if kvs else 0
             if cur.get("host") == self.host and cur.get("domain") == domain:
                 res = self.client.txn(
-                    [_mod_is(key, cur_mod)],
-                    [_put(key, value, lease), _put(self._held(level), {"key": key}, lease)],
+                    [_mod_is(key, cur_mod), *guard],
+                    [_put(key, value, lease), _put(held, {"key": key}, lease)],
                 )
                 if res.get("succeeded"):
                     self.conn.execute(
-                        "UPDATE fleet_reservations SET mod=? WHERE level=?",
-                        (int(res["header"]["revision"]), level),
+                        "UPDATE fleet_reservations SET mod=? WHERE level=? AND domain=?",
+                        (int(res["header"]["revision"]), level, domain),
                     )
                     continue
+            if not cur and guard:
+                got = self.client.get(self._key_of(level))
+                cur = got[0] if got is not None else {}
             log.error(
                 "MCS level %s of domain %s lapsed while this host's lease was gone and is "
                 "now held by %s: the two domains are not isolated from each other",
@@ -570,18 +602,20 @@ class EtcdLedger:
         def value(i: int) -> dict[str, Any] | None:
             return json.loads(_unb64(kvs[i][0].get("value", ""))) if kvs[i] else None
 
-        statics = []
-        for kv in kvs[2]:
-            val = json.loads(_unb64(kv.get("value", "")))
-            if val.get("kind") == "static":
-                statics.append((str(val["level"]), f"{val['domain']} on host {val['host']}"))
         taken = None
         if len(kvs) > 3:
             self.blocks_read += 1
             taken = {int(_unb64(kv["key"]).rsplit(b"/", 1)[1]) for kv in kvs[3]}
-        return _Snapshot(
-            value(0), value(1), static_reach(statics, self.space.cat_min, self.space.cat_max), taken
-        )
+        return _Snapshot(value(0), value(1), self._statics(responses[2]), taken)
+
+    def _statics(self, response: dict[str, Any]) -> list[tuple[str, frozenset[int]]]:
+        """(owner, categories) of the static labels in one read of ``P/level/``."""
+        statics = []
+        for kv in response["response_range"].get("kvs") or []:
+            val = json.loads(_unb64(kv.get("value", "")))
+            if val.get("kind") == "static":
+                statics.append((str(val["level"]), f"{val['domain']} on host {val['host']}"))
+        return static_reach(statics, self.space.cat_min, self.space.cat_max)
 
     def _snapshot(self, domain: str, block: int) -> _Snapshot:
         """One read (a transaction of ranges, so one revision)."""
@@ -675,15 +709,21 @@ class EtcdLedger:
                 level = self.space.level_of(idx)
                 if self._preview:
                     return level
-                if self._create(domain, level, "dynamic", sticky=self.settings.sticky(domain)):
+                if self._create(
+                    domain, level, "dynamic", sticky=self.settings.sticky(domain), drawn=True
+                ):
                     return level
         raise SecurityError(
             f"no free MCS category pair in c{self.space.cat_min}.c{self.space.cat_max} in "
             f"the fleet: all {self.space.size} pairs are reserved or dominated by static labels"
         )
 
-    def _create(self, domain: str, level: str, kind: str, *, sticky: bool = False) -> bool:
-        """Create the key of a level for this host (create-if-absent); False if taken."""
+    def _create(
+        self, domain: str, level: str, kind: str, *, sticky: bool = False, drawn: bool = False
+    ) -> bool:
+        """Create the key of a level for this host (create-if-absent); False if taken.
+        A ``drawn`` pair is given back (False) if a static label, read in the same
+        transaction, dominates it: a static label created since the draw read them."""
         key = self._key_of(level)
         value = self._value(domain, kind, sticky=sticky, level=level)
 
@@ -693,11 +733,14 @@ class EtcdLedger:
                 ops.append(_put(f"{self.p}sticky/{domain}", {"level": level}))
             else:
                 ops.append(_put(self._held(level), {"key": key}, lease))
+            if drawn:
+                ops.append(self._reads(domain, None)[2])
             return dict(
                 self.client.txn([_absent(key)], ops, [{"request_range": {"key": _b64(key)}}])
             )
 
         res = self._with_lease(attempt)
+        statics: list[tuple[str, frozenset[int]]] = []
         if not res.get("succeeded"):
             # A retried request whose first try was applied finds its own key: ours.
             kvs = res["responses"][0]["response_range"].get("kvs") or []
@@ -705,7 +748,18 @@ class EtcdLedger:
             if cur.get("nonce") != value["nonce"]:
                 return False
             res = {"header": {"revision": kvs[0]["mod_revision"]}}
-        self._mirror(level, domain, kind, key, int(res["header"]["revision"]), sticky)
+            if drawn:
+                read = self.client.txn([], [self._reads(domain, None)[2]])
+                statics = self._statics(read["responses"][0])
+        elif drawn:
+            statics = self._statics(res["responses"][2])
+        rev = int(res["header"]["revision"])
+        cats = Level.parse(level).categories
+        if any(cats <= c for _o, c in statics):
+            held = self._held(level) if not sticky else f"{self.p}sticky/{domain}"
+            self.client.txn([_mod_is(key, rev)], [_delete(key), _delete(held)])
+            return False
+        self._mirror(level, domain, kind, key, rev, sticky)
         return True
 
     def _mirror(self, level: str, domain: str, kind: str, key: str, mod: int, sticky: bool) -> None:
@@ -785,22 +839,32 @@ class EtcdLedger:
     ) -> None:
         canonical = str(MLSRange.parse(level))
         with write_transaction(self.conn):
-            row = self.conn.execute(
-                "SELECT domain FROM fleet_reservations WHERE level=?", (canonical,)
-            ).fetchone()
-            if row is not None and row[0] == domain:
+            rows = self.conn.execute(
+                "SELECT domain, kind FROM fleet_reservations WHERE level=?", (canonical,)
+            ).fetchall()
+            if any(d == domain for d, _k in rows):
                 return
-            if row is not None:
-                raise SecurityError(
-                    PREFIX_INTERNAL
-                    + f"MCS level for existing domain label {label or canonical} already "
-                    f"reserved (by domain {row[0]})"
-                )
+            holders = [(f"{d} on host {self.host}", str(k)) for d, k in rows]
+            refusal = shared_static_refusal(canonical, label, static, holders, domain)
+            if refusal is not None:
+                raise SecurityError(refusal)
             self.flush()
             self.client.check()
             if self._preview:
                 return
-            kind = "static" if static else "dynamic"
+            if static:
+                self._reserve_static(domain, canonical, label)
+                self._after_write()
+                return
+            kind = "dynamic"
+            # A running dynamic domain found again: its level must not be a static one.
+            for _k, v, _m in self.client.prefix(f"{self.p}level/{canonical}/"):
+                val = json.loads(v)
+                raise SecurityError(
+                    PREFIX_INTERNAL
+                    + f"MCS level for existing domain label {label or canonical} already "
+                    f"reserved (by {_who(val)})"
+                )
             if self._create(domain, canonical, kind):
                 self._after_write()
                 return
@@ -821,19 +885,45 @@ class EtcdLedger:
                 PREFIX_INTERNAL + f"MCS level {canonical} changed while reserving it; retry"
             )
 
+    def _reserve_static(self, domain: str, level: str, label: str | None) -> None:
+        """This host's holder key of a static label (any number of domains on any hosts
+        share one), created only while no dynamic domain holds the level."""
+        key = self._static_key(level, domain)
+        held = self._held(_held_name(level, domain, "static"))
+        guard = self._key_of(level)
+        value = self._value(domain, "static", level=level)
+
+        def attempt(lease: int) -> dict[str, Any]:
+            return dict(
+                self.client.txn(
+                    [_absent(guard)],
+                    [_put(key, value, lease), _put(held, {"key": key}, lease)],
+                    [{"request_range": {"key": _b64(guard)}}],
+                )
+            )
+
+        res = self._with_lease(attempt)
+        if not res.get("succeeded"):
+            kvs = res["responses"][0]["response_range"].get("kvs") or []
+            cur = json.loads(_unb64(kvs[0].get("value", ""))) if kvs else {}
+            who = f"{cur.get('domain')} on host {cur.get('host')}"
+            refusal = shared_static_refusal(level, label, True, [(who, "dynamic")], domain)
+            raise SecurityError(refusal or f"MCS level {level} is held; retry")
+        self._mirror(level, domain, "static", key, int(res["header"]["revision"]), False)
+
     def release(self, domain: str) -> list[str]:
         """Forget the domain's levels here at once; the etcd keys are deleted now if etcd
         answers, else by the keeper as soon as it does. A sticky pair stays reserved."""
         with write_transaction(self.conn):
             rows = self.conn.execute(
-                "SELECT level, key, mod, sticky FROM fleet_reservations WHERE domain=?",
+                "SELECT level, key, mod, sticky, kind FROM fleet_reservations WHERE domain=?",
                 (domain,),
             ).fetchall()
-            for level, key, mod, sticky in rows:
+            for level, key, mod, sticky, kind in rows:
                 if not sticky:
                     self.conn.execute(
                         "INSERT OR REPLACE INTO fleet_pending VALUES (?, ?, ?, ?)",
-                        (key, mod, level, time.time()),
+                        (key, mod, _held_name(level, domain, kind), time.time()),
                     )
             self.conn.execute("DELETE FROM fleet_reservations WHERE domain=?", (domain,))
             self._queue_files(domain)
@@ -898,10 +988,15 @@ class EtcdLedger:
         return self._previewing()
 
     def held_elsewhere(self, level: str) -> str | None:
-        got = self.client.get(self._key_of(str(MLSRange.parse(level))))
-        if got is None or got[0].get("host") == self.host:
-            return None
-        return _who(got[0])
+        canonical = str(MLSRange.parse(level))
+        got = self.client.get(self._key_of(canonical))
+        if got is not None and got[0].get("host") != self.host:
+            return _who(got[0])
+        for _k, v, _m in self.client.prefix(f"{self.p}level/{canonical}/"):
+            val = json.loads(v)
+            if val.get("host") != self.host:
+                return _who(val)
+        return None
 
     # --- fleet operations ------------------------------------------------------------------
 
@@ -958,8 +1053,8 @@ class EtcdLedger:
             # Still ours until this host stops the domain, but releasing it must not
             # delete the key now: revision 0 matches no live key.
             self.conn.execute(
-                "UPDATE fleet_reservations SET mod=? WHERE level=?",
-                (0, level),
+                "UPDATE fleet_reservations SET mod=? WHERE level=? AND domain=?",
+                (0, level, domain),
             )
         return level
 
@@ -1048,6 +1143,12 @@ class EtcdLedger:
     def _after_write(self) -> None:
         if self.spawn_keeper and not self._preview:
             ensure_keeper(self.settings)
+
+
+def _held_name(level: str, domain: str, kind: str) -> str:
+    """The name of a reservation in the host's ``held/`` index: its level, and for a
+    static label (which several domains may hold) ``LEVEL\\0DOMAIN``."""
+    return f"{level}\0{domain}" if kind == "static" else level
 
 
 def _who(val: dict[str, Any]) -> str:
@@ -1189,8 +1290,13 @@ def _keeper_tick(ledger: EtcdLedger) -> None:
                 ledger._drop_lease()
                 ledger._lease()  # rebinds the host's reservations (reported if lapsed)
     ledger.flush()
+
     # Orphans: keys a process reserved in etcd but died before recording here.
-    mine = {str(k) for (k,) in conn.execute("SELECT level FROM fleet_reservations").fetchall()}
+    def names() -> set[str]:
+        rows = conn.execute("SELECT level, domain, kind FROM fleet_reservations").fetchall()
+        return {_held_name(str(lv), str(d), str(kd)) for lv, d, kd in rows}
+
+    mine = names()
     for k, v, _mod in ledger.client.prefix(f"{ledger.p}held/{ledger.host}/"):
         level = k.decode().rsplit("/", 1)[1]
         if level in mine:
@@ -1200,7 +1306,7 @@ def _keeper_tick(ledger: EtcdLedger) -> None:
         if cur is not None and pid_alive(int(cur[0].get("pid", 0))):
             continue  # being recorded right now
         with write_transaction(conn):
-            if conn.execute("SELECT 1 FROM fleet_reservations WHERE level=?", (level,)).fetchone():
+            if level in names():
                 continue
             cond = [_mod_is(key, cur[1])] if cur is not None else []
             ledger.client.txn(cond, [_delete(key), _delete(k.decode())])
@@ -1209,10 +1315,7 @@ def _keeper_tick(ledger: EtcdLedger) -> None:
 def fleet_status(cfg: Config, conn: sqlite3.Connection) -> dict[str, Any]:
     """What this host holds and how its link to the cluster is (``svirt fleet status``)."""
     settings = FleetSettings.from_config(cfg)
-    with write_transaction(conn):
-        for stmt in _SCHEMA.split(";"):
-            if stmt.strip():
-                conn.execute(stmt)
+    _ensure_schema(conn)
     status = conn.execute("SELECT value FROM fleet_meta WHERE key='status'").fetchone()
     out: dict[str, Any] = {
         "host": settings.host_id,
@@ -1224,7 +1327,8 @@ def fleet_status(cfg: Config, conn: sqlite3.Connection) -> dict[str, Any]:
             )
         ],
         "pending_releases": [
-            r[0] for r in conn.execute("SELECT level FROM fleet_pending ORDER BY queued")
+            str(r[0]).split("\0")[0]
+            for r in conn.execute("SELECT level FROM fleet_pending ORDER BY queued")
         ],
         "keeper": str(status[0]) if status else "not running",
     }
@@ -1309,6 +1413,10 @@ def level_owners(cfg: Config, levels: Sequence[str]) -> tuple[list[tuple[str, st
             got = client.get(key)
             if got is not None and got[0].get("host") != settings.host_id:
                 out.append((level, f"{got[0].get('domain')} on host {got[0].get('host')}"))
+            for _k, v, _m in client.prefix(f"{settings.prefix}level/{level}/"):
+                val = json.loads(v)  # the holders of a static label
+                if val.get("host") != settings.host_id:
+                    out.append((level, f"{val.get('domain')} on host {val.get('host')}"))
     except SecurityError as exc:
         return out, f"could not ask the etcd cluster who holds MCS levels ({exc})"
     return out, None

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from svirt.conf import Config
-from svirt.context import SecurityContext
+from svirt.context import MLSRange, SecurityContext
 from svirt.domain.model import DeviceSeclabel, Domain, Seclabel, SeclabelType
 from svirt.domain.parse import parse_domain_file
 from svirt.domain.resources import Resource, domain_resources
@@ -514,7 +514,12 @@ class SecurityManager:
         drv = self.selinux
         if sl is None or sl.label is None or drv is None or sl.label.count(":") < 3:
             return False
-        return drv.ledger.owner(sl.label.split(":", 3)[3]) == domain.name
+        try:
+            level = str(MLSRange.parse(sl.label.split(":", 3)[3]))
+        except ContextError:
+            return False
+        # levels_of, not owner: a static label several domains share has several holders.
+        return level in drv.ledger.levels_of(domain.name)
 
     def restore_and_release(
         self,

@@ -9,7 +9,8 @@ identity are stored, so the structure costs O(reserved) space. :class:`MemoryPoo
 holds it in dicts; :class:`McsLedger` holds it in the state database so every svirt
 process on the host (and a restarted one) shares it.
 
-Static labels are recorded too. A static label equal to a live level is refused; a
+Static labels are recorded too. Domains that set the same static label share it (as
+libvirt allows); a static label equal to a dynamic domain's level is refused; a
 dynamic draw that a static label's categories dominate (the static VM could read its
 files) is set aside as *blocked* for as long as that static label lives, and drawn again.
 Each pair is set aside at most once, so allocation stays amortised O(1).
@@ -43,6 +44,7 @@ __all__ = [
     "pair_count",
     "pair_from_index",
     "pair_index",
+    "shared_static_refusal",
 ]
 
 log = logging.getLogger(__name__)
@@ -272,6 +274,40 @@ def _static_categories(level: str) -> frozenset[int]:
     return MLSRange.parse(level).high.categories
 
 
+def shared_static_refusal(
+    level: str, label: str | None, static: bool, holders: list[tuple[str, str]], domain: str
+) -> str | None:
+    """Why ``domain`` may not take ``level`` beside its ``holders`` ((domain, kind) of
+    the other domains holding it; a fleet names them ``D on host H``), or None when it
+    may: the one rule of shared levels, for every ledger store.
+
+    Domains share a level only when every one of them set it as a static label, on
+    purpose (libvirt-security-spec §4; the seed's "two or more VMs with the same security
+    context"). A static label equal to a *dynamic* domain's level is refused although
+    libvirt allows it: that domain never asked to share, and its files would open to the
+    static one. A dynamic level found again on reconnect keeps libvirt's text."""
+    others = [(d, k) for d, k in holders if d != domain]
+    if not others:
+        return None
+    shown = label or level
+    if static and all(k == "static" for _d, k in others):
+        return None
+    if static:
+        dyn = next(d for d, k in others if k != "static")
+        return (
+            PREFIX_INTERNAL + f"static label {shown} has the MCS level {level} that running "
+            f"domain {dyn} holds as its own dynamic level; refusing: sharing it would open "
+            "that domain's files to this one (only domains that all set the same static "
+            "label share a level)"
+        )
+    return (
+        PREFIX_INTERNAL
+        + f"MCS level for existing domain label {shown} already reserved (by domain "
+        + ", ".join(d for d, _k in others)
+        + ")"
+    )
+
+
 class McsLedger:
     """The host's MCS reservations, persisted in the state database.
 
@@ -326,11 +362,14 @@ class McsLedger:
                 "INSERT OR REPLACE INTO mcs_meta VALUES ('free', ?)", (str(self.size),)
             )
             self.conn.execute("UPDATE mcs_reservations SET pair=NULL")
-            for (level,) in self.conn.execute("SELECT level FROM mcs_reservations").fetchall():
+            rows = self.conn.execute("SELECT level, domain FROM mcs_reservations").fetchall()
+            for level, domain in rows:
                 idx = self._pair_of(level)
+                # A shared static label's pair goes to one of its rows (the first).
                 if idx is not None and self.pool.take(idx):
                     self.conn.execute(
-                        "UPDATE mcs_reservations SET pair=? WHERE level=?", (idx, level)
+                        "UPDATE mcs_reservations SET pair=? WHERE level=? AND domain=?",
+                        (idx, level, domain),
                     )
 
     def _pair_of(self, level: str) -> int | None:
@@ -379,29 +418,29 @@ class McsLedger:
         self, domain: str, level: str, *, static: bool = False, label: str | None = None
     ) -> None:
         """Record a level already in use: a static label, or a running domain's dynamic
-        label on reconnect. Idempotent for the same domain; refused for another."""
+        label on reconnect. Idempotent for the same domain. A static label equal to
+        other domains' *static* label is shared with them (libvirt allows it); any other
+        level held by another domain is refused (:func:`shared_static_refusal`)."""
         canonical = str(MLSRange.parse(level))
         with write_transaction(self.conn):
-            row = self.conn.execute(
+            rows = self.conn.execute(
                 "SELECT domain, kind FROM mcs_reservations WHERE level=?", (canonical,)
-            ).fetchone()
-            if row is not None:
-                if row[0] == domain and row[1] != "blocked":
-                    return
-                if row[1] == "blocked":
-                    # A pair set aside for a static label: it is not in use by a VM.
-                    self.conn.execute("DELETE FROM mcs_reservations WHERE level=?", (canonical,))
-                    self.pool.put(self._pair_of(canonical) or 0)
-                else:
-                    shown = label or canonical
-                    raise SecurityError(
-                        PREFIX_INTERNAL
-                        + f"MCS level for existing domain label {shown} already reserved"
-                        + (f" (by domain {row[0]})" if row[0] != domain else "")
-                    )
+            ).fetchall()
+            if any(d == domain and k != "blocked" for d, k in rows):
+                return
+            if any(k == "blocked" for _d, k in rows):
+                # A pair set aside for a static label: it is not in use by a VM.
+                self.conn.execute(
+                    "DELETE FROM mcs_reservations WHERE level=? AND kind='blocked'", (canonical,)
+                )
+                self.pool.put(self._pair_of(canonical) or 0)
+            holders = [(str(d), str(k)) for d, k in rows if k != "blocked"]
+            refusal = shared_static_refusal(canonical, label, static, holders, domain)
+            if refusal is not None:
+                raise SecurityError(refusal)
             idx = self._pair_of(canonical)
             if idx is not None and not self.pool.take(idx):
-                idx = None
+                idx = None  # outside the pool, or a shared label whose pair is taken
             self.conn.execute(
                 "INSERT INTO mcs_reservations(level, domain, kind, pair, created, pid) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -414,18 +453,53 @@ class McsLedger:
                     os.getpid(),
                 ),
             )
+            if holders:
+                log.info(
+                    "domain %s shares the static label %s with %s (by configuration)",
+                    domain,
+                    label or canonical,
+                    ", ".join(d for d, _k in holders),
+                )
 
     def release(self, domain: str) -> list[str]:
-        """Release every level of a domain, and the pairs its static label blocked."""
+        """Release every level of a domain, and the pairs its static label blocked. A
+        static label other domains still share keeps its pair and what it blocks: both
+        pass to one of them."""
         with write_transaction(self.conn):
             rows = self.conn.execute(
-                "SELECT level, pair FROM mcs_reservations WHERE domain=?", (domain,)
+                "SELECT level, pair, kind FROM mcs_reservations WHERE domain=?", (domain,)
             ).fetchall()
-            for _level, pair in rows:
-                if pair is not None:
-                    self.pool.put(int(pair))
+            heirs: dict[str, str] = {}
+            for level, _pair, kind in rows:
+                row = self.conn.execute(
+                    "SELECT domain FROM mcs_reservations WHERE level=? AND kind='static' "
+                    "AND domain!=? ORDER BY created LIMIT 1",
+                    (level, domain),
+                ).fetchone()
+                if kind == "static" and row is not None:
+                    heirs[str(level)] = str(row[0])
+            heir = next(iter(heirs.values()), None)
+            released = []
+            for level, pair, kind in rows:
+                if kind == "blocked" and heir is not None:
+                    # Still dominated by the same static label, now held by the heir.
+                    self.conn.execute(
+                        "UPDATE mcs_reservations SET domain=? WHERE level=? AND domain=?",
+                        (heir, level, domain),
+                    )
+                    continue
+                released.append(str(level))
+                if pair is None:
+                    continue
+                if kind == "static" and level in heirs:
+                    self.conn.execute(
+                        "UPDATE mcs_reservations SET pair=? WHERE level=? AND domain=?",
+                        (pair, level, heirs[level]),
+                    )
+                    continue
+                self.pool.put(int(pair))
             self.conn.execute("DELETE FROM mcs_reservations WHERE domain=?", (domain,))
-        return [r[0] for r in rows]
+        return released
 
     def reservations(self) -> Iterator[Reservation]:
         for level, domain, kind, created in self.conn.execute(
@@ -439,6 +513,17 @@ class McsLedger:
             (str(MLSRange.parse(level)),),
         ).fetchone()
         return str(row[0]) if row else None
+
+    def sharers(self, level: str) -> list[str]:
+        """Every domain holding ``level`` (several only for a shared static label)."""
+        return [
+            str(r[0])
+            for r in self.conn.execute(
+                "SELECT domain FROM mcs_reservations WHERE level=? AND kind!='blocked' "
+                "ORDER BY created",
+                (str(MLSRange.parse(level)),),
+            )
+        ]
 
     def holders(self) -> list[tuple[str, int]]:
         """(domain, pid) of every domain holding a level, with the creating process."""

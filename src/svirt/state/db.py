@@ -30,13 +30,16 @@ CREATE TABLE IF NOT EXISTS mcs_perm (pos INTEGER PRIMARY KEY, idx INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS mcs_where (idx INTEGER PRIMARY KEY, pos INTEGER NOT NULL);
 -- Every MCS level in use on this host: dynamic pairs, static labels, and pairs blocked
 -- because a static label's categories dominate them.
+-- A level has one row, except a static label several domains share (issue 14): one row
+-- per domain, the pool's pair on one of them.
 CREATE TABLE IF NOT EXISTS mcs_reservations (
-    level TEXT PRIMARY KEY,
+    level TEXT NOT NULL,
     domain TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('dynamic', 'static', 'blocked')),
     pair INTEGER,
     created REAL NOT NULL,
-    pid INTEGER NOT NULL DEFAULT 0  -- the process that made it (orphans are reclaimed)
+    pid INTEGER NOT NULL DEFAULT 0,  -- the process that made it (orphans are reclaimed)
+    PRIMARY KEY (level, domain)
 );
 CREATE INDEX IF NOT EXISTS mcs_reservations_domain ON mcs_reservations(domain);
 -- The authoritative state of each domain svirt labelled or started (the XML record
@@ -152,6 +155,28 @@ def _migrate(conn: sqlite3.Connection) -> None:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    _rekey_mcs_reservations(conn)
+
+
+# static: shared static labels (issue 14) ------------------------------------------------
+def _rekey_mcs_reservations(conn: sqlite3.Connection) -> None:
+    """Before issue 14 a level was the key of ``mcs_reservations`` (one domain per
+    level); a static label shared by several domains needs (level, domain). sqlite
+    cannot change a key in place: copy the rows into a table of the new shape."""
+    keys = [row[1] for row in conn.execute("PRAGMA table_info(mcs_reservations)") if row[5]]
+    if keys != ["level"]:
+        return
+    conn.execute("ALTER TABLE mcs_reservations RENAME TO mcs_reservations_old")
+    conn.execute("DROP INDEX IF EXISTS mcs_reservations_domain")
+    conn.execute("DROP INDEX IF EXISTS mcs_reservations_static")
+    start = _SCHEMA.index("CREATE TABLE IF NOT EXISTS mcs_reservations")
+    for stmt in _SCHEMA[start:].split(";")[:2]:  # the table and its domain index
+        conn.execute(stmt)
+    conn.execute(
+        "INSERT INTO mcs_reservations(level, domain, kind, pair, created, pid) "
+        "SELECT level, domain, kind, pair, created, pid FROM mcs_reservations_old"
+    )
+    conn.execute("DROP TABLE mcs_reservations_old")
 
 
 @contextlib.contextmanager
