@@ -22,6 +22,7 @@ from svirt.domain.model import Domain as DomainDefinition
 from svirt.errors import LaunchError, SvirtError
 
 if TYPE_CHECKING:
+    from svirt.security.manager import RestoreReport
     from svirt.state.domains import DomainRecord
 
 __all__ = [
@@ -130,6 +131,22 @@ class Host:
         from svirt.security.manager import SecurityManager
 
         return SecurityManager(self.config).label_domain(self.definition(xml))
+
+    # restore ------------------------------------------------------------------------
+    # (issue 14, part "restore": restore by name from svirt's record; doctor/recover's
+    # orphan records and drifted labels are reached through doctor()/recover().)
+
+    def restore_labels(self, target: str | os.PathLike[str] | DomainDefinition) -> RestoreReport:
+        """``svirt restore NAME|DOMAIN.xml``: restore every label of a labelled domain
+        (or one whose restore failed) and release its MCS pair. ``target`` is a domain
+        name unless it names an existing file (then domain XML). What is restored comes
+        from svirt's record of what was labelled whenever there is one: an XML file
+        that was deleted or edited since changes nothing (the report lists how an
+        edited one differs). Raises :class:`~svirt.errors.SecurityError` with libvirt's
+        "failed to get domain 'NAME'" for a name that is neither a record nor a file."""
+        from svirt.security.manager import restore_target
+
+        return restore_target(self.config, target)
 
 
 class Domain:
