@@ -75,11 +75,13 @@ def own_label_fixes(
     current: str | None = None,
     *,
     config: str | None = None,
+    recoverable: bool = True,
 ) -> tuple[Fix, ...]:
     """The fix for a running (or labelled) VM's resource that does not carry the label
     the VM gave it: that label again, by hand or by ``svirt recover --apply``.
     ``wanted`` is the VM's label for the file (its image label for a private disk; None
-    when only svirt's plan knows it, e.g. for shared media)."""
+    when only svirt's plan knows it). ``recoverable``: svirt labelled the file for the VM
+    (relabel='yes'), so ``svirt recover --apply`` knows the label to put back."""
     fixes: list[Fix] = []
     if wanted is not None:
         fixes.append(
@@ -88,6 +90,8 @@ def own_label_fixes(
                 chcon_command(path, wanted, current),
             )
         )
+    if not recoverable:
+        return tuple(fixes)
     fixes.append(
         Fix(
             ("or " if fixes else "")
