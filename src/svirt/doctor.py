@@ -23,7 +23,12 @@ and it reports:
   domains with the same pair;
 - a copy inside a VM's private ``/dev`` (``/proc/PID/root/dev/…``) that still carries
   remembered xattrs although the VM does not use it (seed 000's failed re-attach);
-- an svirt record whose monitor and QEMU are both gone.
+- an svirt record whose monitor and QEMU are both gone;
+- a running or labelled domain's file that no longer carries the label the domain gave
+  it (relabelled by hand: the Fedora page's ``chcon -l s0:c1``), with the fix that keeps
+  isolation (:mod:`svirt.advice`: the VM's own label, never ``restorecon``);
+- an svirt record with no VM (labelled, or its restore failed): ``svirt restore NAME``;
+  an orphan one when every file it names is gone, which recover forgets.
 
 Each finding says what it saw and the exact command that fixes it. :func:`recover`
 first rolls back interrupted transactions and reconciles dead monitors, then repairs
