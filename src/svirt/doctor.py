@@ -1028,7 +1028,9 @@ def _drift_finding(
 ) -> Finding | None:
     if f.label is None or f.namespace_pid is not None:
         return None
-    if stat.S_ISCHR(f.mode) or stat.S_ISBLK(f.mode):
+    if not stat.S_ISREG(f.mode):
+        # Regular files only: device nodes are labelled as copies in a VM's /dev, and a
+        # listening socket or pipe QEMU created itself carries the label it was made with.
         return None
     users = index.get((f.dev, f.ino), [])
     if not users or any(f.label == wanted for _, wanted in users):
