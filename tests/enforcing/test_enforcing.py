@@ -589,7 +589,7 @@ def test_a_running_vm_relabelled_by_hand_gets_its_own_label_back(cfg: Config, to
         p = svirt(cfg, "doctor", str(img), check=False)
         assert p.returncode == 1, p.stderr
         assert "[drifted-label]" in p.stdout and f"by hand: chcon -l {level} {img}" in p.stdout
-        assert "restorecon" not in p.stdout and "chcon -l s0 " not in p.stdout
+        assert "fix: restorecon" not in p.stdout and "by hand: chcon -l s0 " not in p.stdout
         [own] = [o for o in verify(cfg).own_denials if o.domain == "f11"]
         assert own.fixes[0].command == f"chcon -l {level} {img}"
         svirt(cfg, "recover", "--apply", str(img))
