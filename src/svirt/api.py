@@ -35,8 +35,7 @@ if TYPE_CHECKING:
     from svirt.launch.listing import DomainStatus
     from svirt.policy.oracle import PolicyOracle
     from svirt.policy.verify import VerifyReport
-    from svirt.security.manager import PlannedOp
-    from svirt.security.transaction import TransactionResult
+    from svirt.security.manager import PlannedOp, RestoreReport
     from svirt.state.domains import DomainRecord
 
 __all__ = [
@@ -225,14 +224,17 @@ class Host:
         return SecurityManager(self.config).dry_run(self.definition(xml))
 
     @_public
-    def restore(self, xml: XMLSource) -> tuple[DomainDefinition, TransactionResult]:
-        """``svirt restore``: restore every label :meth:`label` set and release the MCS
-        level; returns the released definition and each restore's outcome (its
-        ``errors`` list what could not be restored)."""
-        from svirt.security.manager import SecurityManager
+    def restore(self, target: str | os.PathLike[str] | DomainDefinition) -> RestoreReport:
+        """``svirt restore NAME|DOMAIN.xml``: restore every label of a labelled domain
+        (or one whose restore failed) and release its MCS pair. ``target`` is a domain
+        name unless it names an existing file (then domain XML). What is restored comes
+        from svirt's record of what was labelled whenever there is one: an XML file
+        that was deleted or edited since changes nothing (the report lists how an
+        edited one differs). Raises :class:`~svirt.errors.SecurityError` with libvirt's
+        "failed to get domain 'NAME'" for a name that is neither a record nor a file."""
+        from svirt.security.manager import restore_target
 
-        domain = self.definition(xml)
-        return SecurityManager(self.config).restore_domain(domain.name, fallback=domain)
+        return restore_target(self.config, target)
 
     # -- checks and repairs -----------------------------------------------------------
 

@@ -23,7 +23,12 @@ and it reports:
   domains with the same pair;
 - a copy inside a VM's private ``/dev`` (``/proc/PID/root/dev/…``) that still carries
   remembered xattrs although the VM does not use it (seed 000's failed re-attach);
-- an svirt record whose monitor and QEMU are both gone.
+- an svirt record whose monitor and QEMU are both gone;
+- a running or labelled domain's file that no longer carries the label the domain gave
+  it (relabelled by hand: the Fedora page's ``chcon -l s0:c1``), with the fix that keeps
+  isolation (:mod:`svirt.advice`: the VM's own label, never ``restorecon``);
+- an svirt record with no VM (labelled, or its restore failed): ``svirt restore NAME``;
+  an orphan one when every file it names is gone, which recover forgets.
 
 Each finding says what it saw and the exact command that fixes it. :func:`recover`
 first rolls back interrupted transactions and reconciles dead monitors, then repairs
@@ -48,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from svirt.advice import DRIFT_DO_NOT, own_label_fixes, recover_command
 from svirt.conf import Config
 from svirt.context import MLSRange, SecurityContext, format_categories
 from svirt.domain.model import Domain, SeclabelType
@@ -65,7 +71,7 @@ from svirt.security.manager import SecurityManager
 from svirt.security.remember import boot_time, erased_warning, xattr_names
 from svirt.security.selinux import SELinuxDriver
 from svirt.security.transaction import Transaction
-from svirt.state.domains import DomainRecord, DomainStore
+from svirt.state.domains import DomainRecord, DomainState, DomainStore
 from svirt.state.journal import Journal
 from svirt.state.originals import KeptOriginals
 
@@ -99,12 +105,18 @@ class Kind(enum.Enum):
     DEAD_DOMAIN = "dead-domain"
     LIBVIRT_PENDING = "libvirt-pending"  # libvirtd will restore it when it restarts
     ERASED = "erased"  # someone else removed what svirt remembered (libvirt's defect)
+    # issue 14 (restore): records and labels that need a human or recover
+    DRIFTED_LABEL = "drifted-label"  # a VM's file no longer carries the label it gave it
+    LABELLED = "labelled"  # an svirt record with no VM: its files keep its labels
+    ORPHAN_RECORD = "orphan-record"  # an svirt record whose files are all gone
 
 
 class RepairKind(enum.Enum):
     RESTORE = "restore"  # put the remembered original back, then remove the xattrs
     REFCOUNT = "refcount"  # set the count to the users (and the timestamp to this boot)
     RECONCILE = "reconcile"  # a dead monitor: svirt restores the domain's labels
+    RELABEL = "relabel"  # put the VM's own label back on its file (issue 14)
+    FORGET = "forget"  # release an orphan record's MCS pair and identity, drop it
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +215,7 @@ class Finding:
     family: str | None = None
     repair: RepairKind | None = None  # what ``svirt recover --apply`` does; None: nothing
     domains: tuple[str, ...] = ()  # the domains a domain-level finding is about
+    label: str | None = None  # a drifted label: the VM's label recover puts back
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -214,6 +227,7 @@ class Finding:
             "manual": self.manual,
             "repair": self.repair.value if self.repair else None,
             "domains": list(self.domains),
+            "label": self.label,
         }
 
 
@@ -354,6 +368,10 @@ class _Dom:
     pending: bool = False  # libvirt's status XML is there, its QEMU is gone
     # path -> the drivers whose labelling of it remembers (None: not known)
     remembers: dict[str, frozenset[str]] | None = None
+    # path -> the SELinux label the domain's labelling gave it (files it relabelled for
+    # itself and remembers the original of: the ones a drift is a problem for)
+    labels: dict[str, str] | None = None
+    pending_paths: tuple[str, ...] = ()  # restore-failed: the driver:path pairs left
 
     def use(self, path: str | None = None) -> DomainUse:
         fams = None
@@ -378,9 +396,19 @@ def _planners(cfg: Config) -> list[SecurityDriver]:
 def _remembering(
     planners: Sequence[SecurityDriver], domain: Domain
 ) -> dict[str, frozenset[str]] | None:
+    plan = _plans(planners, domain)
+    return None if plan is None else plan[0]
+
+
+def _plans(
+    planners: Sequence[SecurityDriver], domain: Domain
+) -> tuple[dict[str, frozenset[str]], dict[str, str]] | None:
+    """From the drivers' own plans: the drivers remembering each file, and the SELinux
+    label the domain gives each file it remembers the original of."""
     if not planners:
         return None
     found: dict[str, set[str]] = {}
+    labels: dict[str, str] = {}
     resources = list(domain_resources(domain))
     for drv in planners:
         try:
@@ -391,7 +419,26 @@ def _remembering(
         for op in ops:
             if op.remember:
                 found.setdefault(op.path, set()).add(op.driver)
-    return {p: frozenset(f) for p, f in found.items()}
+                if op.driver == "selinux" and op.value is not None:
+                    labels[op.path] = op.value
+    return {p: frozenset(f) for p, f in found.items()}, labels
+
+
+def _records(cfg: Config) -> list[DomainRecord]:
+    """svirt's records from the state database, read-only, with the start times of
+    their QEMU and owner (a pid reused by another process is not theirs); the XML views
+    (which carry no start times) only when there is no database."""
+    db = cfg.state_dir / "svirt.db"
+    if db.exists():
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+            try:
+                return list(DomainStore(cfg.state_dir, conn).records())
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            log.debug("doctor: cannot read the records in %s: %s; reading the views", db, exc)
+    return list(DomainStore(cfg.state_dir).records())
 
 
 def _dac_uid(domain: Domain) -> int | None:
@@ -408,13 +455,14 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
     planners = _planners(cfg)
     out: list[_Dom] = []
     try:
-        records: list[DomainRecord] = list(DomainStore(cfg.state_dir).records())
+        records = _records(cfg)
     except StateError as exc:
         skipped.append((exc.source or str(cfg.state_dir), exc.message))
         records = []
     for rec in records:
         alive = qemu_alive(rec)
         dead = rec.state.active and not alive and not rec.owner_alive()
+        plan = _plans(planners, rec.domain)
         out.append(
             _Dom(
                 rec.domain.name,
@@ -426,7 +474,17 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
                 rec.path,
                 dead,
                 rec.owner,
-                remembers=_remembering(planners, rec.domain),
+                remembers=plan[0] if plan is not None else None,
+                # what a labelled or running domain gave its files (not one stopping or
+                # half restored: those files are on their way back to their originals)
+                labels=plan[1]
+                if plan is not None
+                and (
+                    rec.state is DomainState.LABELLED
+                    or (rec.state is DomainState.RUNNING and alive)
+                )
+                else None,
+                pending_paths=rec.pending,
             )
         )
     try:
@@ -457,6 +515,7 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
                 )
             )
             continue
+        plan = _plans(planners, live.domain)
         out.append(
             _Dom(
                 live.name,
@@ -466,7 +525,8 @@ def _domains(cfg: Config, skipped: list[tuple[str, str]]) -> list[_Dom]:
                 _dac_uid(live.domain),
                 live.domain,
                 path,
-                remembers=_remembering(planners, live.domain),
+                remembers=plan[0] if plan is not None else None,
+                labels=plan[1] if plan is not None else None,
             )
         )
     return out
@@ -743,9 +803,12 @@ def _q(text: str) -> str:
 
 
 def _recover_command(cfg: Config, path: str | None, *, take: bool = False) -> str:
+    return recover_command(path, config=cfg.source, take=take)
+
+
+def _restore_command(cfg: Config, name: str) -> str:
     conf = f" --config {_q(cfg.source)}" if not cfg.source.startswith("<") else ""
-    flag = " --take-from-libvirt" if take else ""
-    return f"svirt recover{conf} --apply{flag}" + (f" {_q(path)}" if path else "")
+    return f"svirt restore{conf} {_q(name)}"
 
 
 def _perm_text(perm: int | None) -> str:
@@ -909,6 +972,17 @@ def _orphan_finding(
             "selinux",
             RepairKind.RESTORE,
         )
+    if remembered is not None:
+        # In use (a process holds it): the original stays remembered for its users.
+        return Finding(
+            Kind.ORPHAN_LABEL,
+            f.path,
+            evidence + f"; the remembered original is {remembered.original}, kept while the "
+            "file is in use: recover puts it back once nothing uses the file",
+            _recover_command(cfg, f.path),
+            _manual_restore(f.path, remembered),
+            "selinux",
+        )
     return Finding(
         Kind.ORPHAN_LABEL,
         f.path,
@@ -917,6 +991,132 @@ def _orphan_finding(
         f"restorecon -v {_q(f.path)}",
         f"chcon -l s0 {_q(f.path)}",
     )
+
+
+# --- issue 14 (restore): drifted labels, records that need a human ---------------------
+
+
+def _drift_index(doms: Sequence[_Dom]) -> dict[tuple[int, int], list[tuple[_Dom, str]]]:
+    """(device, inode) -> the labelled or running domains that gave the file a label of
+    their own, with that label. Device nodes are left out: a VM with a private /dev
+    labels only its copy, never the host's node."""
+    index: dict[tuple[int, int], list[tuple[_Dom, str]]] = {}
+    for d in doms:
+        for path, wanted in (d.labels or {}).items():
+            if os.path.realpath(path).startswith("/dev/"):
+                continue
+            key = _stat_key(path)
+            if key is not None:
+                index.setdefault(key, []).append((d, wanted))
+    return index
+
+
+def _effect(current: str, wanted: str, vm: str) -> str:
+    """What a label other than the VM's means for isolation."""
+    now, own = _categories(current), _categories(wanted)
+    if now is None or own is None:
+        return f"{vm} may no longer be able to use it"
+    if not now:
+        return f"it has no categories: every VM can use it, and {vm} has lost it as its own"
+    if not now <= own:
+        return f"{vm} can no longer use it (it lacks {format_categories(now - own)})"
+    return f"every VM whose categories include {format_categories(now)} can use it, not only {vm}"
+
+
+def _drift_finding(
+    cfg: Config, f: FileFacts, index: dict[tuple[int, int], list[tuple[_Dom, str]]]
+) -> Finding | None:
+    if f.label is None or f.namespace_pid is not None:
+        return None
+    if not stat.S_ISREG(f.mode):
+        # Regular files only: device nodes are labelled as copies in a VM's /dev, and a
+        # listening socket or pipe QEMU created itself carries the label it was made with.
+        return None
+    users = index.get((f.dev, f.ino), [])
+    if not users or any(f.label == wanted for _, wanted in users):
+        return None
+    d, wanted = users[0]
+    remembered = next((r for r in f.remembered if r.family == "selinux" and r.original), None)
+    kept = (
+        f"; the remembered original {remembered.original} is kept and restored when {d.name} "
+        + ("stops" if d.pid is not None else "is restored")
+        if remembered is not None
+        else ""
+    )
+    fixes = own_label_fixes(d.name, f.path, wanted, f.label, config=cfg.source)
+    return Finding(
+        Kind.DRIFTED_LABEL,
+        f.path,
+        f"{d.origin} domain {d.name} ({d.state}) gave this file the label {wanted}, but it "
+        f"carries {f.label} now (relabelled behind its back): {_effect(f.label, wanted, d.name)}"
+        f"{kept}. {DRIFT_DO_NOT}",
+        fixes[-1].command or _recover_command(cfg, f.path),
+        fixes[0].command,
+        "selinux",
+        RepairKind.RELABEL,
+        (d.name,),
+        wanted,
+    )
+
+
+def _record_paths(d: _Dom) -> list[str]:
+    """The files an svirt record still stands for: its pending paths once a restore
+    failed, else every resource it labelled."""
+    if d.state == DomainState.RESTORE_FAILED and d.pending_paths:
+        return list(dict.fromkeys(p.split(":", 1)[1] for p in d.pending_paths if ":" in p))
+    return _resource_paths(d.domain)
+
+
+def _record_findings(cfg: Config, doms: Sequence[_Dom]) -> list[Finding]:
+    """svirt records with no VM, which only a human (or recover, for orphans) ends: a
+    labelled domain (``svirt label``; its XML file may be gone: the record says what was
+    labelled) or one whose restore failed; an orphan when every file it names is gone."""
+    out: list[Finding] = []
+    for d in doms:
+        if d.origin != "svirt" or d.state not in (
+            DomainState.LABELLED,
+            DomainState.RESTORE_FAILED,
+        ):
+            continue
+        sl = d.domain.seclabel("selinux")
+        pair = (
+            f"MCS level {sl.label.split(':', 3)[3]}"
+            if sl is not None and sl.label and sl.label.count(":") >= 3
+            else "labels"
+        )
+        paths = _record_paths(d)
+        if not any(os.path.lexists(p) for p in paths):
+            gone = ", ".join(paths) if paths else "no files at all"
+            out.append(
+                Finding(
+                    Kind.ORPHAN_RECORD,
+                    None,
+                    f"svirt's record of domain {d.name} ({d.state}) names only files that are "
+                    f"gone ({gone}): it holds its {pair} (and QEMU identity) for nothing; "
+                    "recover forgets the record and releases them, touching no file",
+                    _recover_command(cfg, None),
+                    repair=RepairKind.FORGET,
+                    domains=(d.name,),
+                )
+            )
+            continue
+        if d.state == DomainState.RESTORE_FAILED:
+            evidence = (
+                f"svirt domain {d.name} could not restore {len(paths)} path(s) "
+                f"({', '.join(paths)}): they keep its labels and it keeps its {pair}; fix the "
+                "cause (see the error of the failed restore), then restore them"
+            )
+        else:
+            evidence = (
+                f"svirt domain {d.name} is labelled (svirt label) and no VM runs it: its "
+                f"{len(paths)} file(s) keep its labels and it keeps its {pair}; once nothing "
+                "needs them, release it by name (its XML file is not needed: svirt's record "
+                "says what was labelled)"
+            )
+        out.append(
+            Finding(Kind.LABELLED, None, evidence, _restore_command(cfg, d.name), domains=(d.name,))
+        )
+    return out
 
 
 def _clash_findings(doms: Sequence[_Dom]) -> list[Finding]:
@@ -1078,10 +1278,14 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
         if cats is not None:
             owners.append((name, cats))
     findings: list[Finding] = []
+    drift_index = _drift_index(doms)
     for f in files:
         for r in f.remembered:
             findings.extend(_family_findings(cfg, f, r))
-        orphan = _orphan_finding(cfg, f, owners)
+        drift = _drift_finding(cfg, f, drift_index)
+        orphan = _orphan_finding(cfg, f, owners) if drift is None else None
+        if drift is not None:
+            findings.append(drift)
         if orphan is not None:
             findings.append(orphan)
     findings += _erased_findings(cfg, doms, files, whole_host=not args)
@@ -1089,7 +1293,11 @@ def examine(cfg: Config, args: Sequence[str] = ()) -> DoctorReport:
     # domains when names were given, none when only paths were.
     named = {a for a in args if not _is_path(a)}
     if not args or named:
-        host = (*_clash_findings(doms), *_dead_findings(cfg, doms))
+        host = (
+            *_clash_findings(doms),
+            *_dead_findings(cfg, doms),
+            *_record_findings(cfg, doms),
+        )
         findings += [f for f in host if not args or any(n in f.domains for n in named)]
     return DoctorReport(
         boot_time(),
@@ -1440,11 +1648,115 @@ def recover(
                 cfg=cfg,
             )
         )
+    files = {f.path: f for f in report.files}
     for finding in report.findings:
         if finding.kind is Kind.LIBVIRT_PENDING and take_from_libvirt:
             continue  # repaired above
-        if finding.repair is None:
+        if finding.repair is RepairKind.RELABEL and finding.path in files:
+            actions.append(_relabel(cfg, mgr, files[finding.path], finding, apply=apply))
+        elif finding.repair is RepairKind.FORGET:
+            actions.append(_forget(mgr, finding, apply=apply))
+        elif finding.repair is None:
             actions.append(
                 RecoverAction("manual", finding.path, f"{finding.evidence}; fix: {finding.fix}")
             )
     return RecoverReport(apply, tuple(actions), report.findings)
+
+
+# --- issue 14 (restore): put a VM's label back, forget orphan records ------------------
+
+
+class _SameLabel:
+    """recover's check, run as the first operation of the relabel's transaction: the
+    file is the inode scanned and still carries the label seen then (else someone else
+    is at work, and nothing changes)."""
+
+    name = "recover"
+
+    def __init__(self, f: FileFacts) -> None:
+        self.f = f
+
+    def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
+        assert target is not None
+        st = os.stat(target)
+        if (st.st_dev, st.st_ino) != (self.f.dev, self.f.ino):
+            raise SecurityError("replaced by another file since the scan")
+        if host_selinux.getfilecon(target) != self.f.label:
+            raise SecurityError(
+                "its label changed since the scan (a start or stop in progress?): "
+                "run svirt recover again"
+            )
+        return Outcome.DONE
+
+
+def _relabel(
+    cfg: Config, mgr: SecurityManager, f: FileFacts, finding: Finding, *, apply: bool
+) -> RecoverAction:
+    """A VM's drifted label: the VM's own label back, in a journalled transaction (pinned
+    inode, protected paths, metadata lock, rollback), without touching what is
+    remembered (the original is still restored when the VM stops)."""
+    vm = finding.domains[0] if finding.domains else "the domain"
+    wanted = finding.label
+    describe = f"{f.label} -> {wanted} (the label of domain {vm})"
+    if not apply or wanted is None:
+        return RecoverAction("relabel", f.path, describe)
+    drivers = _restorers(cfg)
+    if "selinux" not in drivers:
+        return RecoverAction("relabel", f.path, describe, error="no SELinux driver on this host")
+    table: dict[str, Any] = {_SameLabel.name: _SameLabel(f), "selinux": drivers["selinux"]}
+    tx = Transaction(
+        cast("dict[str, SecurityDriver]", table),
+        mgr.journal,
+        remember=True,
+        protected=(*cfg.protected_paths, str(cfg.state_dir)),
+        allow_hard_links=True,  # the file is the VM's already; this only gives it back
+    )
+    ops = [
+        LabelOp(_SameLabel.name, Action.SET, f.path, None, False, "recover"),
+        LabelOp("selinux", Action.SET, f.path, wanted, False, f"recover ({vm})"),
+    ]
+    try:
+        tx.run("svirt-recover", ops)
+    except SvirtError as exc:
+        return RecoverAction("relabel", f.path, describe, error=str(exc))
+    return RecoverAction("relabel", f.path, describe, done=True)
+
+
+def _forget(mgr: SecurityManager, finding: Finding, *, apply: bool) -> RecoverAction:
+    """An orphan record: release its MCS pair and QEMU identity and drop it, through the
+    same take-and-restore path as ``svirt restore`` (one transaction, committed with the
+    release), with every file that exists now left out: nothing on disk is touched."""
+    name = finding.domains[0]
+    describe = (
+        f"the record of domain {name} (every file it names is gone): release its MCS pair "
+        "and QEMU identity, touch no file"
+    )
+    if not apply:
+        return RecoverAction("forget", None, describe)
+    rec = mgr.store.read(name)
+    if rec is None or rec.owner is None:
+        return RecoverAction("forget", None, describe, error="the record is gone already")
+    if rec.state not in (DomainState.LABELLED, DomainState.RESTORE_FAILED):
+        return RecoverAction("forget", None, describe, error=f"the domain is {rec.state} now")
+    pending = rec.pending if rec.state == DomainState.RESTORE_FAILED else None
+    paths = [p.split(":", 1)[1] for p in pending or ()] or _resource_paths(rec.domain)
+    back = [p for p in paths if os.path.lexists(p)]
+    if back:
+        return RecoverAction(
+            "forget",
+            None,
+            describe,
+            error=f"{back[0]} exists again: restore the domain instead (svirt restore {name})",
+        )
+    if not mgr.store.take(name, (rec.state,), rec.owner, DomainState.RESTORING):
+        return RecoverAction("forget", None, describe, error="another svirt process is changing it")
+    try:
+        mgr.restore_and_release(rec.domain, pending, exclude=os.path.lexists)
+    except SvirtError as exc:
+        return RecoverAction("forget", None, describe, error=str(exc))
+    return RecoverAction(
+        "forget",
+        None,
+        f"the record of domain {name}: MCS pair and QEMU identity released, record removed",
+        done=True,
+    )

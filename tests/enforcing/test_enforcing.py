@@ -579,6 +579,36 @@ def test_invalid_static_labels_are_refused_before_start(cfg: Config, top: Path) 
     assert label_of(img) == VIRT_IMAGE
 
 
+def test_a_running_vm_relabelled_by_hand_gets_its_own_label_back(cfg: Config, top: Path) -> None:
+    """The Fedora page's test on a running VM (issue 14): `chcon -l s0:cN` takes the disk
+    away from its QEMU; doctor and verify name the VM's own label as the fix (never
+    restorecon or chcon -l s0), and `svirt recover --apply PATH` gives the QEMU its disk
+    back, as the kernel decides."""
+    img = image(top / "f11.img")
+    try:
+        res = start_domain(cfg, parse_domain(vm_xml("f11", [disk(img, "vda")])))
+        assert res.label and res.imagelabel
+        level = res.imagelabel.split(":", 3)[3]
+        cats = {int(c[1:]) for c in level.split(":")[1].split(",")}
+        cat = next(c for c in (1, 2, 3) if c not in cats)
+        subprocess.run(["chcon", "-l", f"s0:c{cat}", str(img)], check=True)
+        opened, msg = qmp_open(cfg, "f11", res.label, str(img), False, "drift0")
+        assert not opened and "Permission denied" in msg, msg
+        p = svirt(cfg, "doctor", str(img), check=False)
+        assert p.returncode == 1, p.stderr
+        assert "[drifted-label]" in p.stdout and f"by hand: chcon -l {level} {img}" in p.stdout
+        assert "fix: restorecon" not in p.stdout and "by hand: chcon -l s0 " not in p.stdout
+        [own] = [o for o in verify(cfg).own_denials if o.domain == "f11"]
+        assert own.fixes[0].command == f"chcon -l {level} {img}"
+        svirt(cfg, "recover", "--apply", str(img))
+        assert label_of(img) == res.imagelabel
+        opened, msg = qmp_open(cfg, "f11", res.label, str(img), False, "drift1")
+        assert opened, msg
+    finally:
+        stop_domain(cfg, "f11", force=True)
+    assert label_of(img) == VIRT_IMAGE
+
+
 def test_every_denial_the_suite_provoked_was_enforced() -> None:
     """svirt_t and the policy as a whole are enforcing: no denial of a confined VM was
     let through (virtd_t, where svirt itself runs, is the lab's one permissive type)."""

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from svirt.advice import DRIFT_DO_NOT, Fix, boolean_fixes, own_label_fixes
 from svirt.audit.events import Event
 from svirt.audit.owners import LiveDomain, domain_of_pid, owners_of
 from svirt.audit.records import (
@@ -173,14 +174,6 @@ class McsFacts:
     target_level: str
     dominates: bool
     missing: str  # categories the target has and the process lacks ("" if none)
-
-
-@dataclass(frozen=True, slots=True)
-class Fix:
-    """One remedy: what to do and, when there is one, the command or XML."""
-
-    text: str
-    command: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -857,6 +850,7 @@ def _fixes(
     do_not: str | None = None
 
     if cause is Cause.MCS:
+        drifted = False
         if target_vms:
             others = ", ".join(target_vms)
             fixes.append(
@@ -866,6 +860,23 @@ def _fixes(
                     "shared, mark it <shareable/> in both domains (it is then labelled "
                     "svirt_image_t:s0, without categories)",
                     "<disk ...><shareable/></disk>",
+                )
+            )
+        elif (
+            vm_domain is not None
+            and vm_domain.imagelabel
+            and vm_domain.relabel is not False
+            and _is_disk_of(target, vm_domain)
+        ):
+            # A running VM's own disk relabelled by hand (the Fedora page's chcon -l s0:c1):
+            # the VM's own label again, the one rule svirt.advice keeps for every command.
+            drifted = True
+            fixes.extend(
+                own_label_fixes(
+                    vm_domain.name,
+                    target,
+                    vm_domain.imagelabel,
+                    facts.label if facts is not None and facts.label else d.tcontext,
                 )
             )
         else:
@@ -886,12 +897,13 @@ def _fixes(
                     f"chcon -l {level} {target}",
                 )
             )
-        fixes.append(
-            Fix(
-                "for media several VMs only read (ISOs, base images), use <readonly/> and "
-                "<shareable/>: no categories are needed",
+        if not drifted:
+            fixes.append(
+                Fix(
+                    "for media several VMs only read (ISOs, base images), use <readonly/> and "
+                    "<shareable/>: no categories are needed",
+                )
             )
-        )
         do_not = (
             "Do not use audit2allow: this is an MCS constraint violation (audit2why says "
             "'constraint violation'). An allow rule cannot override a constraint, so the module "
@@ -900,6 +912,8 @@ def _fixes(
             f"{scon.type if scon else 'the VM type'}, which removes the isolation between all "
             "VMs. Fix the label instead."
         )
+        if drifted:
+            do_not += " " + DRIFT_DO_NOT
     elif cause is Cause.TYPE_ENFORCEMENT and is_vm:
         assert scon is not None
         xml_hint = ""
@@ -966,13 +980,7 @@ def _fixes(
             f"every {ttype} file. Fix the file's label instead."
         )
     elif cause is Cause.BOOLEAN:
-        for name, value in booleans:
-            fixes.append(
-                Fix(
-                    f"turn on {name}" if value else f"turn off {name}",
-                    f"setsebool -P {name} {'1' if value else '0'}",
-                )
-            )
+        fixes.extend(boolean_fixes(booleans))
         if ttype in FS_BOOLEANS and is_vm:
             fixes.append(
                 Fix(
@@ -1017,6 +1025,11 @@ def _fixes(
     if not d.denied or d.permissive:
         fixes.insert(0, Fix("nothing failed yet; fix it before the domain or host goes enforcing"))
     return fixes, do_not
+
+
+def _is_disk_of(path: str, domain: LiveDomain) -> bool:
+    real = os.path.realpath(path)
+    return any(path == disk or real == os.path.realpath(disk) for disk in domain.disks)
 
 
 def explain(

@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
             "Roll back interrupted labelling transactions, restore the labels of domains whose "
             "monitor and QEMU died, then repair each file: where nothing uses it, put the "
             "remembered label, owner and ACL back and remove the xattrs; where something "
-            "does, correct the reference count. Prints what it would do unless --apply."
+            "does, correct the reference count. A running VM's file relabelled behind its "
+            "back gets the VM's own label again; a record whose files are all gone is "
+            "forgotten (its MCS pair released). Prints what it would do unless --apply."
         ),
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="files (default: as doctor)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from svirt import Action, DomainDefinition, Host
+from svirt import DomainDefinition, Host
 
 from .output import print_json, table
 
@@ -24,8 +24,19 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
         help="print the plan (path, current label, new label) and change nothing",
     )
     p.set_defaults(func=run_label)
-    p = sub.add_parser("restore", parents=[common], help="restore every label set by 'svirt label'")
-    p.add_argument("xml", metavar="DOMAIN.xml", help="the domain XML that was labelled")
+    p = sub.add_parser(
+        "restore",
+        parents=[common],
+        help="restore every label set by 'svirt label' (by name, from svirt's record)",
+        description=(
+            "Restore every label of a labelled domain and release its MCS pair. The "
+            "argument is a domain name unless it names an existing file, which is then "
+            "read as domain XML. Whenever svirt has a record of the domain, what was "
+            "labelled is restored from that record: a deleted or edited XML file changes "
+            "nothing (a note says how an edited one differs)."
+        ),
+    )
+    p.add_argument("target", metavar="NAME|DOMAIN.xml")
     p.set_defaults(func=run_restore)
 
 
@@ -97,19 +108,27 @@ def run_label(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    mgr, domain = _load(args)
-    _released, result = mgr.restore(domain)
-    restored = [op for op, _ in result.outcomes if op.action is Action.RESTORE]
+    report = Host(args.config).restore(args.target)
+    restored = report.restored
+    if report.differences:
+        print(
+            f"note: {args.target} differs from what svirt labelled "
+            f"({'; '.join(report.differences)}); restored what was labelled, "
+            "from svirt's record",
+            file=sys.stderr,
+        )
     if args.json:
         print_json(
             {
-                "domain": domain.name,
-                "restored": [op.path for op in restored],
-                "errors": [str(e) for _, e in result.errors],
+                "domain": report.name,
+                "from_record": report.from_record,
+                "differences": list(report.differences),
+                "restored": list(restored),
+                "errors": list(report.errors),
             }
         )
     else:
-        print(f"domain {domain.name}: {len(restored)} label(s) restored, MCS level released")
-    for _op, exc in result.errors:
-        print(f"error: {exc}", file=sys.stderr)
-    return 1 if result.errors else 0
+        print(f"domain {report.name}: {len(restored)} label(s) restored, MCS level released")
+    for text in report.errors:
+        print(f"error: {text}", file=sys.stderr)
+    return 1 if report.errors else 0

@@ -1,7 +1,8 @@
 """``svirt verify [--json] [--html FILE [--audit-log LOG]] [NAME...]``: the isolation
 matrix of the running domains (or of the named ones, each against every other).
 
-Exit 0 when no running VM can reach another's resources, 1 when isolation is broken.
+Exit 0 when no running VM can reach another's resources, 1 when isolation is broken or
+a VM cannot use its own resources (with the fix that keeps isolation).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
         description=(
             "For every running domain (svirt's and libvirt's live XML), ask the binary "
             "policy whether its process label can read or write every other domain's "
-            "resources with the labels they carry now. Exit 1 when isolation is broken."
+            "resources with the labels they carry now. Exit 1 when isolation is broken "
+            "or a VM cannot use its own resources."
         ),
     )
     add_policy_options(p)
@@ -136,6 +138,7 @@ def report_view(report: VerifyReport) -> dict[str, Any]:
                 "access": o.access.value,
                 "reason": o.decision.reason.name.lower(),
                 "explanation": o.decision.describe(),
+                "fixes": [{"text": x.text, "command": x.command} for x in o.fixes],
             }
             for o in report.own_denials
         ],
@@ -225,6 +228,8 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
                 f"  {o.domain} cannot {o.access.value} its {r.owner} {r.path} "
                 f"labelled {r.label}: {o.decision.describe()}"
             )
+            for x in o.fixes:
+                print(f"      fix: {x.text}" + (f": {x.command}" if x.command else ""))
     if report.boolean_risks:
         print("denied now, allowed if a boolean changes:")
         for b in report.boolean_risks:
@@ -303,4 +308,4 @@ def run(args: argparse.Namespace) -> int:
         _print_text(report, f"{cfg.state_dir / 'domains'} and {cfg.libvirt_run_dir}")
         if args.html is not None:
             print(f"isolation page written to {args.html}")
-    return 0 if report.separated else 1
+    return 0 if report.separated and report.usable else 1

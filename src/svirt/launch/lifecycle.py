@@ -64,7 +64,7 @@ from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import LabelOp
 from svirt.security.manager import SecurityManager
 from svirt.security.transaction import Transaction
-from svirt.state.db import write_transaction
+from svirt.state.db import connect, write_transaction
 from svirt.state.domains import DomainRecord, DomainState, DomainStore
 from svirt.state.originals import KeptOriginals
 
@@ -484,13 +484,15 @@ def _qemu_error(path: Path, start: int) -> str:
 
 def start_domain(cfg: Config, domain: Domain) -> StartResult:
     """Start a domain under a detached monitor; returns once QMP answers."""
-    store = DomainStore(cfg.state_dir)
-    if store.path(domain.name).exists():
-        rec = store.read(domain.name)
-        if rec is not None and (rec.owner_alive() or qemu_alive(rec)):
-            raise LaunchError(
-                PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active"
-            )
+    # The record with its start times (the view has none): a pid reused by another
+    # process since is not the record's monitor or QEMU (issue 14).
+    conn = connect(cfg.state_dir)
+    try:
+        rec = DomainStore(cfg.state_dir, conn).read(domain.name)
+    finally:
+        conn.close()  # never carried across the fork below
+    if rec is not None and (rec.owner_alive() or qemu_alive(rec)):
+        raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active")
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child

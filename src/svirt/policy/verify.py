@@ -29,6 +29,7 @@ from pathlib import Path
 import defusedxml
 import defusedxml.ElementTree as DET
 
+from svirt.advice import Fix, boolean_fixes, own_label_fixes
 from svirt.conf import Config
 from svirt.context import SecurityContext, format_categories
 from svirt.domain import Domain
@@ -162,6 +163,9 @@ class OwnDenial:
     resource: CheckedResource
     access: Access
     decision: Decision
+    # issue 14: the fix that keeps isolation (svirt.advice, the rule audit explain and
+    # doctor use): the VM's own label back, or the boolean's switch
+    fixes: tuple[Fix, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,11 @@ class VerifyReport:
         return not self.findings
 
     @property
+    def usable(self) -> bool:
+        """Every running VM can use its own resources with the labels they carry now."""
+        return not self.own_denials
+
+    @property
     def separated(self) -> bool:
         """The truth: every VM is kept from every other by a layer really in force
         (the policy verdict alone where the layers were not examined)."""
@@ -230,9 +239,15 @@ class VerifyReport:
         return all(p.as_configured for p in self.pairs)
 
 
-def _pid_alive(pid: int) -> bool:
-    # A zombie has exited (its parent has not reaped it yet): not a running QEMU.
-    return pid_alive(pid)
+def _pid_alive(pid: int, start: int | None = None) -> bool:
+    # A zombie has exited (its parent has not reaped it yet): not a running QEMU. svirt's
+    # views carry QEMU's start time (svirt-pid-start): a pid reused since is not it.
+    return pid_alive(pid, start)
+
+
+def _start_of(attrs: dict[str, str]) -> int | None:
+    text = attrs.get("svirt-pid-start")
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def _root_attributes(data: bytes) -> dict[str, str]:
@@ -258,7 +273,7 @@ def load_live_domain(path: Path, source: str) -> LiveDomain | Skipped:
         pid = int(pid_text)
     except ValueError:
         return Skipped(path, f"invalid pid '{pid_text}'")
-    if pid <= 0 or not _pid_alive(pid):
+    if pid <= 0 or not _pid_alive(pid, _start_of(attrs)):
         return Skipped(path, f"not running (pid {pid} does not exist)")
     try:
         domain = parse_domain(data, inactive=False, source=str(path))
@@ -419,10 +434,30 @@ def _display_names(domains: Sequence[LiveDomain]) -> list[str]:
     return [d.name if counts[d.name] == 1 else f"{d.name} ({d.source})" for d in domains]
 
 
+def _own_fixes(
+    subject: LiveDomain,
+    name: str,
+    res: CheckedResource,
+    decision: Decision,
+    config: str | None,
+) -> tuple[Fix, ...]:
+    """The fix for a VM denied its own resource (svirt.advice's rule)."""
+    if decision.reason is Reason.BOOLEAN:
+        return boolean_fixes(decision.booleans)
+    sl = subject.domain.seclabel("selinux")
+    if res.shared or sl is None or not sl.imagelabel or res.label == sl.imagelabel:
+        return ()  # shared media carry a label of their own, not the VM's
+    return own_label_fixes(
+        name, res.path, sl.imagelabel, res.label, config=config, recoverable=sl.relabel
+    )
+
+
 def verify_domains(
     domains: Sequence[LiveDomain],
     oracle: PolicyOracle,
     skipped: Iterable[Skipped] = (),
+    *,
+    config: str | None = None,
 ) -> VerifyReport:
     """The isolation matrix of ``domains`` under ``oracle``'s policy."""
     names = _display_names(domains)
@@ -469,7 +504,8 @@ def verify_domains(
             assert res.label is not None and res.tclass is not None
             decision = oracle.file_access(label, res.label, res.own_access, res.tclass)
             if not decision.allowed:
-                own.append(OwnDenial(name, label, res, res.own_access, decision))
+                fixes = _own_fixes(subject, name, res, decision, config)
+                own.append(OwnDenial(name, label, res, res.own_access, decision, fixes))
         for j in range(len(domains)):
             if j == i:
                 continue
@@ -652,7 +688,9 @@ def verify(
         log.debug("verify: skipping %s: %s", s.path, s.reason)
     if names:
         _check_names(domains, names)
-    report = with_matrix(with_layers(verify_domains(domains, oracle, skipped)), oracle, names)
+    report = with_matrix(
+        with_layers(verify_domains(domains, oracle, skipped, config=cfg.source)), oracle, names
+    )
     return select_domains(report, names) if names else report
 
 

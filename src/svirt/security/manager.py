@@ -31,13 +31,14 @@ from svirt.errors import (
     PREFIX_XML_ERROR,
     ContextError,
     SecurityError,
+    StateError,
     SvirtError,
     XMLError,
 )
 from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
 from svirt.security.dac import DACDriver
-from svirt.security.driver import LabelOp, SecurityDriver
+from svirt.security.driver import Action, LabelOp, SecurityDriver
 from svirt.security.identity import IdentityLedger, vm_identity_enabled
 from svirt.security.ledger import open_ledger
 from svirt.security.nop import NopDriver
@@ -50,11 +51,14 @@ from svirt.state.journal import Journal
 
 __all__ = [
     "PlannedOp",
+    "RestoreReport",
     "SecurityManager",
     "check_domain",
     "default_model",
     "primary_drivers",
+    "restore_target",
     "stacked_models",
+    "xml_differences",
 ]
 
 log = logging.getLogger(__name__)
@@ -565,6 +569,81 @@ class SecurityManager:
             )
         self.store.remove_view(domain.name)
         return result
+
+
+# --- restore (issue 14): by name, from svirt's record ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    """What ``svirt restore NAME|DOMAIN.xml`` did. ``from_record``: the labels were
+    restored from svirt's record (what was labelled), not from a given XML;
+    ``differences`` says how a given XML differs from that record (it changed nothing)."""
+
+    name: str
+    from_record: bool
+    result: TransactionResult
+    differences: tuple[str, ...] = ()
+
+    @property
+    def restored(self) -> tuple[str, ...]:
+        """The path of each restore operation that ran (one per driver and file)."""
+        return tuple(op.path for op, _ in self.result.outcomes if op.action is Action.RESTORE)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(str(e) for _, e in self.result.errors)
+
+
+def _resource_paths(domain: Domain) -> set[str]:
+    return {r.path for r in domain_resources(domain) if r.path is not None and r.local}
+
+
+def xml_differences(recorded: Domain, given: Domain) -> tuple[str, ...]:
+    """How a domain XML given to ``restore`` differs from what was labelled (its record):
+    the resources only one of them lists. Empty when they name the same files."""
+    mine, theirs = _resource_paths(recorded), _resource_paths(given)
+    out = []
+    if theirs - mine:
+        out.append("only in the XML: " + ", ".join(sorted(theirs - mine)))
+    if mine - theirs:
+        out.append("only in the record: " + ", ".join(sorted(mine - theirs)))
+    return tuple(out)
+
+
+def restore_target(cfg: Config, target: str | os.PathLike[str] | Domain) -> RestoreReport:
+    """``svirt restore``: the argument is a domain name unless it names an existing file,
+    which is then read as domain XML. Whenever svirt has a record of the domain, the
+    labels are restored from it (what was labelled), whatever the XML says now; the XML
+    serves only for a domain svirt has no record of (whose labels it must own). A name
+    that is neither a record nor a file fails with libvirt's "failed to get domain"."""
+    given: Domain | None = None
+    if isinstance(target, Domain):
+        given = target
+        name = target.name
+    else:
+        name = os.fspath(target)
+    if given is None and os.path.isfile(name):
+        source = name
+        given = parse_domain_file(source, default_model=default_model(cfg))
+        try:
+            check_domain(given, cfg)
+        except SvirtError as exc:
+            raise exc.with_source(source) from None
+        name = given.name
+    mgr = SecurityManager(cfg)
+    try:
+        mgr.store.path(name)
+        rec = mgr.store.read(name)
+    except StateError:
+        rec = None
+    if rec is None and given is None:
+        mgr.recover()  # a dead claim of this name is forgotten, not reported as busy
+        if not any(row[0] == name for row in mgr.store.rows()):
+            raise SecurityError(f"failed to get domain '{name}'")
+    differences = xml_differences(rec.domain, given) if rec is not None and given else ()
+    _released, result = mgr.restore_domain(name, fallback=given)
+    return RestoreReport(name, rec is not None, result, differences)
 
 
 def _warn_unenforced_once(conn: sqlite3.Connection) -> None:

@@ -42,7 +42,15 @@ from svirt.errors import PREFIX_OPERATION_INVALID, StateError, SvirtError
 from svirt.host.procs import pid_alive, start_time
 from svirt.state.db import fsync_dir, write_transaction
 
-__all__ = ["ACTIVE", "TRANSITIONS", "DomainRecord", "DomainState", "DomainStore", "may_move"]
+__all__ = [
+    "ACTIVE",
+    "TRANSITIONS",
+    "DomainRecord",
+    "DomainState",
+    "DomainStore",
+    "may_move",
+    "may_run",
+]
 
 _NAME = re.compile(r"^[^/\0]{1,200}$")
 
@@ -104,6 +112,14 @@ def may_move(old: DomainState | str | None, new: DomainState | str | None) -> bo
     except ValueError:
         return False
     return n in TRANSITIONS[o]
+
+
+def may_run(state: DomainState | str) -> bool:
+    """Whether a QEMU may belong to a record in ``state`` (its pid means something)."""
+    try:
+        return DomainState(state).active
+    except ValueError:
+        return False
 
 
 def _refuse(name: str, old: str | None, new: str | None) -> StateError:
@@ -270,11 +286,21 @@ class DomainStore:
 
     @staticmethod
     def _text(
-        domain_xml: str, state: str, pid: int | None, owner: int, pending: Sequence[str]
+        domain_xml: str,
+        state: str,
+        pid: int | None,
+        owner: int,
+        pending: Sequence[str],
+        pid_start: int | None = None,
     ) -> str:
         attrs = f" state='{state}'"
-        if pid is not None:
+        # Only a record whose QEMU may run names it (a restore-failed record's QEMU is
+        # gone: its pid may be another process's by now), with its start time, so that
+        # readers of the view (verify, audit explain) tell a reused pid apart.
+        if pid is not None and may_run(state):
             attrs += f" pid='{pid}'"
+            if pid_start is not None:
+                attrs += f" svirt-pid-start='{pid_start}'"
         attrs += f" svirt-owner='{owner}'"
         text = f"<domstatus{attrs}>\n"
         if pending:
@@ -320,7 +346,8 @@ class DomainStore:
         if self.conn is not None:
             self.set_domain(domain, body)
         owner = owner if owner is not None else os.getpid()
-        return self._write_view(domain.name, self._text(body, state, pid, owner, pending))
+        text = self._text(body, state, pid, owner, pending, start_time(pid))
+        return self._write_view(domain.name, text)
 
     def sync_view(self, name: str) -> None:
         """Write one domain's view from its row."""
@@ -331,12 +358,14 @@ class DomainStore:
         remove views of names no row claims."""
         conn = self._db()
         claimed = set()
-        query = "SELECT name, state, pid, owner, pending, xml FROM domains"
+        query = "SELECT name, state, pid, owner, pending, xml, pid_start FROM domains"
         args: tuple[str, ...] = ()
         if only is not None:
             query += " WHERE name=?"
             args = (only,)
-        for name, state, pid, owner, pending, xml in conn.execute(query, args).fetchall():
+        for name, state, pid, owner, pending, xml, pid_start in conn.execute(
+            query, args
+        ).fetchall():
             claimed.add(name)
             if not xml:
                 continue  # claimed, not described yet
@@ -346,6 +375,7 @@ class DomainStore:
                 pid,
                 int(owner),
                 tuple(p for p in str(pending).split("\n") if p),
+                pid_start,
             )
             p = self.path(str(name))
             try:
