@@ -110,9 +110,9 @@ def test_the_api_restores_by_name(env: Env) -> None:
     before = whole_state(img)
     host = svirt.Host(env.conf)
     host.label(env.domain("vm1", [(img, "")]))
-    report = host.restore_labels("vm1")
+    report = host.restore("vm1")
     assert (report.name, report.from_record, report.errors) == ("vm1", True, ())
     assert report.restored == (str(img), str(img))
     assert whole_state(img) == before
     with pytest.raises(svirt.SecurityError, match=r"^failed to get domain 'vm1'$"):
-        host.restore_labels("vm1")
+        host.restore("vm1")

@@ -36,7 +36,11 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
             "nothing (a note says how an edited one differs)."
         ),
     )
-    p.add_argument("target", metavar="NAME|DOMAIN.xml")
+    p.add_argument(
+        "target",
+        metavar="NAME|DOMAIN.xml",
+        help="the labelled domain's name, or its XML file",
+    )
     p.set_defaults(func=run_restore)
 
 
