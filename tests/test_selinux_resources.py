@@ -721,7 +721,13 @@ def test_no_default_label_leaves_the_file_alone(
     with caplog.at_level(logging.WARNING):
         _, result = mgr.restore_domain("vm")
     assert result.errors == []
-    assert [o for _, o in result.outcomes] == [Outcome.SKIPPED]
+    assert [o for _, o in result.outcomes] == [Outcome.NO_DEFAULT]
+    # issue 14: said as it is, never "restored"
+    (entry,) = [o for o in result.report if o.driver == "selinux"]
+    assert entry.outcome == "no-default"
+    assert entry.text == (
+        f"label {IMG} left as it is: nothing remembered and no default label in file_contexts"
+    )
     assert f"cannot lookup default selinux label for {f}" in caplog.text
     assert label_of(f) == IMG
 

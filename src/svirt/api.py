@@ -22,6 +22,10 @@ from svirt.domain.model import Domain as DomainDefinition
 from svirt.errors import LaunchError, SvirtError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from svirt.launch.lifecycle import HotplugResult, StartResult, StopResult
+    from svirt.security.manager import LabelResult, Plan, RestoreResult
     from svirt.state.domains import DomainRecord
 
 __all__ = [
@@ -71,7 +75,7 @@ class Host:
 
     # -- domain XML -------------------------------------------------------------------
 
-    def definition(self, xml: XMLSource, *, inactive: bool = True) -> DomainDefinition:
+    def definition(self, xml: XMLSource, *, inactive: bool | None = True) -> DomainDefinition:
         """Parse and check a domain: a path, XML text (``str`` starting with ``<`` or
         ``bytes``), or an already parsed definition. Errors name the file."""
         from svirt.security.manager import check_domain, default_model
@@ -131,6 +135,40 @@ class Host:
 
         return SecurityManager(self.config).label_domain(self.definition(xml))
 
+    # honest (issue 14): every command says what happened to each resource --------------
+
+    def start_report(self, xml: XMLSource) -> StartResult:
+        """:meth:`start`, returning the monitor's report: pid, labels, whether the image
+        label was applied, and what happened to each resource (``.outcomes``)."""
+        from svirt.launch.lifecycle import start_domain
+
+        return start_domain(self.config, self.definition(xml))
+
+    def label_report(self, xml: XMLSource) -> LabelResult:
+        """:meth:`label`, with what happened to each resource (``.outcomes``)."""
+        from svirt.security.manager import SecurityManager
+
+        # a live XML (``dumpxml``) keeps its labels: parsed as libvirt's status form
+        return SecurityManager(self.config).label(self.definition(xml, inactive=None))
+
+    def plan(self, xml: XMLSource) -> Plan:
+        """``svirt label --dry-run``: the labels a domain would get, each operation with
+        what it would do to the file now (skipped chowns, ACL entries) and what the
+        restore will do, and what the rules leave alone. Changes nothing."""
+        from svirt.security.manager import SecurityManager
+
+        return SecurityManager(self.config).plan_domain(self.definition(xml, inactive=None))
+
+    def restore_labels(self, name: str, fallback: XMLSource | None = None) -> RestoreResult:
+        """``svirt restore``: restore what ``label`` set on domain ``name`` (its record,
+        else ``fallback``'s XML, live or not) and release its labels; returns what
+        happened to each resource and the paths that could not be restored."""
+        from svirt.security.manager import RestoreResult, SecurityManager
+
+        domain = self.definition(fallback, inactive=None) if fallback is not None else None
+        _released, result = SecurityManager(self.config).restore_domain(name, fallback=domain)
+        return RestoreResult(tuple(result.report), tuple(str(e) for _, e in result.errors))
+
 
 class Domain:
     """A handle on one domain of a :class:`Host`. Properties read the current record."""
@@ -174,15 +212,24 @@ class Domain:
     def state(self) -> str:
         return str(self._record().state)
 
-    def stop(self, *, force: bool = False, timeout: float = 10.0) -> str:
-        """Stop the guest and restore every label and owner; returns how QEMU stopped."""
-        from svirt.launch.lifecycle import stop_domain
+    def stop(
+        self,
+        *,
+        force: bool = False,
+        timeout: float = 10.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> StopResult:
+        """Stop the guest; returns how QEMU stopped (``.how``) and what the restore did
+        to each resource (``.outcomes``). ``progress`` is told what is waited for (issue
+        14: honest commands)."""
+        from svirt.launch.lifecycle import stop
 
-        return stop_domain(self.host.config, self.name, force=force, timeout=timeout)
+        return stop(self.host.config, self.name, force=force, timeout=timeout, progress=progress)
 
-    def attach_disk(self, disk: str | bytes | os.PathLike[str] | Disk) -> None:
-        """Hotplug a disk given as ``<disk>`` XML text, a path to it, or a parsed Disk."""
-        from svirt.launch.lifecycle import attach_disk
+    def attach_disk(self, disk: str | bytes | os.PathLike[str] | Disk) -> HotplugResult:
+        """Hotplug a disk given as ``<disk>`` XML text, a path to it, or a parsed Disk;
+        returns the new definition and what happened to each of its files."""
+        from svirt.launch.lifecycle import attach
 
         if not isinstance(disk, Disk):
             if isinstance(disk, bytes) or (isinstance(disk, str) and disk.lstrip().startswith("<")):
@@ -196,13 +243,14 @@ class Domain:
                         f"cannot read disk XML: {exc.strerror}", source=str(path)
                     ) from None
                 disk = parse_disk(data, source=str(path))
-        attach_disk(self.host.config, self.name, disk)
+        return attach(self.host.config, self.name, disk)
 
-    def detach_disk(self, target: str) -> None:
-        """Hot-unplug the disk with this target (``vdb``) and restore its labels."""
-        from svirt.launch.lifecycle import detach_disk
+    def detach_disk(self, target: str) -> HotplugResult:
+        """Hot-unplug the disk with this target (``vdb``) and restore its labels; returns
+        the new definition and what the restore did to each of its files."""
+        from svirt.launch.lifecycle import detach
 
-        detach_disk(self.host.config, self.name, target)
+        return detach(self.host.config, self.name, target)
 
     def disks(self) -> Sequence[Disk]:
         """The domain's disks as it runs (``svirt domblklist``)."""

@@ -9,10 +9,9 @@ from typing import Any
 from svirt.conf import load_config
 from svirt.domain import parse_domain_file
 from svirt.errors import SvirtError
-from svirt.security.driver import Action
 from svirt.security.manager import SecurityManager, check_domain, default_model
 
-from .output import print_json, table
+from .output import print_json, print_outcomes, table
 
 __all__ = ["register"]
 
@@ -44,9 +43,12 @@ def _load(args: argparse.Namespace) -> tuple[SecurityManager, Any]:
 
 
 def run_label(args: argparse.Namespace) -> int:
-    mgr, domain = _load(args)
+    from svirt import Host
+
+    host = Host(args.config)
     if args.dry_run:
-        live, plan = mgr.dry_run(domain)
+        plan = host.plan(args.xml)
+        live = plan.domain
         if args.json:
             print_json(
                 {
@@ -64,8 +66,15 @@ def run_label(args: argparse.Namespace) -> int:
                             "new": p.op.value,
                             "remember": p.op.remember,
                             "remembered": p.remembered,
+                            "would": p.preview.outcome.value if p.preview else None,
+                            "change": p.preview.change if p.preview else None,
+                            "on_restore": p.undo,
                         }
-                        for p in plan
+                        for p in plan.ops
+                    ],
+                    "left": [
+                        {"driver": lf.driver, "resource": lf.owner, "path": lf.path, "why": lf.why}
+                        for lf in plan.left
                     ],
                 }
             )
@@ -78,16 +87,21 @@ def run_label(args: argparse.Namespace) -> int:
             [
                 p.op.owner,
                 p.op.path,
+                p.op.driver,
                 p.current or "(none)",
-                p.op.value or "",
-                "yes" if p.op.remember else "no",
+                p.preview.change if p.preview else str(p.op.value),
+                p.undo or "",
             ]
-            for p in plan
+            for p in plan.ops
         ]
-        print(table(rows, ["RESOURCE", "PATH", "CURRENT", "NEW", "REMEMBER"]))
+        rows += [
+            [lf.owner, lf.path, lf.driver, "", f"left as it is: {lf.why}", ""] for lf in plan.left
+        ]
+        print(table(rows, ["RESOURCE", "PATH", "DRIVER", "CURRENT", "WOULD", "ON RESTORE"]))
         print("nothing was changed")
         return 0
-    live = mgr.label_domain(domain)
+    res = host.label_report(args.xml)
+    live = res.domain
     sl = live.seclabel("selinux")
     if args.json:
         print_json(
@@ -95,30 +109,35 @@ def run_label(args: argparse.Namespace) -> int:
                 "domain": live.name,
                 "label": sl.label if sl else None,
                 "imagelabel": sl.imagelabel if sl else None,
+                "outcomes": [o.to_json() for o in res.outcomes],
             }
         )
     else:
         print(
             f"domain {live.name} labelled"
-            + (f": process {sl.label}, images {sl.imagelabel}" if sl and sl.label else "")
+            + (f": process {sl.label}, images {res.imagelabel_status}" if sl and sl.label else "")
         )
+        print_outcomes(res.outcomes)
     return 0
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    from svirt import Host
+
     mgr, domain = _load(args)
-    _released, result = mgr.restore_domain(domain.name, fallback=domain)
-    restored = [op for op, _ in result.outcomes if op.action is Action.RESTORE]
+    res = Host(mgr.cfg).restore_labels(domain.name, fallback=domain)
     if args.json:
         print_json(
             {
                 "domain": domain.name,
-                "restored": [op.path for op in restored],
-                "errors": [str(e) for _, e in result.errors],
+                "restored": res.restored,
+                "outcomes": [o.to_json() for o in res.outcomes],
+                "errors": list(res.errors),
             }
         )
     else:
-        print(f"domain {domain.name}: {len(restored)} label(s) restored, MCS level released")
-    for _op, exc in result.errors:
-        print(f"error: {exc}", file=sys.stderr)
-    return 1 if result.errors else 0
+        print(f"domain {domain.name}: {res.summary}; MCS level released")
+        print_outcomes(res.outcomes)
+    for text in res.errors:
+        print(f"error: {text}", file=sys.stderr)
+    return 1 if res.errors else 0

@@ -7,24 +7,18 @@ import sys
 from typing import Any
 
 from svirt.conf import load_config
-from svirt.domain import format_domain, parse_disk, parse_domain_file
-from svirt.errors import LaunchError, SvirtError
+from svirt.domain import format_domain
+from svirt.errors import LaunchError
 from svirt.host import selinux as host_selinux
 from svirt.launch.lifecycle import (
-    attach_disk,
-    detach_disk,
-    erased_memory,
     qemu_alive,
     reconcile,
-    shared_media_notes,
-    start_domain,
-    stop_domain,
 )
 from svirt.policy.verify import find_live_domains
-from svirt.security.manager import SecurityManager, check_domain, default_model
+from svirt.security.manager import SecurityManager
 from svirt.state.domains import DomainState
 
-from .output import print_json, table
+from .output import print_json, print_outcomes, table
 
 __all__ = ["register"]
 
@@ -66,13 +60,9 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
 
 
 def run_start(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    domain = parse_domain_file(args.xml, inactive=True, default_model=default_model(cfg))
-    try:
-        check_domain(domain, cfg)
-    except SvirtError as exc:
-        raise exc.with_source(args.xml) from None
-    res = start_domain(cfg, domain)
+    from svirt import Host
+
+    res = Host(args.config).start_report(args.xml)
     if args.json:
         print_json(
             {
@@ -80,10 +70,12 @@ def run_start(args: argparse.Namespace) -> int:
                 "pid": res.pid,
                 "label": res.label,
                 "imagelabel": res.imagelabel,
+                "imagelabel_status": res.imagelabel_status,
                 "enforced": res.enforced,
                 "notes": list(res.notes),
                 "seconds": round(res.seconds, 3),
                 "warnings": list(res.warnings),
+                "outcomes": [o.to_json() for o in res.outcomes],
             }
         )
         return 0
@@ -91,7 +83,8 @@ def run_start(args: argparse.Namespace) -> int:
     if res.label:
         note = "" if res.enforced else " (recorded, not enforced: SELinux is off here)"
         print(f"  process label {res.label}{note}")
-        print(f"  image label   {res.imagelabel}")
+        print(f"  image label   {res.imagelabel_status}")
+    print_outcomes(res.outcomes)
     for n in res.notes:
         print(f"  note: {n}")
     for w in res.warnings:
@@ -100,27 +93,34 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    erased = erased_memory(cfg, args.name)
-    notes = shared_media_notes(cfg, args.name)
-    how = stop_domain(cfg, args.name, force=args.force, timeout=args.timeout)
-    for text in erased:
+    from svirt import Host
+
+    def progress(text: str) -> None:
+        print(f"svirt: {text}", file=sys.stderr, flush=True)
+
+    res = (
+        Host(args.config)
+        .domain(args.name)
+        .stop(force=args.force, timeout=args.timeout, progress=progress)
+    )
+    for text in res.reinstated:
         print(f"warning: {text}; put back from that copy", file=sys.stderr)
-    for text in notes:
+    for text in res.notes:
         print(f"note: {text}", file=sys.stderr)
     if args.json:
-        print_json({"name": args.name, "stopped": how, "warnings": erased, "notes": notes})
+        print_json(
+            {
+                "name": res.name,
+                "stopped": res.how,
+                "summary": res.summary,
+                "outcomes": [o.to_json() for o in res.outcomes],
+                "warnings": res.reinstated,
+                "notes": res.notes,
+            }
+        )
     else:
-        extra = (
-            f" ({len(erased)} erased original{'s' if len(erased) != 1 else ''} put back "
-            "from svirt's own copy)"
-            if erased
-            else ""
-        )
-        print(
-            f"Domain '{args.name}' stopped ({how}); "
-            f"every remembered label and owner restored{extra}"
-        )
+        print(f"Domain '{args.name}' stopped ({res.how}): {res.summary}")
+        print_outcomes(res.outcomes)
     return 0
 
 
@@ -196,20 +196,31 @@ def run_dumpxml(args: argparse.Namespace) -> int:
 
 
 def run_attach(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    try:
-        with open(args.xml, "rb") as fh:
-            data = fh.read(1 << 20)
-    except OSError as exc:
-        raise SvirtError(f"cannot read disk XML: {exc.strerror}", source=args.xml) from None
-    disk = parse_disk(data, source=args.xml)
-    attach_disk(cfg, args.name, disk)
-    print(f"Disk {disk.target} attached to '{args.name}'")
+    from svirt import Host
+
+    res = Host(args.config).domain(args.name).attach_disk(args.xml)
+    disk = next((d.target for d in reversed(res.domain.disks)), "?")
+    _hotplug(args, f"Disk {disk} attached to '{args.name}'", res)
     return 0
 
 
 def run_detach(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    detach_disk(cfg, args.name, args.target)
-    print(f"Disk {args.target} detached from '{args.name}'; its labels restored")
+    from svirt import Host
+
+    res = Host(args.config).domain(args.name).detach_disk(args.target)
+    _hotplug(args, f"Disk {args.target} detached from '{args.name}'", res)
     return 0
+
+
+def _hotplug(args: argparse.Namespace, head: str, res: Any) -> None:
+    if args.json:
+        print_json(
+            {
+                "name": args.name,
+                "summary": res.summary,
+                "outcomes": [o.to_json() for o in res.outcomes],
+            }
+        )
+        return
+    print(f"{head}: {res.summary}")
+    print_outcomes(res.outcomes)
