@@ -414,7 +414,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
                 "notes": list(cmd.notes),
                 "seconds": time.monotonic() - started,
                 "warnings": preflight_warnings,
-                "outcomes": [o.to_json() for o in (*left, *labelling.report)],
+                "outcomes": [o.to_json() for o in mgr.ordered(live, [*left, *labelling.report])],
             },
         )
     except BaseException as exc:
@@ -791,7 +791,7 @@ def attach(cfg: Config, name: str, disk: Disk) -> HotplugResult:
             remove_from_namespace(rec.pid, created)
         raise
     mgr.store.sync_views()
-    return HotplugResult(new, (*left, *labelling.report))
+    return HotplugResult(new, tuple(mgr.ordered(new, [*left, *labelling.report])))
 
 
 def detach_disk(cfg: Config, name: str, target: str) -> Domain:
@@ -836,4 +836,4 @@ def detach(cfg: Config, name: str, target: str) -> HotplugResult:
         raise result.errors[0][1]
     # libvirt leaves the disk's /dev node in the namespace: it may be another disk's
     # backing layer.
-    return HotplugResult(new, (*left, *result.report))
+    return HotplugResult(new, tuple(mgr.ordered(domain, [*left, *result.report])))

@@ -454,6 +454,13 @@ class SecurityManager:
             planned.append(PlannedOp(op, drv.current(op.path), remembered, preview, undo))
         return planned
 
+    @staticmethod
+    def ordered(
+        domain: Domain, outcomes: Sequence[rep.ResourceOutcome]
+    ) -> list[rep.ResourceOutcome]:
+        """Outcomes in the domain's order of resources (what the CLI lists)."""
+        return rep.ordered(outcomes, [r.path for r in domain_resources(domain) if r.path])
+
     def left(
         self, domain: Domain, action: Action, resources: Sequence[Resource] | None = None
     ) -> list[Left]:
@@ -493,7 +500,7 @@ class SecurityManager:
             self.store.remove(domain.name)
             raise
         self.store.sync_view(live.name)
-        return LabelResult(live, (*left, *result.report))
+        return LabelResult(live, tuple(self.ordered(live, [*left, *result.report])))
 
     def dry_run(self, domain: Domain) -> tuple[Domain, list[PlannedOp]]:
         """The plan of ``label_domain`` without changing anything (the ledger allocation
@@ -650,7 +657,7 @@ class SecurityManager:
             # In the same database transaction as the journal's close: a crash either
             # leaves the files labelled and the domain claimed, or both released.
             failed = failed_of(result)
-            result.report[:0] = before
+            result.report[:] = self.ordered(domain, [*before, *result.report])
             OutcomeReports(self.conn).put(domain.name, [o.to_json() for o in result.report])
             if failed:
                 self.store.set_state(domain.name, DomainState.RESTORE_FAILED, pending=failed)

@@ -24,6 +24,7 @@ __all__ = [
     "describe",
     "from_left",
     "image_label_status",
+    "ordered",
     "shared_notes",
     "summary",
 ]
@@ -34,7 +35,7 @@ FAILED = "failed"  # the operation raised
 # why nothing was remembered (the transaction knows)
 NOT_REMEMBERED_CONFIG = "remember_owner = 0"
 NOT_REMEMBERED_LOCK = "its metadata lock could not be taken"
-NOT_REMEMBERED_KIND = "libvirt never remembers this kind of resource"
+NOT_REMEMBERED_KIND = "libvirt's rule for this kind of resource"
 NOT_REMEMBERED_FILE = "no remembered original on the file"
 
 
@@ -214,6 +215,7 @@ def summary(outcomes: Iterable[ResourceOutcome]) -> str:
         ("in-use", "left in use by other domains"),
         ("unchanged", "left as they were (never changed)"),
         ("left", "left as libvirt leaves them"),
+        ("not-changed", "not changed by rule"),
         ("kept", "kept"),
         ("not-supported", "not supported here"),
         ("failed", "failed"),
@@ -228,9 +230,19 @@ def summary(outcomes: Iterable[ResourceOutcome]) -> str:
         }.get(o.outcome, o.outcome)
         if o.reinstated is not None:
             key = "reinstated"
+        elif key == "left" and "never restores" not in (o.why or ""):
+            key = "not-changed"
         counts[key] = counts.get(key, 0) + 1
     parts = [f"{counts[k]} {words}" for k, words in order if counts.get(k)]
     return ", ".join(parts) if parts else "nothing to do"
+
+
+def ordered(outcomes: Iterable[ResourceOutcome], paths: Sequence[str]) -> list[ResourceOutcome]:
+    """The outcomes in the domain's order of resources (``paths``), SELinux before DAC
+    on each path; paths the domain does not list (search directories) last."""
+    where = {p: i for i, p in reversed(list(enumerate(paths)))}
+    rank = {"selinux": 0, "dac": 1}
+    return sorted(outcomes, key=lambda o: (where.get(o.path, len(where)), rank.get(o.driver, 2)))
 
 
 def image_label_status(imagelabel: str | None, outcomes: Iterable[ResourceOutcome]) -> str:
