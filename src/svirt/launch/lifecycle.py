@@ -20,6 +20,7 @@ restores the labels of a domain whose QEMU is gone too.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -545,8 +546,16 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
                 PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active"
             )
     r, w = os.pipe2(os.O_CLOEXEC)
+    # A caller that used svirt before (a program holding svirt.Host, which stopped a
+    # domain) may hold unreachable sqlite connections to this state database; finalized
+    # later, in the monitor or in this process while the monitor runs, they broke the
+    # monitor's records (issue 14's tests: its restore committed, yet the record stayed
+    # "running" and stop restored a second time). Collect them before forking, and never
+    # collect the caller's objects in the child.
+    gc.collect()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
+        gc.freeze()
         try:
             os.close(r)
             os.setsid()
