@@ -707,8 +707,12 @@ def test_unlabelled_file_is_unlabelled_again(srv_dir: Path, mgr: SecurityManager
     mgr.label_domain(live_domain("vm", disk(f, "vda")))
     assert label_of(f) == IMG and lxattrs(f) == {}
     assert os.getxattr(f, "trusted.svirt.security.selinux_unlabelled") == b"1"
-    mgr.restore_domain("vm")
+    _, result = mgr.restore_domain("vm")
     assert label_of(f) is None and default_label(f) is not None
+    # issue 14: said as it happened (not "restored to None")
+    assert [o.text for o in result.report if o.driver == "selinux"] == [
+        "label removed: the file had none before"
+    ]
     assert "trusted.svirt.security.selinux_unlabelled" not in os.listxattr(f)
 
 

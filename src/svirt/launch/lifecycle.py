@@ -116,9 +116,15 @@ class StopResult:
     name: str
     how: str  # "powered down", "quit", "terminated", "killed", "already stopped"
     outcomes: tuple[rep.ResourceOutcome, ...] = ()
+    reported: bool = True  # False: the restore recorded no report (state db unwritable)
 
     @property
     def summary(self) -> str:
+        if not self.reported:
+            return (
+                "its monitor recorded no report of the restore (the state database could "
+                "not be written?); see 'svirt doctor " + self.name + "'"
+            )
         return rep.summary(self.outcomes)
 
     @property
@@ -637,7 +643,7 @@ def stop(
         time.sleep(0.02)
         rec = mgr.store.read(name)
     if rec is None:
-        return StopResult(name, "already stopped", _taken(mgr, name))
+        return StopResult(name, "already stopped", *_taken(mgr, name))
     how = "already stopped"
     qmp_path, _ = runtime_paths(cfg, name)
     if qemu_alive(rec):
@@ -700,14 +706,15 @@ def stop(
         assert rec.owner is not None
         if mgr.store.take(name, (rec.state,), rec.owner, DomainState.STOPPING):
             mgr.restore_and_release(rec.domain, exclude=_copies_of(rec.private_dev))
-    return StopResult(name, how, _taken(mgr, name))
+    return StopResult(name, how, *_taken(mgr, name))
 
 
-def _taken(mgr: SecurityManager, name: str) -> tuple[rep.ResourceOutcome, ...]:
+def _taken(mgr: SecurityManager, name: str) -> tuple[tuple[rep.ResourceOutcome, ...], bool]:
     """The outcomes the last restore of ``name`` recorded (by its monitor, a reconcile,
-    or this process), removed from the state database."""
-    body = OutcomeReports(mgr.conn).take(name) or []
-    return tuple(rep.ResourceOutcome.from_json(o) for o in body if isinstance(o, dict))
+    or this process), removed from the state database; and whether there was a report."""
+    body = OutcomeReports(mgr.conn).take(name)
+    outs = tuple(rep.ResourceOutcome.from_json(o) for o in body or () if isinstance(o, dict))
+    return outs, body is not None
 
 
 def erased_memory(cfg: Config, name: str) -> list[str]:

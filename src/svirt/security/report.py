@@ -151,6 +151,8 @@ def describe(
         elif outcome is Outcome.SOFT_FAILED:
             why = "not supported on this filesystem"
             text = f"{what} not restored ({why})"
+        elif outcome is Outcome.DONE and after is None and op.driver == "selinux":
+            text = "label removed: the file had none before"
         elif outcome is Outcome.DONE:
             text = f"{what} restored" + (f" to {after}" if after else "")
         else:
