@@ -576,6 +576,7 @@ class Transaction:
         remembered = (
             op.remember
             and op.action is Action.SET
+            and outcome is Outcome.DONE
             and _remembered_value(target, op.driver) is not None
         )
         if not raw_op.remember:
@@ -588,7 +589,7 @@ class Transaction:
             why = "the filesystem keeps no xattrs"
         else:
             why = rep.NOT_REMEMBERED_FILE
-        is_dir = os.path.isdir(target)
+        is_dir = outcome in (Outcome.GRANTED, Outcome.USABLE) and os.path.isdir(target)
         acl = None
         if outcome in (Outcome.GRANTED, Outcome.REVOKED) and op.value:
             uid = op.value.split(":")[0].lstrip("+")
