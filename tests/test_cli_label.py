@@ -117,9 +117,15 @@ def test_label_and_restore(env: Env, capsys: pytest.CaptureFixture[str]) -> None
     label = host_selinux.getfilecon(img)
     assert label is not None and label.startswith("system_u:object_r:svirt_image_t:s0:c")
     level = label.split(":", 3)[3]
-    assert out.strip() == (
-        f"domain vm1 labelled: process system_u:system_r:svirt_t:{level}, images {label}"
+    # issue 14: the image label says where it was applied; each resource says what
+    # happened to it (the read-only ISO's label is the content label, not the image's)
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"domain vm1 labelled: process system_u:system_r:svirt_t:{level}, "
+        f"images {label} (applied to 1 file)"
     )
+    assert f"    selinux label {label} set (original {ORIG} remembered)" in lines
+    assert f"    selinux label {CONTENT} set (original {ORIG} not remembered: " in out
     assert host_selinux.getfilecon(iso) == CONTENT
     assert (env.state / "domains" / "vm1.xml").exists()
     assert env.reservations() == [(level, "vm1")]
@@ -127,6 +133,13 @@ def test_label_and_restore(env: Env, capsys: pytest.CaptureFixture[str]) -> None
     rc, out, _ = env.run(capsys, "restore", str(xml))
     assert rc == 0
     assert out.startswith("domain vm1: ") and "MCS level released" in out
+    # issue 14: the read-only ISO is said to be left, never "restored"
+    assert f"    selinux label {ORIG} restored to {ORIG}" not in out
+    assert f"    selinux label restored to {ORIG} (the remembered original)" in out
+    assert (
+        f"    selinux label {CONTENT} left as it is: read-only medium: like libvirt, svirt "
+        "never restores it (other domains may use it)" in out
+    )
     assert host_selinux.getfilecon(img) == ORIG
     assert host_selinux.getfilecon(iso) == CONTENT  # read-only media are never restored
     assert [n for n in os.listxattr(img) if n.startswith(rem.XATTR_PREFIX)] == []
@@ -158,16 +171,22 @@ def test_dry_run_changes_nothing(env: Env, capsys: pytest.CaptureFixture[str]) -
     assert lines[0] == "dry run: domain vm1 would get"
     assert lines[-1] == "nothing was changed"
     header = next(ln for ln in lines if ln.startswith("RESOURCE"))
-    assert header.split() == ["RESOURCE", "PATH", "CURRENT", "NEW", "REMEMBER"]
-    # PATH CURRENT NEW REMEMBER are the last four columns; DAC rows have +uid:+gid.
-    rows = [ln.split()[-4:] for ln in lines if ln.startswith(("disk ", "kernel "))]
-    selinux = {r[0]: r[1:] for r in rows if not r[2].startswith("+")}
-    assert set(selinux) == {str(img), str(iso), str(kernel)}
-    current, new, remember = selinux[str(img)]
-    assert (current, remember) == (ORIG, "yes")
-    assert new.startswith("system_u:object_r:svirt_image_t:s0:c")
-    assert selinux[str(iso)] == [ORIG, CONTENT, "no"]
-    assert selinux[str(kernel)] == [ORIG, CONTENT, "yes"]
+    # issue 14: what each operation would do now, and what the restore will do
+    assert header.split() == ["RESOURCE", "PATH", "DRIVER", "CURRENT", "WOULD", "ON", "RESTORE"]
+    rc, out, _ = env.run(capsys, "label", "--dry-run", "--json", str(xml))
+    plan = {(p["driver"], p["path"]): p for p in json.loads(out)["plan"]}
+    img_op = plan[("selinux", str(img))]
+    assert (img_op["current"], img_op["remember"]) == (ORIG, True)
+    assert img_op["change"].startswith("label system_u:object_r:svirt_image_t:s0:c")
+    assert img_op["on_restore"] == "restored to the remembered original"
+    iso_op = plan[("selinux", str(iso))]
+    assert (iso_op["current"], iso_op["new"], iso_op["remember"]) == (ORIG, CONTENT, False)
+    assert iso_op["on_restore"] == (
+        "not restored: read-only medium: like libvirt, svirt never restores it "
+        "(other domains may use it)"
+    )
+    assert plan[("selinux", str(kernel))]["on_restore"] == "restored to the remembered original"
+    assert whole_state(img, iso, kernel) == before
     # And a real label afterwards still works (the dry run reserved nothing).
     assert env.run(capsys, "label", str(xml))[0] == 0
 
@@ -194,6 +213,9 @@ def test_dry_run_json_shows_what_is_remembered(
         "new": CONTENT,
         "remember": True,
         "remembered": ORIG,  # the original a's label run recorded
+        "would": "done",
+        "change": f"label {CONTENT} (already)",
+        "on_restore": "restored to the remembered original",
     }
     sl = next(s for s in plan["seclabels"] if s["model"] == "selinux")
     assert sl["label"].startswith("system_u:system_r:svirt_t:s0:c")

@@ -707,8 +707,12 @@ def test_unlabelled_file_is_unlabelled_again(srv_dir: Path, mgr: SecurityManager
     mgr.label_domain(live_domain("vm", disk(f, "vda")))
     assert label_of(f) == IMG and lxattrs(f) == {}
     assert os.getxattr(f, "trusted.svirt.security.selinux_unlabelled") == b"1"
-    mgr.restore_domain("vm")
+    _, result = mgr.restore_domain("vm")
     assert label_of(f) is None and default_label(f) is not None
+    # issue 14: said as it happened (not "restored to None")
+    assert [o.text for o in result.report if o.driver == "selinux"] == [
+        "label removed: the file had none before"
+    ]
     assert "trusted.svirt.security.selinux_unlabelled" not in os.listxattr(f)
 
 
@@ -721,7 +725,13 @@ def test_no_default_label_leaves_the_file_alone(
     with caplog.at_level(logging.WARNING):
         _, result = mgr.restore_domain("vm")
     assert result.errors == []
-    assert [o for _, o in result.outcomes] == [Outcome.SKIPPED]
+    assert [o for _, o in result.outcomes] == [Outcome.NO_DEFAULT]
+    # issue 14: said as it is, never "restored"
+    (entry,) = [o for o in result.report if o.driver == "selinux"]
+    assert entry.outcome == "no-default"
+    assert entry.text == (
+        f"label {IMG} left as it is: nothing remembered and no default label in file_contexts"
+    )
     assert f"cannot lookup default selinux label for {f}" in caplog.text
     assert label_of(f) == IMG
 

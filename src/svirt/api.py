@@ -31,11 +31,11 @@ if TYPE_CHECKING:
     from svirt.doctor import DoctorReport, RecoverReport
     from svirt.domain.blklist import BlockDevice  # tools
     from svirt.host.fileinfo import FileLabels
-    from svirt.launch.lifecycle import StartResult
+    from svirt.launch.lifecycle import HotplugResult, StartResult, StopResult
     from svirt.launch.listing import DomainStatus
     from svirt.policy.oracle import PolicyOracle
     from svirt.policy.verify import VerifyReport
-    from svirt.security.manager import PlannedOp, RestoreReport
+    from svirt.security.manager import LabelResult, Plan, RestoreReport
     from svirt.state.domains import DomainRecord
 
 __all__ = [
@@ -215,15 +215,6 @@ class Host:
         return SecurityManager(self.config).label_domain(self.definition(xml))
 
     @_public
-    def plan(self, xml: XMLSource) -> tuple[DomainDefinition, list[PlannedOp]]:
-        """``svirt label --dry-run``: the live definition :meth:`label` would record and
-        each change it would make (with the file's current label and remembered original);
-        nothing is changed, no MCS level is kept."""
-        from svirt.security.manager import SecurityManager
-
-        return SecurityManager(self.config).dry_run(self.definition(xml))
-
-    @_public
     def restore(self, target: str | os.PathLike[str] | DomainDefinition) -> RestoreReport:
         """``svirt restore NAME|DOMAIN.xml``: restore every label of a labelled domain
         (or one whose restore failed) and release its MCS pair. ``target`` is a domain
@@ -355,6 +346,33 @@ class Host:
             r.domain for r in drv.ledger.reservations() if r.kind != "blocked" and r.level == level
         )
 
+    # honest (issue 14): every command says what happened to each resource --------------
+
+    @_public
+    def start_report(self, xml: XMLSource) -> StartResult:
+        """:meth:`start`, returning the monitor's report: pid, labels, whether the image
+        label was applied, and what happened to each resource (``.outcomes``)."""
+        from svirt.launch.lifecycle import start_domain
+
+        return start_domain(self.config, self.definition(xml))
+
+    @_public
+    def label_report(self, xml: XMLSource) -> LabelResult:
+        """:meth:`label`, with what happened to each resource (``.outcomes``)."""
+        from svirt.security.manager import SecurityManager
+
+        # a live XML (``dumpxml``) keeps its labels: parsed as libvirt's status form
+        return SecurityManager(self.config).label(self.definition(xml, inactive=None))
+
+    @_public
+    def plan(self, xml: XMLSource) -> Plan:
+        """``svirt label --dry-run``: the labels a domain would get, each operation with
+        what it would do to the file now (skipped chowns, ACL entries) and what the
+        restore will do, and what the rules leave alone. Changes nothing."""
+        from svirt.security.manager import SecurityManager
+
+        return SecurityManager(self.config).plan_domain(self.definition(xml, inactive=None))
+
 
 class Domain:
     """A handle on one domain of a :class:`Host`. Properties read the current record.
@@ -412,11 +430,19 @@ class Domain:
         return str(self._record().state)
 
     @_public
-    def stop(self, *, force: bool = False, timeout: float = 10.0) -> str:
-        """Stop the guest and restore every label and owner; returns how QEMU stopped."""
-        from svirt.launch.lifecycle import stop_domain
+    def stop(
+        self,
+        *,
+        force: bool = False,
+        timeout: float = 10.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> StopResult:
+        """Stop the guest; returns how QEMU stopped (``.how``) and what the restore did
+        to each resource (``.outcomes``). ``progress`` is told what is waited for (issue
+        14: honest commands)."""
+        from svirt.launch.lifecycle import stop
 
-        return stop_domain(self.host.config, self.name, force=force, timeout=timeout)
+        return stop(self.host.config, self.name, force=force, timeout=timeout, progress=progress)
 
     @_public
     def erased_originals(self) -> list[str]:
@@ -435,10 +461,10 @@ class Domain:
         return shared_media_notes(self.host.config, self.name)
 
     @_public
-    def attach_disk(self, disk: str | bytes | os.PathLike[str] | Disk) -> Disk:
+    def attach_disk(self, disk: str | bytes | os.PathLike[str] | Disk) -> HotplugResult:
         """Hotplug a disk given as ``<disk>`` XML text, a path to it, or a parsed Disk;
-        returns the disk attached."""
-        from svirt.launch.lifecycle import attach_disk
+        returns the new definition and what happened to each of its files."""
+        from svirt.launch.lifecycle import attach
 
         if not isinstance(disk, Disk):
             if isinstance(disk, bytes) or (isinstance(disk, str) and disk.lstrip().startswith("<")):
@@ -449,17 +475,19 @@ class Domain:
                     with open(path, "rb") as fh:
                         data = fh.read(1 << 20)
                 except OSError as exc:
-                    raise SvirtError(f"cannot read disk XML: {exc.strerror}", source=path) from None
-                disk = parse_disk(data, source=path)
-        attach_disk(self.host.config, self.name, disk)
-        return disk
+                    raise SvirtError(
+                        f"cannot read disk XML: {exc.strerror}", source=str(path)
+                    ) from None
+                disk = parse_disk(data, source=str(path))
+        return attach(self.host.config, self.name, disk)
 
     @_public
-    def detach_disk(self, target: str) -> None:
-        """Hot-unplug the disk with this target (``vdb``) and restore its labels."""
-        from svirt.launch.lifecycle import detach_disk
+    def detach_disk(self, target: str) -> HotplugResult:
+        """Hot-unplug the disk with this target (``vdb``) and restore its labels; returns
+        the new definition and what the restore did to each of its files."""
+        from svirt.launch.lifecycle import detach
 
-        detach_disk(self.host.config, self.name, target)
+        return detach(self.host.config, self.name, target)
 
     def disks(self) -> Sequence[Disk]:
         """The domain's disks as it runs (``svirt domblklist``)."""

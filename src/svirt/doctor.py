@@ -1473,7 +1473,7 @@ def repair_file(
         if restore is not None:
             outcome = result.outcomes[-1][1] if len(result.outcomes) == len(ops) else None
             left = {n for n in r.names if _has_xattr(f.path, n)}
-            if outcome not in (Outcome.DONE, Outcome.SKIPPED) or left:
+            if outcome is None or outcome.kind not in (Outcome.DONE, Outcome.SKIPPED) or left:
                 actions.append(
                     RecoverAction(
                         kind.value,

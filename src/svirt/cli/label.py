@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from svirt import DomainDefinition, Host
+from svirt import Host
 
-from .output import print_json, table
+from .output import print_json, print_outcomes, table
 
 __all__ = ["register"]
 
@@ -44,15 +44,11 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
     p.set_defaults(func=run_restore)
 
 
-def _load(args: argparse.Namespace) -> tuple[Host, DomainDefinition]:
-    host = Host(args.config)
-    return host, host.definition(args.xml)
-
-
 def run_label(args: argparse.Namespace) -> int:
-    mgr, domain = _load(args)
+    host = Host(args.config)
     if args.dry_run:
-        live, plan = mgr.plan(domain)
+        plan = host.plan(args.xml)
+        live = plan.domain
         if args.json:
             print_json(
                 {
@@ -70,8 +66,15 @@ def run_label(args: argparse.Namespace) -> int:
                             "new": p.op.value,
                             "remember": p.op.remember,
                             "remembered": p.remembered,
+                            "would": p.preview.outcome.value if p.preview else None,
+                            "change": p.preview.change if p.preview else None,
+                            "on_restore": p.undo,
                         }
-                        for p in plan
+                        for p in plan.ops
+                    ],
+                    "left": [
+                        {"driver": lf.driver, "resource": lf.owner, "path": lf.path, "why": lf.why}
+                        for lf in plan.left
                     ],
                 }
             )
@@ -84,16 +87,21 @@ def run_label(args: argparse.Namespace) -> int:
             [
                 p.op.owner,
                 p.op.path,
+                p.op.driver,
                 p.current or "(none)",
-                p.op.value or "",
-                "yes" if p.op.remember else "no",
+                p.preview.change if p.preview else str(p.op.value),
+                p.undo or "",
             ]
-            for p in plan
+            for p in plan.ops
         ]
-        print(table(rows, ["RESOURCE", "PATH", "CURRENT", "NEW", "REMEMBER"]))
+        rows += [
+            [lf.owner, lf.path, lf.driver, "", f"left as it is: {lf.why}", ""] for lf in plan.left
+        ]
+        print(table(rows, ["RESOURCE", "PATH", "DRIVER", "CURRENT", "WOULD", "ON RESTORE"]))
         print("nothing was changed")
         return 0
-    live = mgr.label(domain)
+    res = host.label_report(args.xml)
+    live = res.domain
     sl = live.seclabel("selinux")
     if args.json:
         print_json(
@@ -101,19 +109,20 @@ def run_label(args: argparse.Namespace) -> int:
                 "domain": live.name,
                 "label": sl.label if sl else None,
                 "imagelabel": sl.imagelabel if sl else None,
+                "outcomes": [o.to_json() for o in res.outcomes],
             }
         )
     else:
         print(
             f"domain {live.name} labelled"
-            + (f": process {sl.label}, images {sl.imagelabel}" if sl and sl.label else "")
+            + (f": process {sl.label}, images {res.imagelabel_status}" if sl and sl.label else "")
         )
+        print_outcomes(res.outcomes)
     return 0
 
 
 def run_restore(args: argparse.Namespace) -> int:
     report = Host(args.config).restore(args.target)
-    restored = report.restored
     if report.differences:
         print(
             f"note: {args.target} differs from what svirt labelled "
@@ -127,12 +136,14 @@ def run_restore(args: argparse.Namespace) -> int:
                 "domain": report.name,
                 "from_record": report.from_record,
                 "differences": list(report.differences),
-                "restored": list(restored),
+                "restored": report.restored,
+                "outcomes": [o.to_json() for o in report.outcomes],
                 "errors": list(report.errors),
             }
         )
     else:
-        print(f"domain {report.name}: {len(restored)} label(s) restored, MCS level released")
+        print(f"domain {report.name}: {report.summary}; MCS level released")
+        print_outcomes(report.outcomes)
     for text in report.errors:
         print(f"error: {text}", file=sys.stderr)
     return 1 if report.errors else 0

@@ -8,7 +8,7 @@ from typing import Any
 
 from svirt import Domain, Host
 
-from .output import print_json, table
+from .output import print_json, print_outcomes, table
 
 __all__ = ["register"]
 
@@ -59,8 +59,7 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
 
 
 def run_start(args: argparse.Namespace) -> int:
-    res = Host(args.config).start(args.xml).started
-    assert res is not None
+    res = Host(args.config).start_report(args.xml)
     if args.json:
         print_json(
             {
@@ -68,10 +67,12 @@ def run_start(args: argparse.Namespace) -> int:
                 "pid": res.pid,
                 "label": res.label,
                 "imagelabel": res.imagelabel,
+                "imagelabel_status": res.imagelabel_status,
                 "enforced": res.enforced,
                 "notes": list(res.notes),
                 "seconds": round(res.seconds, 3),
                 "warnings": list(res.warnings),
+                "outcomes": [o.to_json() for o in res.outcomes],
             }
         )
         return 0
@@ -79,7 +80,8 @@ def run_start(args: argparse.Namespace) -> int:
     if res.label:
         note = "" if res.enforced else " (recorded, not enforced: SELinux is off here)"
         print(f"  process label {res.label}{note}")
-        print(f"  image label   {res.imagelabel}")
+        print(f"  image label   {res.imagelabel_status}")
+    print_outcomes(res.outcomes)
     for n in res.notes:
         print(f"  note: {n}")
     for w in res.warnings:
@@ -88,27 +90,29 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
+    def progress(text: str) -> None:
+        print(f"svirt: {text}", file=sys.stderr, flush=True)
+
     domain = Domain(Host(args.config), args.name)
-    erased = domain.erased_originals()
-    notes = domain.shared_media_notes()
-    how = domain.stop(force=args.force, timeout=args.timeout)
-    for text in erased:
+    res = domain.stop(force=args.force, timeout=args.timeout, progress=progress)
+    for text in res.reinstated:
         print(f"warning: {text}; put back from that copy", file=sys.stderr)
-    for text in notes:
+    for text in res.notes:
         print(f"note: {text}", file=sys.stderr)
     if args.json:
-        print_json({"name": args.name, "stopped": how, "warnings": erased, "notes": notes})
+        print_json(
+            {
+                "name": res.name,
+                "stopped": res.how,
+                "summary": res.summary,
+                "outcomes": [o.to_json() for o in res.outcomes],
+                "warnings": res.reinstated,
+                "notes": res.notes,
+            }
+        )
     else:
-        extra = (
-            f" ({len(erased)} erased original{'s' if len(erased) != 1 else ''} put back "
-            "from svirt's own copy)"
-            if erased
-            else ""
-        )
-        print(
-            f"Domain '{args.name}' stopped ({how}); "
-            f"every remembered label and owner restored{extra}"
-        )
+        print(f"Domain '{args.name}' stopped ({res.how}): {res.summary}")
+        print_outcomes(res.outcomes)
     return 0
 
 
@@ -136,12 +140,27 @@ def run_dumpxml(args: argparse.Namespace) -> int:
 
 
 def run_attach(args: argparse.Namespace) -> int:
-    disk = Domain(Host(args.config), args.name).attach_disk(args.xml)
-    print(f"Disk {disk.target} attached to '{args.name}'")
+    res = Domain(Host(args.config), args.name).attach_disk(args.xml)
+    disk = next((d.target for d in reversed(res.domain.disks)), "?")
+    _hotplug(args, f"Disk {disk} attached to '{args.name}'", res)
     return 0
 
 
 def run_detach(args: argparse.Namespace) -> int:
-    Domain(Host(args.config), args.name).detach_disk(args.target)
-    print(f"Disk {args.target} detached from '{args.name}'; its labels restored")
+    res = Domain(Host(args.config), args.name).detach_disk(args.target)
+    _hotplug(args, f"Disk {args.target} detached from '{args.name}'", res)
     return 0
+
+
+def _hotplug(args: argparse.Namespace, head: str, res: Any) -> None:
+    if args.json:
+        print_json(
+            {
+                "name": args.name,
+                "summary": res.summary,
+                "outcomes": [o.to_json() for o in res.outcomes],
+            }
+        )
+        return
+    print(f"{head}: {res.summary}")
+    print_outcomes(res.outcomes)

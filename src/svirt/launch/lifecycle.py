@@ -20,6 +20,7 @@ restores the labels of a domain whose QEMU is gone too.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -60,23 +61,28 @@ from svirt.launch.qemu import (
 )
 from svirt.launch.qmp import QMPClient
 from svirt.security import remember as rem
+from svirt.security import report as rep
 from svirt.security.dac import DACDriver, parse_ids
-from svirt.security.driver import LabelOp
+from svirt.security.driver import Action, LabelOp
 from svirt.security.manager import SecurityManager
 from svirt.security.transaction import Transaction
 from svirt.state.db import connect, write_transaction
 from svirt.state.domains import DomainRecord, DomainState, DomainStore
 from svirt.state.originals import KeptOriginals
+from svirt.state.reports import OutcomeReports
 
 __all__ = [
     "RECONCILED",
+    "HotplugResult",
     "StartResult",
+    "StopResult",
     "attach_disk",
     "detach_disk",
     "qemu_alive",
     "reconcile",
     "runtime_paths",
     "start_domain",
+    "stop",
     "stop_domain",
 ]
 
@@ -94,6 +100,58 @@ class StartResult:
     notes: tuple[str, ...]
     seconds: float
     warnings: tuple[str, ...] = ()
+    # issue 14: what happened to each resource (applied, skipped and why, left)
+    outcomes: tuple[rep.ResourceOutcome, ...] = ()
+
+    @property
+    def imagelabel_status(self) -> str:
+        """The image label and whether it was applied ("not applied (relabel='no')")."""
+        return rep.image_label_status(self.imagelabel, self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """How QEMU stopped and what the restore did to each resource (issue 14)."""
+
+    name: str
+    how: str  # "powered down", "quit", "terminated", "killed", "already stopped"
+    outcomes: tuple[rep.ResourceOutcome, ...] = ()
+    reported: bool = True  # False: the restore recorded no report (state db unwritable)
+
+    @property
+    def summary(self) -> str:
+        if not self.reported:
+            return (
+                "its monitor recorded no report of the restore (the state database could "
+                "not be written?); see 'svirt doctor " + self.name + "'"
+            )
+        return rep.summary(self.outcomes)
+
+    @property
+    def reinstated(self) -> list[str]:
+        """The warning of each original put back from svirt's own copy."""
+        return [
+            rem.erased_warning(o.path, o.driver, self.name, o.reinstated)
+            for o in self.outcomes
+            if o.reinstated is not None
+        ]
+
+    @property
+    def notes(self) -> list[str]:
+        """One note per read-only or shareable medium left as libvirt leaves it."""
+        return rep.shared_notes(self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class HotplugResult:
+    """The domain after a hotplug, and what happened to the disk's files."""
+
+    domain: Domain
+    outcomes: tuple[rep.ResourceOutcome, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        return rep.summary(self.outcomes)
 
 
 def _vm_label(domain: Domain) -> str | None:
@@ -281,7 +339,8 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
         # only after it succeeded is there something of ours to restore.
         ops = mgr.set_ops(live)
         copies = [op for op in ops if in_private_dev(private_dev, op.path)]
-        mgr.transaction().run(
+        left = [rep.from_left(lf) for lf in mgr.left(live, Action.SET)]
+        labelling = mgr.transaction().run(
             live.name,
             [op for op in ops if op not in copies],
             on_commit=lambda _r: mgr.store.set_state(
@@ -362,6 +421,7 @@ def _monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
                 "notes": list(cmd.notes),
                 "seconds": time.monotonic() - started,
                 "warnings": preflight_warnings,
+                "outcomes": [o.to_json() for o in mgr.ordered(live, [*left, *labelling.report])],
             },
         )
     except BaseException as exc:
@@ -494,8 +554,16 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
     if rec is not None and (rec.owner_alive() or qemu_alive(rec)):
         raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active")
     r, w = os.pipe2(os.O_CLOEXEC)
+    # A caller that used svirt before (a program holding svirt.Host, which stopped a
+    # domain) may hold unreachable sqlite connections to this state database; finalized
+    # later, in the monitor or in this process while the monitor runs, they broke the
+    # monitor's records (issue 14's tests: its restore committed, yet the record stayed
+    # "running" and stop restored a second time). Collect them before forking, and never
+    # collect the caller's objects in the child.
+    gc.collect()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
+        gc.freeze()
         try:
             os.close(r)
             os.setsid()
@@ -528,6 +596,7 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
         tuple(payload.get("notes") or ()),
         float(payload.get("seconds") or 0.0),
         tuple(payload.get("warnings") or ()),
+        tuple(rep.ResourceOutcome.from_json(o) for o in payload.get("outcomes") or ()),
     )
 
 
@@ -541,9 +610,23 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float = 10.0) -> str:
+    """:func:`stop`, returning only how QEMU was stopped."""
+    return stop(cfg, name, force=force, timeout=timeout).how
+
+
+def stop(
+    cfg: Config,
+    name: str,
+    *,
+    force: bool = False,
+    timeout: float = 10.0,
+    progress: Callable[[str], None] | None = None,
+) -> StopResult:
     """Stop a running domain: QMP ``system_powerdown`` (unless ``force``), then ``quit``,
     then SIGTERM, then SIGKILL; then wait for the monitor to restore every label.
-    Returns how QEMU was stopped."""
+    ``progress`` is told what is being waited for, how long, and each escalation.
+    Returns how QEMU was stopped and what the restore did to each resource."""
+    say = progress or (lambda _text: None)
     mgr = SecurityManager(cfg)
     reconcile(cfg, mgr)
     rec = mgr.store.read(name)
@@ -562,7 +645,7 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
         time.sleep(0.02)
         rec = mgr.store.read(name)
     if rec is None:
-        return "already stopped"
+        return StopResult(name, "already stopped", *_taken(mgr, name))
     how = "already stopped"
     qmp_path, _ = runtime_paths(cfg, name)
     if qemu_alive(rec):
@@ -574,16 +657,35 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
             ) as qmp:
                 if not force:
                     qmp.system_powerdown()
+                    say(
+                        f"waiting up to {timeout:g} s for the guest of '{name}' to power down "
+                        f"(ACPI power button); 'svirt stop --force {name}' quits QEMU at once"
+                    )
                     if _wait_gone(rec.pid, timeout):
                         how = "powered down"
+                    else:
+                        say(
+                            f"the guest did not power down within {timeout:g} s: "
+                            "asking QEMU to quit (QMP quit)"
+                        )
                 if how != "powered down":
                     qmp.quit()
                     how = "quit"
         except SvirtError as exc:
             log.info("QMP: %s", exc)
+            if how != "quit" and not _wait_gone(rec.pid, 0.0):
+                say(f"QEMU's monitor socket does not answer ({exc})")
         for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            if _wait_gone(rec.pid, 3.0 if how == "quit" else 0.0):
+            waited = 3.0 if how == "quit" else 0.0
+            if _wait_gone(rec.pid, waited):
                 break
+            signame = "SIGTERM" if sig == signal.SIGTERM else "SIGKILL"
+            after = {"quit": "3 s after QMP quit", "terminated": "3 s after SIGTERM"}.get(how)
+            say(
+                f"QEMU (pid {rec.pid}) is still running"
+                + (f" {after}" if after else "")
+                + f": sending {signame}"
+            )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.pid, sig)
             how = "terminated" if sig == signal.SIGTERM else "killed"
@@ -606,7 +708,15 @@ def stop_domain(cfg: Config, name: str, *, force: bool = False, timeout: float =
         assert rec.owner is not None
         if mgr.store.take(name, (rec.state,), rec.owner, DomainState.STOPPING):
             mgr.restore_and_release(rec.domain, exclude=_copies_of(rec.private_dev))
-    return how
+    return StopResult(name, how, *_taken(mgr, name))
+
+
+def _taken(mgr: SecurityManager, name: str) -> tuple[tuple[rep.ResourceOutcome, ...], bool]:
+    """The outcomes the last restore of ``name`` recorded (by its monitor, a reconcile,
+    or this process), removed from the state database; and whether there was a report."""
+    body = OutcomeReports(mgr.conn).take(name)
+    outs = tuple(rep.ResourceOutcome.from_json(o) for o in body or () if isinstance(o, dict))
+    return outs, body is not None
 
 
 def erased_memory(cfg: Config, name: str) -> list[str]:
@@ -619,26 +729,16 @@ def erased_memory(cfg: Config, name: str) -> list[str]:
     ]
 
 
-SHARED_MEDIA_NOTE = (
-    "{path} is {what}: like libvirt, svirt leaves the label and owner it gave this "
-    "medium (other domains may use it, and libvirt never restores them); put them back by "
-    "hand once no domain uses it"
-)
-
-
 def shared_media_notes(cfg: Config, name: str) -> list[str]:
-    """What stop leaves as the VM had it: read-only and shareable media (libvirt's rule,
-    which svirt follows so that a libvirt domain using the medium keeps it)."""
-    rec = DomainStore(cfg.state_dir, SecurityManager(cfg).conn).read(name)
+    """What stop will leave as the VM had it: read-only and shareable media (libvirt's
+    rule, which svirt follows so that a libvirt domain using the medium keeps it), from
+    the drivers' own rules and the files as they are now."""
+    mgr = SecurityManager(cfg)
+    rec = mgr.store.read(name)
     if rec is None:
         return []
-    out = []
-    for disk in rec.domain.disks:
-        if disk.source is None or not disk.source.path or not (disk.readonly or disk.shareable):
-            continue
-        what = "read-only" if disk.readonly else "shareable"
-        out.append(SHARED_MEDIA_NOTE.format(path=disk.source.path, what=what))
-    return out
+    left = [rep.from_left(lf) for lf in mgr.left(rec.domain, Action.RESTORE)]
+    return rep.shared_notes(left)
 
 
 def _running(mgr: SecurityManager, name: str) -> DomainRecord:
@@ -650,6 +750,11 @@ def _running(mgr: SecurityManager, name: str) -> DomainRecord:
 
 def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
     """Hotplug: the node in the VM's namespace, labels, then QEMU over QMP."""
+    return attach(cfg, name, disk).domain
+
+
+def attach(cfg: Config, name: str, disk: Disk) -> HotplugResult:
+    """:func:`attach_disk`, with what happened to each of the disk's files."""
     mgr = SecurityManager(cfg)
     rec = _running(mgr, name)
     domain = rec.domain
@@ -669,7 +774,8 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
             run_in_namespace(rec.pid, lambda: _label_copies(overrides))
     # The disk joins the record in the commit of its labels: a crash after it leaves a
     # disk the monitor restores at stop; once the monitor is stopping, nothing joins.
-    mgr.transaction().run(
+    left = [rep.from_left(lf) for lf in mgr.left(new, Action.SET, resources)]
+    labelling = mgr.transaction().run(
         name, ops, on_commit=lambda _r: mgr.store.set_domain_while(new, DomainState.RUNNING)
     )
     qmp_path, _ = runtime_paths(cfg, name)
@@ -703,11 +809,16 @@ def attach_disk(cfg: Config, name: str, disk: Disk) -> Domain:
             remove_from_namespace(rec.pid, created)
         raise
     mgr.store.sync_views()
-    return new
+    return HotplugResult(new, tuple(mgr.ordered(new, [*left, *labelling.report])))
 
 
 def detach_disk(cfg: Config, name: str, target: str) -> Domain:
     """Hot-unplug: QEMU lets go of the disk, then its labels are restored."""
+    return detach(cfg, name, target).domain
+
+
+def detach(cfg: Config, name: str, target: str) -> HotplugResult:
+    """:func:`detach_disk`, with what the restore did to each of the disk's files."""
     mgr = SecurityManager(cfg)
     rec = _running(mgr, name)
     domain = rec.domain
@@ -727,6 +838,11 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
     # The disk leaves the record in the commit of its restore (if the monitor is
     # already stopping the VM, this restore is undone and the monitor does it).
     restore = mgr.restore_ops(domain, list(disk_resources(disk)))
+    left = [
+        rep.from_left(lf)
+        for lf in mgr.left(domain, Action.RESTORE, list(disk_resources(disk)))
+        if not in_private_dev(rec.private_dev, lf.path)
+    ]
     result = mgr.transaction().run(
         name,
         [op for op in restore if not in_private_dev(rec.private_dev, op.path)],
@@ -738,4 +854,4 @@ def detach_disk(cfg: Config, name: str, target: str) -> Domain:
         raise result.errors[0][1]
     # libvirt leaves the disk's /dev node in the namespace: it may be another disk's
     # backing layer.
-    return new
+    return HotplugResult(new, tuple(mgr.ordered(domain, [*left, *result.report])))

@@ -41,7 +41,7 @@ from svirt.host import devices as host_devices
 from svirt.host.ids import resolve_gid, resolve_uid
 from svirt.host.remembered import ACL_XATTR_PREFIX, AclRef, format_acl_ref, parse_acl_ref
 from svirt.security import remember as rem
-from svirt.security.driver import Action, LabelOp, Outcome
+from svirt.security.driver import Action, LabelOp, Left, Outcome, Preview, shared_medium_rule
 from svirt.security.identity import IdentityLedger
 
 __all__ = [
@@ -269,12 +269,7 @@ class DACDriver:
         ops: list[LabelOp] = []
         dirs: list[tuple[str, str]] = []
         for res, path, ids, remember, _readonly in self._entries(domain, resources):
-            # chown mode never restores shared media (libvirt: other VMs may use them);
-            # ACL references are counted per user, so those are always given back.
-            shared = res.kind is ResourceKind.BACKING or (
-                res.kind is ResourceKind.DISK and (res.readonly or res.shareable)
-            )
-            if shared and not self.acl_mode:
+            if self._not_restored(res) is not None:
                 continue
             if (
                 res.kind is ResourceKind.CHARDEV
@@ -294,6 +289,104 @@ class DACDriver:
             for d, ids in sorted(dirs, key=lambda x: len(x[0]), reverse=True)
         )
         return ops
+
+    def _not_restored(self, res: Resource) -> str | None:
+        """Why chown mode never restores a resource's owner: shared media (libvirt:
+        other VMs may use them). ACL references are counted per user, so those are
+        always given back."""
+        if self.acl_mode:
+            return None
+        if res.kind is ResourceKind.BACKING:
+            return shared_medium_rule("backing")
+        if res.kind is ResourceKind.DISK and (res.readonly or res.shareable):
+            return shared_medium_rule("read-only" if res.readonly else "shareable")
+        return None
+
+    def left(self, domain: Domain, resources: Sequence[Resource], action: Action) -> list[Left]:
+        """What the rules above leave alone, and why (issue 14: said, not implied)."""
+        sl = domain.seclabel("dac")
+        disks = [
+            r
+            for r in resources
+            if r.kind in (ResourceKind.DISK, ResourceKind.BACKING) and r.path and r.local
+        ]
+        if sl is None or sl.type is SeclabelType.NONE:
+            return []
+        if not sl.relabel or not self.cfg.dynamic_ownership:
+            why = "relabel='no'" if not sl.relabel else "dynamic_ownership = 0"
+            return [
+                Left("dac", action, r.path, r.owner, why) for r in disks if r.path and r.chain_top
+            ]
+        out: list[Left] = []
+        _dom_ids, img_ids = self._labels(domain) or ("", "")
+        for res in disks:
+            assert res.path is not None
+            if res.storage_type == "dir":
+                continue
+            if self._disk_ids(res, img_ids) is None:
+                out.append(Left("dac", action, res.path, res.owner, "relabel='no' on this disk"))
+                continue
+            rule = self._not_restored(res) if action is Action.RESTORE else None
+            if rule is None:
+                continue
+            owner = self.current(res.path)
+            ids = self._disk_ids(res, img_ids)
+            # What stays is the owner svirt gave it, if it has it (a file QEMU could
+            # already read was never chowned).
+            value = owner if ids is not None and owner == _canonical(ids) else None
+            out.append(Left("dac", action, res.path, res.owner, rule, value))
+        return out
+
+    def preview(self, op: LabelOp) -> Preview:
+        """What :meth:`apply` would do to the file now (``svirt label --dry-run``)."""
+        assert op.value is not None
+        uid, gid = parse_ids(op.value)
+        try:
+            st = os.stat(op.path)
+        except OSError as exc:
+            return Preview(Outcome.SKIPPED, f"cannot stat: {exc.strerror}", None)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        need = host_acl.X if is_dir else (host_acl.R if op.readonly else host_acl.R | host_acl.W)
+        words = "search it" if is_dir else ("read it" if op.readonly else "read and write it")
+        owner = format_ids(st.st_uid, st.st_gid)
+        if not self._needs_ref(op.path, uid, gid, need) or (
+            not self.acl_mode and (st.st_uid, st.st_gid) == (uid, gid)
+        ):
+            return Preview(
+                Outcome.USABLE,
+                f"skipped: {op.value} can already {words} (owner {owner} unchanged)",
+                "nothing to undo",
+            )
+        if self.acl_mode:
+            try:
+                acl, _ = host_acl.read_acl(op.path)
+            except (OSError, ValueError):
+                acl = None
+            if acl is not None:
+                prev = acl.named_user(uid)
+                granted = (prev.perm if prev else 0) | need
+                new_acl = acl.with_named_user(uid, granted)
+                if not _widens_others(acl, new_acl, uid):
+                    mask = new_acl.get(host_acl.MASK)
+                    change = f"ACL entry u:{uid}:{_perm(granted)} added" + (
+                        f" (mask {_perm(mask.perm)})" if mask is not None else ""
+                    )
+                    undo = (
+                        f"ACL entry u:{uid} removed (the ACL as before)"
+                        if prev is None
+                        else f"ACL entry back to u:{uid}:{_perm(prev.perm)}"
+                    )
+                    if _has_acl_ref(op.path, uid):
+                        undo = f"one reference to ACL entry u:{uid} dropped"
+                    return Preview(Outcome.GRANTED, change, undo)
+                if is_dir:
+                    return Preview(
+                        Outcome.SKIPPED, "refused: an ACL entry would widen others", None
+                    )
+            elif is_dir:
+                return Preview(Outcome.SOFT_FAILED, "no ACL support: not searchable", None)
+            return Preview(Outcome.DONE, f"owner {op.value} (chown: no ACL entry possible)", None)
+        return Preview(Outcome.DONE, f"owner {owner} -> {op.value} (chown)", None)
 
     # --- applying -----------------------------------------------------------------------
 
@@ -339,7 +432,7 @@ class DACDriver:
                 )
         if not needed:
             log.debug("dac: %s already usable by %d:%d, not changed", op.path, uid, gid)
-            return Outcome.SKIPPED
+            return Outcome.USABLE
         if op.remember and not counted and not self.acl_mode:
             # issue 11: this used to pass in silence, and stop said "owners restored".
             log.warning(
@@ -377,7 +470,7 @@ class DACDriver:
         is_dir = os.path.isdir(path)
         need = host_acl.X if is_dir else (host_acl.R if op.readonly else host_acl.R | host_acl.W)
         if not self._needs_ref(path, uid, gid, need):
-            return Outcome.SKIPPED
+            return Outcome.USABLE
         try:
             acl, _ = host_acl.read_acl(path)
         except ValueError:
@@ -435,7 +528,7 @@ class DACDriver:
                 f"Unable to set ACLs on {op.path}: {exc.strerror}", exc.errno
             ) from None
         log.debug("dac: %s +acl u:%d:%o (st %o)", op.path, uid, granted, st.st_mode)
-        return Outcome.DONE
+        return Outcome.GRANTED
 
     def _fallback_chown(self, op: LabelOp, path: str, uid: int, gid: int) -> Outcome:
         if os.path.isdir(path):
@@ -462,19 +555,19 @@ class DACDriver:
             return self._restore_acl(op, path, uid)
         recalled = rem.recall(path, "dac", name=op.path) if op.remember else rem.NOT_REMEMBERED
         if recalled is rem.IN_USE:
-            return Outcome.SKIPPED
+            return Outcome.IN_USE
         if isinstance(recalled, str):
             ouid, ogid = parse_ids(recalled)
         else:
             if self.acl_mode and _xattrs_supported(path):
                 # No ACL reference and no remembered owner: nothing was changed here.
-                return Outcome.SKIPPED
+                return Outcome.UNCHANGED
             st = self._stat(op, path)
             qemu = parse_ids(op.value) if op.value else (self.uid, self.gid)
             if (st.st_uid, st.st_gid) != qemu:
                 # libvirt chowns to root:root here; a file not owned by QEMU's identity
                 # was never chowned by us, so its owner is left alone.
-                return Outcome.SKIPPED
+                return Outcome.UNCHANGED
             ouid, ogid = 0, 0
             if not _xattrs_supported(path):
                 log.warning(
@@ -484,8 +577,11 @@ class DACDriver:
                 )
         st = self._stat(op, path)
         if (st.st_uid, st.st_gid) == (ouid, ogid):
-            return Outcome.SKIPPED
-        return self._chown(op, path, ouid, ogid)
+            return Outcome.UNCHANGED
+        outcome = self._chown(op, path, ouid, ogid)
+        if outcome is Outcome.DONE:
+            return Outcome.RESTORED if isinstance(recalled, str) else Outcome.DEFAULTED
+        return outcome
 
     def _restore_acl(self, op: LabelOp, path: str, uid: int) -> Outcome:
         state = _read_acl_ref(path, uid)
@@ -493,7 +589,7 @@ class DACDriver:
         ref, prev, mask, this_boot = state
         if this_boot and ref > 1:
             _write_or_clear_ref(path, uid, (ref - 1, prev, mask))
-            return Outcome.SKIPPED
+            return Outcome.IN_USE
         try:
             acl, _ = host_acl.read_acl(path)
             acl = acl.with_named_user(uid, prev)
@@ -505,7 +601,22 @@ class DACDriver:
         except (OSError, ValueError) as exc:
             raise SecurityError(f"Unable to set ACLs on {op.path}: {exc}") from None
         _write_or_clear_ref(path, uid, None)
-        return Outcome.DONE
+        return Outcome.REVOKED
+
+
+def _perm(bits: int) -> str:
+    return (
+        ("r" if bits & host_acl.R else "-")
+        + ("w" if bits & host_acl.W else "-")
+        + ("x" if bits & host_acl.X else "-")
+    )
+
+
+def _canonical(ids: str) -> str | None:
+    try:
+        return format_ids(*parse_ids(ids))
+    except SecurityError:
+        return None
 
 
 def _searchable_without_named(

@@ -37,8 +37,9 @@ from svirt.errors import (
 )
 from svirt.host import selinux as host_selinux
 from svirt.host.procs import pid_alive
+from svirt.security import report as rep
 from svirt.security.dac import DACDriver
-from svirt.security.driver import Action, LabelOp, SecurityDriver
+from svirt.security.driver import Action, LabelOp, Left, Outcome, Preview, SecurityDriver
 from svirt.security.identity import IdentityLedger, vm_identity_enabled
 from svirt.security.ledger import open_ledger
 from svirt.security.nop import NopDriver
@@ -48,8 +49,11 @@ from svirt.security.transaction import RecoveryAction, Transaction, TransactionR
 from svirt.state.db import connect, write_transaction
 from svirt.state.domains import DomainState, DomainStore
 from svirt.state.journal import Journal
+from svirt.state.reports import OutcomeReports
 
 __all__ = [
+    "LabelResult",
+    "Plan",
     "PlannedOp",
     "RestoreReport",
     "SecurityManager",
@@ -162,6 +166,32 @@ class PlannedOp:
     op: LabelOp
     current: str | None
     remembered: str | None  # the remembered original, if any
+    # issue 14: what applying it would do now, and what the restore will do
+    preview: Preview | None = None
+    undo: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """``svirt label --dry-run``: the live definition, every operation with what it
+    would do, and what the drivers' rules leave alone."""
+
+    domain: Domain
+    ops: tuple[PlannedOp, ...]
+    left: tuple[Left, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelResult:
+    """``svirt label``: the live definition and what happened to each resource."""
+
+    domain: Domain
+    outcomes: tuple[rep.ResourceOutcome, ...]
+
+    @property
+    def imagelabel_status(self) -> str:
+        sl = self.domain.seclabel("selinux")
+        return rep.image_label_status(sl.imagelabel if sl else None, self.outcomes)
 
 
 class SecurityManager:
@@ -379,6 +409,11 @@ class SecurityManager:
             self.identities.release(name)
 
     def plan(self, domain: Domain, ops: Sequence[LabelOp]) -> list[PlannedOp]:
+        """Each operation with the file's current state, what applying it would do now
+        (the driver's preview: a chown that will be skipped, the ACL entry it adds) and
+        what the restore will do (from the drivers' restore plan and rules)."""
+        restores = {(o.driver, o.path): o for o in self.restore_ops(domain)}
+        kept = {(lf.driver, lf.path): lf.why for lf in self.left(domain, Action.RESTORE) if lf.why}
         planned = []
         for op in ops:
             drv = self.drivers[op.driver]
@@ -388,13 +423,46 @@ class SecurityManager:
                 remembered = info.original if info is not None else None
             except OSError:
                 pass
-            planned.append(PlannedOp(op, drv.current(op.path), remembered))
+            preview = drv.preview(op) if op.action is Action.SET else None
+            undo = preview.undo if preview is not None else None
+            if undo is None:
+                back = restores.get((op.driver, op.path))
+                if preview is not None and preview.outcome is Outcome.USABLE:
+                    undo = "nothing to undo"
+                elif back is None:
+                    undo = "not restored: " + kept.get((op.driver, op.path), "libvirt's rule")
+                elif back.remember and op.remember and self.cfg.remember_owner:
+                    undo = "restored to the remembered original"
+                else:
+                    why = "remember_owner = 0" if not self.cfg.remember_owner else "not remembered"
+                    undo = f"reset to the default ({why})"
+            planned.append(PlannedOp(op, drv.current(op.path), remembered, preview, undo))
         return planned
+
+    @staticmethod
+    def ordered(
+        domain: Domain, outcomes: Sequence[rep.ResourceOutcome]
+    ) -> list[rep.ResourceOutcome]:
+        """Outcomes in the domain's order of resources (what the CLI lists)."""
+        return rep.ordered(outcomes, [r.path for r in domain_resources(domain) if r.path])
+
+    def left(
+        self, domain: Domain, action: Action, resources: Sequence[Resource] | None = None
+    ) -> list[Left]:
+        """What every driver's rules leave alone for this domain, and why."""
+        res = list(domain_resources(domain)) if resources is None else list(resources)
+        return [lf for drv in self.drivers.values() for lf in drv.left(domain, res, action)]
 
     def label_domain(
         self, domain: Domain, *, step_hook: Callable[[int], None] | None = None
     ) -> Domain:
         """``svirt label``: generate labels, record the domain, label every resource."""
+        return self.label(domain, step_hook=step_hook).domain
+
+    def label(
+        self, domain: Domain, *, step_hook: Callable[[int], None] | None = None
+    ) -> LabelResult:
+        """:meth:`label_domain`, with what happened to each resource."""
         self.recover()
         # Claiming the name first makes a second process labelling the same domain fail
         # here, before it allocates or touches anything.
@@ -406,7 +474,10 @@ class SecurityManager:
                 self.store.set_state(live.name, DomainState.LABELLED)
                 self.store.set_domain(live)
 
-            self.transaction(step_hook).run(live.name, self.set_ops(live), on_commit=commit)
+            left = [rep.from_left(lf) for lf in self.left(live, Action.SET)]
+            result = self.transaction(step_hook).run(
+                live.name, self.set_ops(live), on_commit=commit
+            )
             self.record_shared(live)
         except BaseException:
             # The transaction put every file back; give back the level and the name.
@@ -414,18 +485,24 @@ class SecurityManager:
             self.store.remove(domain.name)
             raise
         self.store.sync_view(live.name)
-        return live
+        return LabelResult(live, tuple(self.ordered(live, [*left, *result.report])))
 
     def dry_run(self, domain: Domain) -> tuple[Domain, list[PlannedOp]]:
         """The plan of ``label_domain`` without changing anything (the ledger allocation
         happens inside a database transaction that is rolled back)."""
+        plan = self.plan_domain(domain)
+        return plan.domain, list(plan.ops)
+
+    def plan_domain(self, domain: Domain) -> Plan:
+        """:meth:`dry_run`, with what the drivers' rules leave alone."""
         drv = self.selinux
         preview = drv.ledger.preview() if drv is not None else contextlib.nullcontext()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             with preview:
                 live = self.gen_labels(domain)
-            return live, self.plan(live, self.set_ops(live))
+            ops = self.plan(live, self.set_ops(live))
+            return Plan(live, tuple(ops), tuple(self.left(live, Action.SET)))
         finally:
             self.conn.execute("ROLLBACK")
 
@@ -470,6 +547,7 @@ class SecurityManager:
                 + f"domain '{name}' is being changed by another svirt process"
             )
         result = self.restore_and_release(domain, pending)
+        OutcomeReports(self.conn).take(name)  # returned here: nobody else reads it
         return self.release_labels(domain), result
 
     def _foreign_paths(self, domain: Domain, ops: Sequence[LabelOp]) -> set[str]:
@@ -544,6 +622,23 @@ class SecurityManager:
         foreign = self._foreign_paths(domain, ops)
         if foreign:
             ops = [op for op in ops if op.path not in foreign]
+        left = [] if pending is not None else self.left(domain, Action.RESTORE)
+        if exclude is not None:
+            left = [lf for lf in left if not exclude(lf.path)]
+        before = [rep.from_left(lf) for lf in left] + [
+            rep.ResourceOutcome(
+                op.driver,
+                op.action.value,
+                op.owner,
+                op.path,
+                rep.LEFT,
+                f"{'owner' if op.driver == 'dac' else 'label'} left as it is: the path now "
+                "names a file labelled for another running domain",
+                why="replaced by another domain's file",
+            )
+            for op in self.restore_ops(domain)
+            if op.path in foreign
+        ]
 
         def failed_of(result: TransactionResult) -> list[str]:
             return sorted({f"{op.driver}:{op.path}" for op, _ in result.errors})
@@ -552,6 +647,8 @@ class SecurityManager:
             # In the same database transaction as the journal's close: a crash either
             # leaves the files labelled and the domain claimed, or both released.
             failed = failed_of(result)
+            result.report[:] = self.ordered(domain, [*before, *result.report])
+            OutcomeReports(self.conn).put(domain.name, [o.to_json() for o in result.report])
             if failed:
                 self.store.set_state(domain.name, DomainState.RESTORE_FAILED, pending=failed)
             else:
@@ -586,9 +683,18 @@ class RestoreReport:
     differences: tuple[str, ...] = ()
 
     @property
-    def restored(self) -> tuple[str, ...]:
-        """The path of each restore operation that ran (one per driver and file)."""
-        return tuple(op.path for op, _ in self.result.outcomes if op.action is Action.RESTORE)
+    def outcomes(self) -> tuple[rep.ResourceOutcome, ...]:
+        """What happened to each resource (restored, reset, left as it is, and why)."""
+        return tuple(self.result.report)
+
+    @property
+    def summary(self) -> str:
+        return rep.summary(self.outcomes)
+
+    @property
+    def restored(self) -> list[str]:
+        """The paths whose label or owner was changed back."""
+        return sorted({o.path for o in self.outcomes if o.changed})
 
     @property
     def errors(self) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from svirt.domain.model import Domain, Seclabel
 from svirt.domain.resources import Resource
-from svirt.security.driver import LabelOp, Outcome
+from svirt.security.driver import Action, LabelOp, Left, Outcome, Preview
 
 __all__ = ["NopDriver"]
 
@@ -37,3 +37,9 @@ class NopDriver:
 
     def current(self, path: str) -> str | None:
         return None
+
+    def left(self, domain: Domain, resources: Sequence[Resource], action: Action) -> list[Left]:
+        return []
+
+    def preview(self, op: LabelOp) -> Preview:
+        return Preview(Outcome.SKIPPED, "nothing (no security driver)", None)

@@ -53,7 +53,7 @@ from svirt.policy.oracle import (
     tclass_for_mode,
 )
 from svirt.security import remember as rem
-from svirt.security.driver import Action, LabelOp, Outcome
+from svirt.security.driver import Action, LabelOp, Left, Outcome, Preview, shared_medium_rule
 from svirt.security.ledger import Ledger
 
 __all__ = [
@@ -542,20 +542,7 @@ class SELinuxDriver:
 
         for res in resources:
             if res.kind is ResourceKind.DISK:
-                # Only the top of a chain is restored, and never read-only or shareable
-                # media: other VMs may still be using them (libvirt's reasoning). This
-                # also keeps relabel='optional' symmetric: media it left alone are never
-                # restored.
-                own = res.seclabel("selinux")
-                if (
-                    not res.local
-                    or not res.path
-                    or res.readonly
-                    or res.shareable
-                    or res.storage_type == "dir"
-                    or (own is not None and not own.relabel)
-                    or (own is not None and own.labelskip)
-                ):
+                if _disk_not_restored(res) is not None or res.path is None:
                     continue
                 add(res.path, True, res)
             elif res.kind is ResourceKind.HOSTDEV and res.hostdev is not None:
@@ -580,6 +567,57 @@ class SELinuxDriver:
                 add(res.path, True, res)
         return ops
 
+    def left(self, domain: Domain, resources: Sequence[Resource], action: Action) -> list[Left]:
+        """What the rules above leave alone, and why (issue 14: said, not implied)."""
+        sl = domain.seclabel("selinux")
+        if sl is None or sl.type is SeclabelType.NONE:
+            return []
+        out: list[Left] = []
+        for res in resources:
+            if not res.path or not res.local:
+                continue
+            if not sl.relabel:
+                if res.chain_top:
+                    out.append(Left("selinux", action, res.path, res.owner, "relabel='no'"))
+                continue
+            if res.kind not in (ResourceKind.DISK, ResourceKind.BACKING):
+                continue
+            why: str | None
+            if action is Action.SET:
+                why = None
+                if sl.imagelabel is not None and self._disk_label(res, sl.imagelabel) is None:
+                    why = "relabel='no' on this disk"
+                elif sl.imagelabel is not None and self._keeps_label(domain, res, res.path):
+                    why = f"relabel='optional': {sl.label} can already use it as it is labelled"
+            elif res.kind is ResourceKind.BACKING:
+                why = shared_medium_rule("backing")
+            else:
+                why = _disk_not_restored(res) or None
+            if why is None:
+                continue
+            value = None
+            if action is Action.RESTORE and "never restores" in why and sl.imagelabel:
+                # What stays is the label svirt gave it, if it still carries it.
+                given = self._disk_label(res, sl.imagelabel)
+                current = self.current(res.path)
+                value = current if given is not None and current == given else None
+            out.append(Left("selinux", action, res.path, res.owner, why, value))
+        return out
+
+    def preview(self, op: LabelOp) -> Preview:
+        now = self.current(op.path)
+        undo = None  # the manager says it from the restore plan
+        if (
+            op.readonly
+            and not op.remember
+            and op.value == self.contexts.content_context
+            and now == self.contexts.file_context
+        ):
+            return Preview(Outcome.SHARED_KEPT, f"label {now} kept (shareable already)", undo)
+        if now == op.value:
+            return Preview(Outcome.DONE, f"label {op.value} (already)", undo)
+        return Preview(Outcome.DONE, f"label {op.value}", undo)
+
     # --- applying -----------------------------------------------------------------------
 
     def current(self, path: str) -> str | None:
@@ -601,7 +639,7 @@ class SELinuxDriver:
                 # lets every VM read it; virt_content_t would take its writes away from
                 # the running VM, for good (issue 11).
                 log.debug("selinux: %s is shareable already: label kept", op.path)
-                return Outcome.SKIPPED
+                return Outcome.SHARED_KEPT
             return self._set(op.path, target or op.path, op.value, op.remember)
         return self._restore(op.path, target, op.remember)
 
@@ -697,12 +735,14 @@ class SELinuxDriver:
                 f"cannot resolve symlink {name}: {exc.strerror}", exc.errno or errno.EIO
             ) from None
         label: str | None = None
+        recalled = False
         if recall:
             got = rem.recall(target, "selinux", name=name)
             if got is rem.IN_USE:
-                return Outcome.SKIPPED
+                return Outcome.IN_USE
             if isinstance(got, str):
                 label = got
+                recalled = True
         if label is None and recall and _take_unlabelled_mark(target):
             try:
                 os.removexattr(target, "security.selinux")
@@ -717,8 +757,29 @@ class SELinuxDriver:
             label = host_selinux.lookup_default_label(canonical, st.st_mode)
             if label is None:
                 log.warning("cannot lookup default selinux label for %s", name)
-                return Outcome.SKIPPED
-        return self._setfilecon(name, target, label)
+                return Outcome.NO_DEFAULT
+        outcome = self._setfilecon(name, target, label)
+        if outcome is Outcome.DONE:
+            return Outcome.RESTORED if recalled else Outcome.DEFAULTED
+        return outcome
+
+
+def _disk_not_restored(res: Resource) -> str | None:
+    """Why a disk's label is not restored ("" when it is no local file), or None.
+
+    Only the top of a chain is restored, and never read-only or shareable media: other
+    VMs may still be using them (libvirt's reasoning). This also keeps
+    relabel='optional' symmetric: media it left alone are never restored."""
+    own = res.seclabel("selinux")
+    if not res.local or not res.path or res.storage_type == "dir":
+        return ""
+    if own is not None and own.labelskip:
+        return ""
+    if own is not None and not own.relabel:
+        return "relabel='no' on this disk"
+    if res.readonly or res.shareable:
+        return shared_medium_rule("read-only" if res.readonly else "shareable")
+    return None
 
 
 UNLABELLED_XATTR = "trusted.svirt.security.selinux_unlabelled"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from svirt.errors import LabelSystemError, SecurityError, SvirtError
 from svirt.host.files import FileState, restore_state, snapshot
 from svirt.security import remember as rem
+from svirt.security import report as rep
 from svirt.security.driver import Action, LabelOp, Outcome, SecurityDriver
 from svirt.state.db import write_transaction
 from svirt.state.journal import Journal
@@ -324,9 +325,23 @@ class TransactionResult:
     # (path, driver, original) whose remembered xattrs had been erased by someone else
     # and were put back from svirt's own copy before the restore
     reinstated: list[tuple[str, str, str]] = field(default_factory=list)
+    # issue 14: what happened to each resource, in order (failures included); the
+    # manager prepends what the drivers' rules left alone
+    report: list[rep.ResourceOutcome] = field(default_factory=list)
 
 
 _REMEMBERED_DRIVERS = ("selinux", "dac")
+
+
+def _current(drv: SecurityDriver, target: str) -> str | None:
+    current = getattr(drv, "current", None)  # recover's own step has none
+    if current is None:
+        return None
+    try:
+        value = current(target)
+    except (OSError, SvirtError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _remembered_value(target: str, driver: str) -> str | None:
@@ -441,6 +456,7 @@ class Transaction:
                         exc = unusable[op.path] = pin_error
                 if not (isinstance(exc, LabelSystemError) and exc.errno == errno.ENOENT):
                     result.errors.append((op, exc))  # a file that is gone has nothing to restore
+                    result.report.append(rep.failed(op, str(exc)))
             ops = [op for op in ops if op.path not in unusable]
             if not ops:
                 return self._commit_only(result, on_commit)
@@ -497,17 +513,28 @@ class Transaction:
                 op = self._effective(raw_op, locks)
                 if op.path not in touched:
                     touched.append(op.path)
+                target = pins.targets[op.path]
+                reinstated = None
                 if kept is not None and op.action is Action.RESTORE and op.remember:
-                    self._reinstate(kept, domain, op, pins.targets[op.path], result)
+                    n = len(result.reinstated)
+                    self._reinstate(kept, domain, op, target, result)
+                    if len(result.reinstated) > n:
+                        reinstated = result.reinstated[-1][2]
+                drv = self.drivers[op.driver]
+                before_value = _current(drv, target)
                 try:
-                    outcome = self.drivers[op.driver].apply(op, pins.targets[op.path])
+                    outcome = drv.apply(op, target)
                 except SvirtError as exc:
                     if not best_effort:
                         raise
                     log.warning("%s", exc)
                     result.errors.append((op, exc))
+                    result.report.append(rep.failed(op, str(exc)))
                     continue
                 result.outcomes.append((op, outcome))
+                result.report.append(
+                    self._describe(raw_op, op, outcome, target, before_value, reinstated)
+                )
                 if self.step_hook is not None:
                     self.step_hook(i)
         except BaseException:
@@ -534,6 +561,51 @@ class Transaction:
             if tx is not None and self.journal is not None:
                 self.journal.finish(tx, "rolledback")
             raise
+
+    def _describe(
+        self,
+        raw_op: LabelOp,
+        op: LabelOp,
+        outcome: Outcome,
+        target: str,
+        before: str | None,
+        reinstated: str | None,
+    ) -> rep.ResourceOutcome:
+        """The record of one applied operation: what the driver did and, where nothing
+        was remembered, why (this transaction knows: the plan, remember_owner, locks)."""
+        remembered = (
+            op.remember
+            and op.action is Action.SET
+            and outcome is Outcome.DONE
+            and _remembered_value(target, op.driver) is not None
+        )
+        if not raw_op.remember:
+            why = rep.NOT_REMEMBERED_KIND
+        elif not self.remember and not self.recall_unlocked:
+            why = rep.NOT_REMEMBERED_CONFIG
+        elif not op.remember:
+            why = rep.NOT_REMEMBERED_LOCK
+        elif op.action is Action.SET:
+            why = "the filesystem keeps no xattrs"
+        else:
+            why = rep.NOT_REMEMBERED_FILE
+        is_dir = outcome in (Outcome.GRANTED, Outcome.USABLE) and os.path.isdir(target)
+        acl = None
+        if outcome in (Outcome.GRANTED, Outcome.REVOKED) and op.value:
+            uid = op.value.split(":")[0].lstrip("+")
+            perm = "--x" if is_dir else ("r--" if op.readonly else "rw-")
+            acl = f"u:{uid}:{perm}" if outcome is Outcome.GRANTED else f"u:{uid}"
+        return rep.describe(
+            op,
+            outcome,
+            before=before,
+            after=_current(self.drivers[op.driver], target),
+            remembered=remembered,
+            not_remembered_why=why,
+            reinstated=reinstated,
+            is_dir=is_dir,
+            acl=acl,
+        )
 
     @staticmethod
     def _keep(

@@ -85,6 +85,13 @@ CREATE TABLE IF NOT EXISTS kept_originals (
     value TEXT NOT NULL,
     PRIMARY KEY (domain, driver, path)
 );
+-- issue 14 (honest commands): the per-resource outcomes of a domain's last restore,
+-- written in the commit that drops its record, read (and removed) by `svirt stop`
+CREATE TABLE IF NOT EXISTS outcome_reports (
+    domain TEXT PRIMARY KEY,
+    written REAL NOT NULL,
+    body TEXT NOT NULL
+);
 """
 
 
