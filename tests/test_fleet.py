@@ -332,10 +332,129 @@ def test_one_member_killed_allocation_goes_on_two_killed_refused(
             if m.proc is None:
                 own_cluster.restart(m)
         own_cluster.wait_leader()
-        assert wait_until(lambda: not a.conn.execute("SELECT 1 FROM fleet_pending").fetchone(), 15)
+        # The refused allocation may have been taken by a member that still led and be
+        # committed now that the quorum is back: its undo is queued with the releases.
+        assert wait_until(lambda: not a.conn.execute(_QUEUED).fetchone(), 15)
         held = {v["domain"] for v in fleet.pairs().values()}
         assert "before" not in held and "refused" not in held  # nothing reserved either
         assert held == {f"one-down-{i}" for i in range(5)}
+    finally:
+        fleet.stop_keepers()
+
+
+_QUEUED = "SELECT 1 FROM fleet_pending UNION ALL SELECT 1 FROM fleet_undo"
+
+
+def _taken_but_not_committed(
+    cluster: EtcdCluster, fleet: Fleet, write: Callable[[EtcdLedger], object]
+) -> tuple[EtcdLedger, list[tuple[object, ...]]]:
+    """Provoke a write whose outcome is unknown and that commits later: a ledger that
+    talks to the leader only runs ``write`` just after the leader's followers died, so
+    the leader appends the proposal but cannot commit it; the client times out. Then one
+    follower comes back first: the old leader's log is the longer one, so it wins the
+    election and commits what it took. Tried again (at most 3 times) when the leader had
+    already stepped down before the write reached it. Returns the ledger (host ha, domain
+    ``warm`` allocated, no keeper: the test flushes) and its queued undo rows."""
+    conn = connect(fleet.root / "ha")
+    fleet.conns.append(conn)
+    probe = FleetClient(fleet.settings("probe"))
+    for _attempt in range(3):
+        leader = cluster.leader()
+        followers = [m for m in cluster.members if m is not leader]
+        settings = fleet.settings("ha", endpoints=(leader.endpoint,))
+        a = EtcdLedger(conn, 0, 0, 1023, settings, keeper=False)
+        if not a.levels_of("warm"):
+            a.allocate("warm")  # the lease exists and the leader was just checked
+        for m in followers:
+            cluster.kill(m)
+        with pytest.raises(FleetUnavailable):
+            write(a)
+        undo = conn.execute("SELECT key, value, ops, level, domain, kind, queued FROM fleet_undo")
+        rows = undo.fetchall()
+        cluster.restart(followers[0])
+        cluster.wait_leader()
+        cluster.restart(followers[1])
+        cluster.wait_leader()
+        for row in rows:
+            got = probe.get(str(row[0]))
+            if got is not None and got[0] == json.loads(str(row[1])):
+                return a, rows
+        a.flush()  # it never committed: the undo finds nothing to do
+        assert conn.execute(_QUEUED).fetchall() == []
+    raise AssertionError("the leader never took the write before stepping down (3 tries)")
+
+
+def test_unanswered_allocation_that_commits_later_is_undone(
+    own_cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    """An allocation reported failed whose proposal commits later is taken back by the
+    host's pending queue, and that undo never deletes a later reservation of the pair."""
+    fleet = Fleet(own_cluster, tmp_path, "/t/")
+    probe = FleetClient(fleet.settings("probe"))
+    try:
+        a, rows = _taken_but_not_committed(own_cluster, fleet, lambda a: a.allocate("refused"))
+        assert a.levels_of("refused") == [] and len(rows) == 1
+        key, _value, _ops, level, domain, _kind, _queued = rows[0]
+        assert domain == "refused"
+        got = probe.get(str(key))  # committed after the client was told it failed
+        assert got is not None and (got[0]["domain"], got[0]["host"]) == ("refused", "ha")
+        assert probe.get(f"/t/held/ha/{level}") is not None  # bound to the host's lease
+        a.flush()  # what the keeper does once etcd answers
+        assert probe.get(str(key)) is None and probe.get(f"/t/held/ha/{level}") is None
+        assert a.conn.execute(_QUEUED).fetchall() == []
+        assert {v["domain"] for v in fleet.pairs().values()} == {"warm"}
+        # Another domain reserves the pair legitimately; the same undo sent again (as
+        # after an undo whose own answer was lost) finds another value and deletes nothing.
+        b = fleet.ledger("hb")
+        b.reserve("later", str(level))
+        with a.conn:
+            a.conn.execute("INSERT INTO fleet_undo VALUES (?, ?, ?, ?, ?, ?, ?)", rows[0])
+        a.flush()
+        assert a.conn.execute(_QUEUED).fetchall() == []
+        got = probe.get(str(key))
+        assert got is not None and (got[0]["domain"], got[0]["host"]) == ("later", "hb")
+        assert b.levels_of("later") == [level]
+    finally:
+        fleet.stop_keepers()
+
+
+def test_unanswered_static_holder_key_that_commits_later_is_undone(
+    own_cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    fleet = Fleet(own_cluster, tmp_path, "/t/")
+    try:
+        a, rows = _taken_but_not_committed(
+            own_cluster, fleet, lambda a: a.reserve("st", "s0:c1,c2", static=True)
+        )
+        assert a.levels_of("st") == [] and len(rows) == 1
+        assert fleet.statics() == {("s0:c1,c2", "ha", "st")}  # committed after all
+        a.flush()
+        assert fleet.statics() == set() and a.conn.execute(_QUEUED).fetchall() == []
+        assert {v["domain"] for v in fleet.pairs().values()} == {"warm"}
+    finally:
+        fleet.stop_keepers()
+
+
+def test_unanswered_handover_that_commits_later_is_taken_back(
+    own_cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    """``migrate-label`` reported failed: the pair stays the source's, which still runs
+    the domain, and its stop frees it (not left handed to a host that never starts it)."""
+    fleet = Fleet(own_cluster, tmp_path, "/t/")
+    probe = FleetClient(fleet.settings("probe"))
+    try:
+        a, rows = _taken_but_not_committed(own_cluster, fleet, lambda a: a.migrate("warm", "hb"))
+        assert len(rows) == 1 and rows[0][5] == "handover"
+        (level,) = a.levels_of("warm")
+        assert [(v["domain"], v["host"]) for v in fleet.pairs().values()] == [("warm", "hb")]
+        assert probe.get("/t/handover/hb/warm") is not None  # committed after all
+        a.flush()
+        assert [(v["domain"], v["host"]) for v in fleet.pairs().values()] == [("warm", "ha")]
+        assert probe.get("/t/handover/hb/warm") is None
+        assert probe.get(f"/t/held/ha/{level}") is not None
+        assert a.conn.execute(_QUEUED).fetchall() == []
+        a.release("warm")
+        assert fleet.pairs() == {} and probe.get(f"/t/held/ha/{level}") is None
     finally:
         fleet.stop_keepers()
 

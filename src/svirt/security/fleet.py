@@ -99,6 +99,11 @@ CREATE INDEX IF NOT EXISTS fleet_reservations_domain ON fleet_reservations(domai
 CREATE TABLE IF NOT EXISTS fleet_pending (key TEXT PRIMARY KEY, mod INTEGER NOT NULL,
     level TEXT NOT NULL, queued REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS fleet_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Writes whose outcome is unknown (no answer: they may still commit) of reservations that
+-- were never recorded: undone once etcd answers, only while KEY still holds VALUE.
+CREATE TABLE IF NOT EXISTS fleet_undo (key TEXT NOT NULL, value TEXT NOT NULL,
+    ops TEXT NOT NULL, level TEXT NOT NULL, domain TEXT NOT NULL, kind TEXT NOT NULL,
+    queued REAL NOT NULL, PRIMARY KEY (key, value));
 """
 
 
@@ -394,8 +399,17 @@ def _mod_is(key: str, mod: int) -> dict[str, Any]:
     return {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": mod}
 
 
+def _value_is(key: str, text: str) -> dict[str, Any]:
+    return {"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": _b64(text)}
+
+
+def _text(value: dict[str, Any]) -> str:
+    """The exact text :func:`_put` writes for a value (what an undo compares)."""
+    return json.dumps(value, sort_keys=True)
+
+
 def _put(key: str, value: dict[str, Any] | str, lease: int | None = None) -> dict[str, Any]:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    text = value if isinstance(value, str) else _text(value)
     req: dict[str, Any] = {"key": _b64(key), "value": _b64(text)}
     if lease:
         req["lease"] = lease
@@ -443,6 +457,9 @@ class EtcdLedger:
         self.spawn_keeper = keeper
         self._preview = False
         self.blocks_read = 0  # for the bench: ranges read by allocations
+        # (key, text written) → (undo JSON, level, domain, kind) of the etcd writes of the
+        # current :meth:`_writing` block that may have been applied.
+        self._unsure: dict[tuple[str, str], tuple[str, str, str, str]] | None = None
         _ensure_schema(conn)
 
     # --- keys ----------------------------------------------------------------------------
@@ -481,6 +498,107 @@ class EtcdLedger:
         if level is not None and (kind == "static" or self.space.index_of(level) is None):
             value["level"] = level
         return value
+
+    # --- writes whose outcome may be unknown ------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The database transaction around a reservation's etcd writes. A write etcd did
+        not answer (timeout, lost connection, a leader that lost its quorum) is not a
+        failed write: a member that took the proposal may commit it once its quorum is
+        back. So every write registered here (:meth:`_may_write`) that was not found
+        refused is, if the transaction does not commit (nothing recorded here), queued
+        in ``fleet_undo``; :meth:`flush` undoes it once etcd answers, and only while its
+        key still holds the exact value written here (it carries a nonce)."""
+        if self._unsure is not None:
+            yield  # nested: the outer block queues
+            return
+        self._unsure = {}
+        try:
+            with write_transaction(self.conn):
+                yield
+        except BaseException:
+            self._queue_undo(self._unsure)
+            raise
+        finally:
+            self._unsure = None
+
+    def _may_write(
+        self,
+        key: str,
+        value: dict[str, Any],
+        undo: Any,
+        level: str,
+        domain: str,
+        kind: str = "ops",
+    ) -> None:
+        """Register a write about to be sent: ``undo`` (etcd operations, or for a handover
+        what it replaced) is applied if it ends unrecorded while ``key`` holds ``value``."""
+        if self._unsure is not None and not self._preview:
+            self._unsure[(key, _text(value))] = (json.dumps(undo), level, domain, kind)
+
+    def _not_written(self, key: str, value: dict[str, Any]) -> None:
+        """etcd answered that the write was not applied (or it was taken back)."""
+        if self._unsure is not None:
+            self._unsure.pop((key, _text(value)), None)
+
+    def _queue_undo(self, unsure: dict[tuple[str, str], tuple[str, str, str, str]]) -> None:
+        if not unsure:
+            return
+        try:
+            with write_transaction(self.conn):
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO fleet_undo VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (key, text, undo, level, domain, kind, time.time())
+                        for (key, text), (undo, level, domain, kind) in unsure.items()
+                    ],
+                )
+        except sqlite3.Error as exc:  # the write's own error is the one reported
+            log.error("cannot queue the undo of %d unanswered etcd writes: %s", len(unsure), exc)
+            return
+        try:
+            self._after_write()  # the keeper retries the undo until etcd answers
+        except OSError as exc:
+            log.error("cannot start the fleet keeper: %s", exc)
+
+    def _undo(self, key: str, text: str, undo: Any, level: str, domain: str, kind: str) -> None:
+        """Undo one unrecorded write if ``key`` still holds it; the row goes once etcd
+        answered (an undo that itself got no answer stays queued: it is idempotent)."""
+        with write_transaction(self.conn):
+            row = self.conn.execute(
+                "SELECT 1 FROM fleet_reservations WHERE level=? AND domain=?", (level, domain)
+            ).fetchone()
+            if kind != "handover":
+                ops = undo
+            else:
+                # A handover reported failed: the pair is this host's again (under its
+                # lease while it still runs the domain), free if the domain stopped.
+                gone = _delete(f"{self.p}handover/{undo['dest']}/{domain}")
+                if undo["sticky"]:
+                    prev = undo["prev"] or self._value(domain, "dynamic", sticky=True, level=level)
+                    ops = [_put(key, prev), gone]
+                elif row is not None:
+                    lease = self._lease()
+                    value = self._value(domain, "dynamic", level=level)
+                    ops = [_put(key, value, lease), _put(self._held(level), {"key": key}, lease)]
+                    ops.append(gone)
+                else:
+                    ops = [_delete(key), gone]
+            res = self.client.txn([_value_is(key, text)], ops)
+            if res.get("succeeded"):
+                log.warning(
+                    "undid an etcd write for domain %s (level %s) that was reported failed "
+                    "but committed later",
+                    domain,
+                    level,
+                )
+                if kind == "handover" and row is not None:
+                    self.conn.execute(
+                        "UPDATE fleet_reservations SET mod=? WHERE level=? AND domain=?",
+                        (int(res["header"]["revision"]), level, domain),
+                    )
+            self.conn.execute("DELETE FROM fleet_undo WHERE key=? AND value=?", (key, text))
 
     # --- the lease -------------------------------------------------------------------------
 
@@ -633,6 +751,7 @@ class EtcdLedger:
         level = self.space.level_of(idx)
         key = self._key_of(level)
         value = self._value(domain, "dynamic", level=level)
+        self._may_write(key, value, [_delete(key), _delete(self._held(level))], level, domain)
 
         def attempt(lease: int) -> dict[str, Any]:
             return dict(
@@ -654,6 +773,7 @@ class EtcdLedger:
                 not mine
                 or json.loads(_unb64(mine[0].get("value", ""))).get("nonce") != value["nonce"]
             ):
+                self._not_written(key, value)
                 return None, self._parse(res["responses"][:4])
             # A retried request whose first try was applied: ours after all.
             rev = int(mine[0]["mod_revision"])
@@ -670,6 +790,7 @@ class EtcdLedger:
             self._mirror(level, domain, "dynamic", key, rev, False)
             return level, snap
         self.client.txn([_mod_is(key, rev)], [_delete(key), _delete(self._held(level))])
+        self._not_written(key, value)
         return None, self._snapshot(domain, block)
 
     def _free_in_block(
@@ -726,6 +847,8 @@ class EtcdLedger:
         transaction, dominates it: a static label created since the draw read them."""
         key = self._key_of(level)
         value = self._value(domain, kind, sticky=sticky, level=level)
+        second = f"{self.p}sticky/{domain}" if sticky else self._held(level)
+        self._may_write(key, value, [_delete(key), _delete(second)], level, domain)
 
         def attempt(lease: int) -> dict[str, Any]:
             ops = [_put(key, value, None if sticky else lease)]
@@ -746,6 +869,7 @@ class EtcdLedger:
             kvs = res["responses"][0]["response_range"].get("kvs") or []
             cur = json.loads(_unb64(kvs[0].get("value", ""))) if kvs else {}
             if cur.get("nonce") != value["nonce"]:
+                self._not_written(key, value)
                 return False
             res = {"header": {"revision": kvs[0]["mod_revision"]}}
             if drawn:
@@ -756,8 +880,8 @@ class EtcdLedger:
         rev = int(res["header"]["revision"])
         cats = Level.parse(level).categories
         if any(cats <= c for _o, c in statics):
-            held = self._held(level) if not sticky else f"{self.p}sticky/{domain}"
-            self.client.txn([_mod_is(key, rev)], [_delete(key), _delete(held)])
+            self.client.txn([_mod_is(key, rev)], [_delete(key), _delete(second)])
+            self._not_written(key, value)
             return False
         self._mirror(level, domain, kind, key, rev, sticky)
         return True
@@ -770,9 +894,28 @@ class EtcdLedger:
         )
         self.conn.execute("DELETE FROM fleet_pending WHERE key=?", (key,))
 
-    def _adopt(self, domain: str, level: str, kind: str, key: str, mod: int, sticky: bool) -> bool:
+    def _adopt(
+        self,
+        domain: str,
+        level: str,
+        kind: str,
+        key: str,
+        cur: tuple[dict[str, Any], int],
+        sticky: bool,
+    ) -> bool:
         """Take over a key left for this host (handover, or a sticky domain's pair)."""
         value = self._value(domain, kind, sticky=sticky, level=level)
+        prev, mod = cur
+        # Undone unrecorded, it is put back as it was (a pair that follows the domain, or
+        # handed to this host), else it was an unrecorded key of this host: deleted.
+        undo = [_put(key, prev)] if prev.get("sticky") or prev.get("handover_from") else []
+        if prev.get("handover_from"):
+            undo.append(_put(f"{self.p}handover/{self.host}/{domain}", {"level": level}))
+        if not undo:
+            undo.append(_delete(key))
+        if not sticky:
+            undo.append(_delete(self._held(level)))
+        self._may_write(key, value, undo, level, domain)
 
         def attempt(lease: int) -> dict[str, Any]:
             ops = [
@@ -785,6 +928,7 @@ class EtcdLedger:
 
         res = self._with_lease(attempt)
         if not res.get("succeeded"):
+            self._not_written(key, value)
             return False
         self._mirror(level, domain, kind, key, int(res["header"]["revision"]), sticky)
         return True
@@ -800,7 +944,7 @@ class EtcdLedger:
             cur = self.client.get(key)
             if cur is None:
                 continue  # lapsed: draw a new pair
-            val, mod = cur
+            val = cur[0]
             if val.get("domain") != domain:
                 continue
             if val.get("host") != self.host:
@@ -814,7 +958,7 @@ class EtcdLedger:
             if self._preview:
                 return level
             if self._adopt(
-                domain, level, str(val.get("kind", "dynamic")), key, mod, bool(val.get("sticky"))
+                domain, level, str(val.get("kind", "dynamic")), key, cur, bool(val.get("sticky"))
             ):
                 return level
         return None
@@ -824,7 +968,7 @@ class EtcdLedger:
     def allocate(self, domain: str) -> str:
         self.flush()
         self.client.check()
-        with write_transaction(self.conn):
+        with self._writing():
             block = self.rng.randrange((self.space.size + BLOCK - 1) // BLOCK)
             if self._preview or self.settings.sticky(domain):
                 got, snap = None, self._snapshot(domain, block)
@@ -838,7 +982,7 @@ class EtcdLedger:
         self, domain: str, level: str, *, static: bool = False, label: str | None = None
     ) -> None:
         canonical = str(MLSRange.parse(level))
-        with write_transaction(self.conn):
+        with self._writing():
             rows = self.conn.execute(
                 "SELECT domain, kind FROM fleet_reservations WHERE level=?", (canonical,)
             ).fetchall()
@@ -871,9 +1015,9 @@ class EtcdLedger:
             key = self._key_of(canonical)
             cur = self.client.get(key)
             if cur is not None:
-                val, mod = cur
+                val = cur[0]
                 mine = val.get("host") == self.host and val.get("domain") == domain
-                if mine and self._adopt(domain, canonical, kind, key, mod, bool(val.get("sticky"))):
+                if mine and self._adopt(domain, canonical, kind, key, cur, bool(val.get("sticky"))):
                     self._after_write()
                     return
                 raise SecurityError(
@@ -892,6 +1036,7 @@ class EtcdLedger:
         held = self._held(_held_name(level, domain, "static"))
         guard = self._key_of(level)
         value = self._value(domain, "static", level=level)
+        self._may_write(key, value, [_delete(key), _delete(held)], level, domain)
 
         def attempt(lease: int) -> dict[str, Any]:
             return dict(
@@ -904,6 +1049,7 @@ class EtcdLedger:
 
         res = self._with_lease(attempt)
         if not res.get("succeeded"):
+            self._not_written(key, value)
             kvs = res["responses"][0]["response_range"].get("kvs") or []
             cur = json.loads(_unb64(kvs[0].get("value", ""))) if kvs else {}
             who = f"{cur.get('domain')} on host {cur.get('host')}"
@@ -933,7 +1079,8 @@ class EtcdLedger:
         return [r[0] for r in rows]
 
     def flush(self) -> int:
-        """Delete the etcd keys of released levels; those etcd cannot take now stay
+        """Delete the etcd keys of released levels, and undo the unanswered writes of
+        reservations never recorded (``fleet_undo``); what etcd cannot take now stays
         queued. Only keys still at the revision we wrote are deleted (a key handed to
         another host since is theirs). Returns how many are still queued."""
         if self.conn.in_transaction:
@@ -948,6 +1095,11 @@ class EtcdLedger:
                 )
             with write_transaction(self.conn):
                 self.conn.execute("DELETE FROM fleet_pending WHERE key=? AND mod=?", (key, mod))
+        undos = self.conn.execute(
+            "SELECT key, value, ops, level, domain, kind FROM fleet_undo ORDER BY queued"
+        ).fetchall()
+        for key, text, ops, level, domain, kind in undos:
+            self._undo(str(key), str(text), json.loads(ops), str(level), str(domain), str(kind))
         return 0
 
     def reservations(self) -> Iterator[Reservation]:
@@ -1004,8 +1156,10 @@ class EtcdLedger:
         """Hand the domain's level to host ``dest`` in one transaction: the key is never
         absent, so no other domain can take the pair in between; ``dest`` adopts it when
         it starts the domain. Returns the level."""
+        self.flush()  # a handover reported failed but committed is taken back first
         self.client.check()
-        with write_transaction(self.conn):
+        with self._writing():
+            prev: dict[str, Any] | None = None
             row = self.conn.execute(
                 "SELECT level, key, mod, sticky FROM fleet_reservations WHERE domain=? "
                 "AND kind='dynamic'",
@@ -1035,9 +1189,11 @@ class EtcdLedger:
                         + f"the MCS level of domain {domain} is not this host's to hand over"
                         + (f" (held by {_who(cur[0])})" if cur is not None else "")
                     )
-                mod = cur[1]
+                prev, mod = cur
             value = {**self._value(domain, "dynamic", sticky=sticky, level=level), "host": dest}
             value["handover_from"] = self.host
+            undo = {"dest": dest, "sticky": sticky, "prev": prev}
+            self._may_write(key, value, undo, level, domain, "handover")
             res = self.client.txn(
                 [_mod_is(key, mod)],
                 [
@@ -1047,6 +1203,7 @@ class EtcdLedger:
                 ],
             )
             if not res.get("succeeded"):
+                self._not_written(key, value)
                 raise SecurityError(
                     PREFIX_INTERNAL + f"the MCS level of domain {domain} changed; try again"
                 )
@@ -1103,10 +1260,15 @@ class EtcdLedger:
         """Record that this host labelled these shared files for ``domain`` (host lease)."""
         if not paths or self._preview:
             return
-        with write_transaction(self.conn):
+        with self._writing():
+            # Each value carries a nonce, so an undo deletes only this write's record.
+            values = {p: {"path": p, "nonce": uuid.uuid4().hex} for p in paths}
+            for p, v in values.items():
+                key = self._file_key(p, domain)
+                self._may_write(key, v, [_delete(key)], f"file {p}", domain)
 
             def attempt(lease: int) -> dict[str, Any]:
-                ops = [_put(self._file_key(p, domain), {"path": p}, lease) for p in paths]
+                ops = [_put(self._file_key(p, domain), v, lease) for p, v in values.items()]
                 return dict(self.client.txn([], ops))
 
             self._with_lease(attempt)
@@ -1254,7 +1416,9 @@ def run_keeper(settings: FleetSettings, fd: int | None = None, *, once: bool = F
         # given up before that lock, so a writer after us sees no keeper and starts one.
         with write_transaction(conn):
             held = conn.execute("SELECT count(*) FROM fleet_reservations WHERE sticky=0").fetchone()
-            queued = conn.execute("SELECT count(*) FROM fleet_pending").fetchone()
+            queued = conn.execute(
+                "SELECT (SELECT count(*) FROM fleet_pending) + (SELECT count(*) FROM fleet_undo)"
+            ).fetchone()
             files = conn.execute(
                 "SELECT count(*) FROM fleet_meta WHERE key LIKE 'file:%'"
             ).fetchone()
@@ -1328,7 +1492,10 @@ def fleet_status(cfg: Config, conn: sqlite3.Connection) -> dict[str, Any]:
         ],
         "pending_releases": [
             str(r[0]).split("\0")[0]
-            for r in conn.execute("SELECT level FROM fleet_pending ORDER BY queued")
+            for r in conn.execute(
+                "SELECT level, queued FROM fleet_pending UNION ALL "
+                "SELECT level, queued FROM fleet_undo ORDER BY queued"
+            )
         ],
         "keeper": str(status[0]) if status else "not running",
     }
