@@ -24,9 +24,11 @@ import gc
 import json
 import logging
 import os
+import pickle
 import signal
 import sqlite3
 import stat
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -66,7 +68,7 @@ from svirt.security.dac import DACDriver, parse_ids
 from svirt.security.driver import Action, LabelOp
 from svirt.security.manager import SecurityManager
 from svirt.security.transaction import Transaction
-from svirt.state.db import connect, write_transaction
+from svirt.state.db import connect, connections_open, write_transaction
 from svirt.state.domains import DomainRecord, DomainState, DomainStore
 from svirt.state.originals import KeptOriginals
 from svirt.state.reports import OutcomeReports
@@ -542,6 +544,38 @@ def _qemu_error(path: Path, start: int) -> str:
     return " ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
+def _exec_monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
+    """Replace this (forked) process with a new Python running :func:`_monitor`: no
+    sqlite state of the parent survives an exec. The configuration and the domain go
+    through a memfd, as a pickle (this process hands them to its own program)."""
+    data = os.memfd_create("svirt-monitor", 0)  # no CLOEXEC: the new program reads it
+    payload = pickle.dumps((cfg, domain))
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(data, view) :]
+    os.lseek(data, 0, os.SEEK_SET)
+    os.set_inheritable(report_fd, True)
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding svirt/
+    os.execv(
+        sys.executable,
+        [sys.executable, "-I", "-c", _MONITOR_MAIN, root, str(data), str(report_fd)],
+    )
+
+
+# The new program of _exec_monitor: import svirt from where this process did.
+_MONITOR_MAIN = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from svirt.launch.lifecycle import _monitor_main; "
+    "_monitor_main(int(sys.argv[2]), int(sys.argv[3]))"
+)
+
+
+def _monitor_main(data_fd: int, report_fd: int) -> None:  # pragma: no cover - the monitor
+    with os.fdopen(data_fd, "rb") as fh:
+        cfg, domain = pickle.load(fh)
+    _monitor(cfg, domain, report_fd)
+
+
 def start_domain(cfg: Config, domain: Domain) -> StartResult:
     """Start a domain under a detached monitor; returns once QMP answers."""
     # The record with its start times (the view has none): a pid reused by another
@@ -553,16 +587,15 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
         conn.close()  # never carried across the fork below
     if rec is not None and (rec.owner_alive() or qemu_alive(rec)):
         raise LaunchError(PREFIX_OPERATION_INVALID + f"domain '{domain.name}' is already active")
+    # A monitor forked from a process holding state-database connections would inherit
+    # sqlite's in-memory lock state without the locks: it then runs in a fresh
+    # interpreter instead (docs/design.md, "a monitor forked with open connections").
+    # connections_open() collects the unreachable ones first.
+    fresh = connections_open()
     r, w = os.pipe2(os.O_CLOEXEC)
-    # A caller that used svirt before (a program holding svirt.Host, which stopped a
-    # domain) may hold unreachable sqlite connections to this state database; finalized
-    # later, in the monitor or in this process while the monitor runs, they broke the
-    # monitor's records (issue 14's tests: its restore committed, yet the record stayed
-    # "running" and stop restored a second time). Collect them before forking, and never
-    # collect the caller's objects in the child.
-    gc.collect()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
+        # Never finalize the caller's objects (its connections) in the monitor.
         gc.freeze()
         try:
             os.close(r)
@@ -572,6 +605,8 @@ def start_domain(cfg: Config, domain: Domain) -> StartResult:
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
+            if fresh:
+                _exec_monitor(cfg, domain, w)
             _monitor(cfg, domain, w)
         finally:
             os._exit(1)

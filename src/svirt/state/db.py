@@ -8,15 +8,17 @@ journalling at once serialise instead of failing.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 from svirt.errors import StateError
 
-__all__ = ["connect", "fsync_dir", "write_transaction"]
+__all__ = ["connect", "connections_open", "fsync_dir", "write_transaction"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mcs_meta (
@@ -112,14 +114,46 @@ def _private_dir(state_dir: Path) -> None:
             pass
 
 
+class _Connection(sqlite3.Connection):
+    """A state-database connection (a subclass only so a weak reference can follow it)."""
+
+
+# Every connection connect() opened in this process and not yet freed.
+_opened: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+
+def connections_open() -> bool:
+    """Whether this process holds an open state-database connection. sqlite keeps the
+    locks it holds on a database in per-process memory, which fork() copies, while the
+    POSIX locks themselves are not inherited: a forked child that opens the same
+    database then believes it holds locks it does not, and another process can delete
+    the WAL under it, losing every write it commits (docs/design.md, "a monitor forked
+    with open connections"). Garbage connections are collected first."""
+    if not _opened:
+        return False
+    gc.collect()
+    for conn in list(_opened):
+        try:
+            conn.total_changes  # noqa: B018 - raises once the connection is closed
+        except sqlite3.ProgrammingError:
+            continue
+        return True
+    return False
+
+
 def connect(state_dir: Path) -> sqlite3.Connection:
     """Open (creating if needed) the state database. Autocommit mode: callers group
     writes with :func:`write_transaction`."""
     try:
         _private_dir(state_dir)
         conn = sqlite3.connect(
-            state_dir / "svirt.db", timeout=30.0, isolation_level=None, check_same_thread=False
+            state_dir / "svirt.db",
+            timeout=30.0,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=_Connection,
         )
+        _opened.add(conn)
         # Switching to WAL can report "locked" at once, without the busy handler, while
         # another process opens the same new database: retry it like a busy lock.
         deadline = time.monotonic() + 30.0

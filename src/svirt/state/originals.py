@@ -16,6 +16,8 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
+from svirt.host import remembered as codec
+
 __all__ = ["Kept", "KeptOriginals"]
 
 
@@ -73,7 +75,8 @@ class KeptOriginals:
 
     def erased(self, domain: str | None = None) -> list[Kept]:
         """Kept originals whose file (the same inode) no longer carries the remembered
-        xattr: someone else removed it while the domain used the file."""
+        xattr (read through the one codec): someone else removed it while the domain
+        used the file."""
         out = []
         for k in self.all(domain):
             try:
@@ -83,7 +86,9 @@ class KeptOriginals:
             if (st.st_dev, st.st_ino) != (k.dev, k.ino):
                 continue
             try:
-                os.getxattr(k.path, f"trusted.libvirt.security.{k.driver}")
+                present = codec.get_xattr(k.path, codec.xattr_names(k.driver)[0]) is not None
             except OSError:
+                continue  # unreadable: nothing says it was erased
+            if not present:
                 out.append(k)
         return out
