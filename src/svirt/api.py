@@ -169,8 +169,11 @@ class Host:
 
     @_public
     def start(self, xml: XMLSource) -> Domain:
-        """Start a domain confined by sVirt; returns its handle once QMP answers (what
-        start reported is in :attr:`Domain.started`)."""
+        """``svirt start``: start a domain confined by sVirt (``xml`` is parsed as a
+        persistent definition, as ``virsh create`` does); returns its handle once QMP
+        answers. What start reported (pid, labels, whether the image label was applied,
+        what happened to each resource, notes, warnings, seconds) is the handle's
+        :attr:`Domain.started`."""
         from svirt.launch.lifecycle import start_domain
 
         result = start_domain(self.config, self.definition(xml, inactive=True))
@@ -207,12 +210,14 @@ class Host:
     # -- labels without a VM ----------------------------------------------------------
 
     @_public
-    def label(self, xml: XMLSource) -> DomainDefinition:
-        """``svirt label``: generate labels and label every resource; returns the live
-        definition (with the generated seclabels)."""
+    def label(self, xml: XMLSource) -> LabelResult:
+        """``svirt label``: generate labels and label every resource, without QEMU;
+        returns the live definition (``.domain``, with the generated seclabels) and what
+        happened to each resource (``.outcomes``). A live XML (``dumpxml``'s) keeps its
+        labels: it is parsed as libvirt's status form."""
         from svirt.security.manager import SecurityManager
 
-        return SecurityManager(self.config).label_domain(self.definition(xml))
+        return SecurityManager(self.config).label(self.definition(xml, inactive=None))
 
     @_public
     def restore(self, target: str | os.PathLike[str] | DomainDefinition) -> RestoreReport:
@@ -346,23 +351,7 @@ class Host:
             r.domain for r in drv.ledger.reservations() if r.kind != "blocked" and r.level == level
         )
 
-    # honest (issue 14): every command says what happened to each resource --------------
-
-    @_public
-    def start_report(self, xml: XMLSource) -> StartResult:
-        """:meth:`start`, returning the monitor's report: pid, labels, whether the image
-        label was applied, and what happened to each resource (``.outcomes``)."""
-        from svirt.launch.lifecycle import start_domain
-
-        return start_domain(self.config, self.definition(xml))
-
-    @_public
-    def label_report(self, xml: XMLSource) -> LabelResult:
-        """:meth:`label`, with what happened to each resource (``.outcomes``)."""
-        from svirt.security.manager import SecurityManager
-
-        # a live XML (``dumpxml``) keeps its labels: parsed as libvirt's status form
-        return SecurityManager(self.config).label(self.definition(xml, inactive=None))
+    # honest (issue 14): the dry run's real plan ----------------------------------------
 
     @_public
     def plan(self, xml: XMLSource) -> Plan:
@@ -384,8 +373,9 @@ class Domain:
     def __init__(self, host: Host, name: str, *, started: StartResult | None = None) -> None:
         self.host = host
         self.name = name
-        #: What :meth:`Host.start` reported (pid, labels, notes, warnings, seconds) for a
-        #: handle it returned; None otherwise.
+        #: What :meth:`Host.start` reported for a handle it returned (pid, labels,
+        #: ``imagelabel_status``, each resource's outcome, notes, warnings, seconds);
+        #: None for a handle from :meth:`Host.domain` or :meth:`Host.domains`.
         self.started = started
 
     def __repr__(self) -> str:
@@ -490,7 +480,8 @@ class Domain:
         return detach(self.host.config, self.name, target)
 
     def disks(self) -> Sequence[Disk]:
-        """The domain's disks as it runs (``svirt domblklist``)."""
+        """The domain's disks as it runs, parsed (sources, backing chains, seclabels);
+        :meth:`block_devices` is the ``svirt domblklist`` view of them."""
         return self.definition.disks
 
     # -- tools: svirt domblklist ------------------------------------------------------

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from svirt.audit.events import Event, group_records
-    from svirt.audit.explain import Cause, Denial, Explanation, collect_denials
+    from svirt.audit.explain import (
+        Cause,
+        Denial,
+        Explanation,
+        FileFacts,
+        McsFacts,
+        Remembered,
+        collect_denials,
+    )
     from svirt.audit.facade import (
         LogSource,
         can_write_direct,
@@ -67,6 +75,9 @@ _EXPORTS = {
     "Cause": "svirt.audit.explain",
     "Denial": "svirt.audit.explain",
     "Explanation": "svirt.audit.explain",
+    "FileFacts": "svirt.audit.explain",
+    "McsFacts": "svirt.audit.explain",
+    "Remembered": "svirt.audit.explain",
     "collect_denials": "svirt.audit.explain",
     "explain": "svirt.audit.facade",
     "explain_events": "svirt.audit.facade",
@@ -134,11 +145,14 @@ __all__ = [
     "Denial",
     "Event",
     "Explanation",
+    "FileFacts",
     "LiveDomain",
     "LogInput",
     "LogSource",
+    "McsFacts",
     "ReadStats",
     "Record",
+    "Remembered",
     "SearchCriteria",
     "boot_time",
     "can_write_direct",

@@ -100,7 +100,7 @@ def run_label(args: argparse.Namespace) -> int:
         print(table(rows, ["RESOURCE", "PATH", "DRIVER", "CURRENT", "WOULD", "ON RESTORE"]))
         print("nothing was changed")
         return 0
-    res = host.label_report(args.xml)
+    res = host.label(args.xml)
     live = res.domain
     sl = live.seclabel("selinux")
     if args.json:

@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPars
 
 
 def run_start(args: argparse.Namespace) -> int:
-    res = Host(args.config).start_report(args.xml)
+    res = Host(args.config).start(args.xml).started
+    assert res is not None  # a handle from Host.start carries its report
     if args.json:
         print_json(
             {

@@ -32,11 +32,43 @@ from svirt.policy.oracle import (
 )
 
 if TYPE_CHECKING:
-    from svirt.policy.verify import CheckedResource, VerifyReport
+    from svirt.policy.layers import DacAccess, PairVerdict
+    from svirt.policy.verify import (
+        BooleanRisk,
+        CellAccess,
+        CheckedResource,
+        Exposure,
+        Finding,
+        IsolationMatrix,
+        MatrixCell,
+        OwnDenial,
+        SharedLabel,
+        SharedResource,
+        Skipped,
+        VerifyReport,
+    )
 
 # The verify report's types, imported on first use: `svirt policy check` does not load
 # the verifier (PEP 562).
-_LAZY = {"CheckedResource": "svirt.policy.verify", "VerifyReport": "svirt.policy.verify"}
+_VERIFY = (
+    "BooleanRisk",
+    "CellAccess",
+    "CheckedResource",
+    "Exposure",
+    "Finding",
+    "IsolationMatrix",
+    "MatrixCell",
+    "OwnDenial",
+    "SharedLabel",
+    "SharedResource",
+    "Skipped",
+    "VerifyReport",
+)
+_LAZY = {
+    **dict.fromkeys(_VERIFY, "svirt.policy.verify"),
+    "DacAccess": "svirt.policy.layers",
+    "PairVerdict": "svirt.policy.layers",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -95,10 +127,22 @@ __all__ = [
     "READ_PERMS",
     "READ_WRITE_PERMS",
     "Access",
+    "BooleanRisk",
+    "CellAccess",
     "CheckedResource",
+    "DacAccess",
     "Decision",
+    "Exposure",
+    "Finding",
+    "IsolationMatrix",
+    "MatrixCell",
+    "OwnDenial",
+    "PairVerdict",
     "PolicyOracle",
     "Reason",
+    "SharedLabel",
+    "SharedResource",
+    "Skipped",
     "VerifyReport",
     "available_backends",
     "check",
