@@ -4,11 +4,14 @@ failures, the audit and policy entry points, every exported name importable, and
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -165,3 +168,166 @@ def test_import_svirt_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     ).stdout
     assert out.strip() == "[]"
+
+
+# -- the typed surface: every type a caller meets is public --------------------------------
+
+_PUBLIC_MODULES = (svirt, svirt.audit, svirt.policy)
+# Types from outside svirt a signature may name (the standard library).
+_FOREIGN = ("builtins", "collections.abc", "typing", "os", "pathlib", "datetime", "types")
+
+
+def _public_names() -> tuple[dict[str, object], dict[int, str]]:
+    """The public modules' namespace (what an annotation may name) and, by identity,
+    the public name of each exported object."""
+    namespace: dict[str, object] = {}
+    where: dict[int, str] = {}
+    for module in _PUBLIC_MODULES:
+        for name in module.__all__:
+            value = getattr(module, name)
+            namespace.setdefault(name, value)
+            where.setdefault(id(value), f"{module.__name__}.{name}")
+    return namespace, where
+
+
+def _entry_points() -> list[tuple[str, Callable[..., object]]]:
+    """(qualified name, function) of every public method, property and function."""
+    found: list[tuple[str, Callable[..., object]]] = []
+    for cls in (svirt.Host, svirt.Domain):
+        for name, value in vars(cls).items():
+            if name.startswith("_") and name != "__init__":
+                continue
+            fn = value.fget if isinstance(value, property) else value
+            if callable(fn):
+                found.append((f"svirt.{cls.__name__}.{name}", inspect.unwrap(fn)))
+    for module in _PUBLIC_MODULES:
+        for name in module.__all__:
+            value = getattr(module, name)
+            if inspect.isfunction(value):
+                found.append((f"{module.__name__}.{name}", inspect.unwrap(value)))
+    return found
+
+
+def _classes(annotation: object) -> Iterator[type]:
+    """The classes an annotation names (through unions, generics, Callable...)."""
+    args = typing.get_args(annotation)
+    if args:
+        for arg in args:
+            yield from _classes(arg)
+        origin = typing.get_origin(annotation)
+        if isinstance(origin, type) and origin.__module__.startswith("svirt"):
+            yield origin
+    elif isinstance(annotation, type):
+        yield annotation
+
+
+def private_types() -> list[str]:
+    """``where: type`` for each svirt type a public signature names, or a public result
+    holds in a field or property, that is not exported by a public module."""
+    namespace, public = _public_names()
+    problems: list[str] = []
+    seen: set[int] = set()
+    todo: list[tuple[str, object]] = []
+
+    def hints(where: str, obj: Callable[..., object] | type) -> dict[str, object]:
+        try:
+            return typing.get_type_hints(obj, localns=namespace)
+        except NameError as exc:  # a TYPE_CHECKING import no public module exports
+            problems.append(f"{where}: {exc.name} (not in any public __all__)")
+            return {}
+
+    for where, fn in _entry_points():
+        for arg, annotation in hints(where, fn).items():
+            todo.append((f"{where} ({arg})", annotation))
+    while todo:
+        where, annotation = todo.pop()
+        for cls in _classes(annotation):
+            if cls.__module__ in _FOREIGN:
+                continue
+            if id(cls) not in public:
+                problems.append(f"{where}: {cls.__module__}.{cls.__qualname__}")
+                continue
+            if id(cls) in seen:
+                continue
+            seen.add(id(cls))
+            # what the result carries: its fields and its public properties
+            if dataclasses.is_dataclass(cls):
+                for field, t in hints(cls.__qualname__, cls).items():
+                    todo.append((f"{public[id(cls)]}.{field}", t))
+            for name, member in vars(cls).items():
+                if isinstance(member, property) and member.fget and not name.startswith("_"):
+                    returned = hints(f"{cls.__qualname__}.{name}", member.fget).get("return")
+                    if returned is not None:
+                        todo.append((f"{public[id(cls)]}.{name}", returned))
+    return sorted(problems)
+
+
+def test_every_type_of_the_public_api_is_public() -> None:
+    """A typed caller never imports a private module: each type that a method of Host or
+    Domain, or a public function, takes or returns, and each type those results hold,
+    is exported by svirt, svirt.audit or svirt.policy."""
+    found = private_types()
+    assert not found, "types of the public API that no public module exports:\n" + "\n".join(found)
+    names = {name for name, _ in _entry_points()}
+    # the check looked at the merged API's methods, and at what their results hold
+    assert {"svirt.Host.start", "svirt.Host.restore", "svirt.Domain.block_devices"} <= names
+    assert {"svirt.Host.verify_page", "svirt.Host.sharers", "svirt.Host.plan"} <= names
+
+
+@dataclasses.dataclass
+class _Hidden:
+    """A type no public module exports."""
+
+
+@dataclasses.dataclass
+class _Carrier:
+    """A public result (the test exports it) holding the hidden type in a field."""
+
+    inner: _Hidden
+
+
+def _leaky(self: svirt.Host) -> _Hidden:
+    raise NotImplementedError
+
+
+def _unnamed(self: svirt.Host) -> NotExported:  # type: ignore[name-defined]  # noqa: F821
+    raise NotImplementedError
+
+
+def _carries(self: svirt.Domain) -> list[_Carrier]:
+    raise NotImplementedError
+
+
+def test_the_check_names_the_method_and_the_private_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checker itself: a method returning a private type, one naming a type only a
+    TYPE_CHECKING import names, and a public result whose field holds a private type."""
+    monkeypatch.setattr(svirt.Host, "leaky", _leaky, raising=False)
+    monkeypatch.setattr(svirt.Host, "unnamed", _unnamed, raising=False)
+    monkeypatch.setattr(svirt.Domain, "carries", _carries, raising=False)
+    monkeypatch.setattr(svirt, "Carrier", _Carrier, raising=False)
+    monkeypatch.setattr(svirt, "__all__", [*svirt.__all__, "Carrier"])
+    assert private_types() == [
+        f"svirt.Carrier.inner: {__name__}._Hidden",
+        f"svirt.Host.leaky (return): {__name__}._Hidden",
+        "svirt.Host.unnamed: NotExported (not in any public __all__)",
+    ]
+
+
+def test_lazy_exports_are_exported() -> None:
+    """Each lazily imported name is in ``__all__`` and resolves in a fresh interpreter
+    to the object its module defines."""
+    code = (
+        "import svirt, svirt.audit, svirt.policy\n"
+        "for m in (svirt, svirt.audit, svirt.policy):\n"
+        "    for n in m.__all__:\n"
+        "        v = getattr(m, n)\n"
+        "        assert v is not None, (m.__name__, n)\n"
+        "print(svirt.FindingKind.__module__, svirt.FindingKind.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    ).stdout
+    assert out.split() == ["svirt.doctor", "Kind"]
+    assert set(svirt._LAZY) <= set(svirt.__all__)
+    assert set(svirt.audit._EXPORTS) <= set(svirt.audit.__all__)
+    assert set(svirt.policy._LAZY) <= set(svirt.policy.__all__)

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     )
     from svirt.doctor import Kind as FindingKind
     from svirt.domain.blklist import BlockDevice
-    from svirt.domain.resources import Resource, domain_resources
+    from svirt.domain.resources import Resource, ResourceKind, domain_resources
     from svirt.host.fileinfo import FileLabels
     from svirt.host.remembered import Remembered
     from svirt.launch.lifecycle import HotplugResult, StartResult, StopResult
@@ -100,6 +100,7 @@ _LAZY = {
     "Remembered": "svirt.host.remembered",
     "RepairKind": "svirt.doctor",
     "Resource": "svirt.domain.resources",
+    "ResourceKind": "svirt.domain.resources",
     "ResourceOutcome": "svirt.security.report",
     "RestoreReport": "svirt.security.manager",
     "StartResult": "svirt.launch.lifecycle",
@@ -168,6 +169,7 @@ __all__ = [
     "Remembered",
     "RepairKind",
     "Resource",
+    "ResourceKind",
     "ResourceOutcome",
     "RestoreReport",
     "Seclabel",
