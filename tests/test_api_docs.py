@@ -120,18 +120,32 @@ def test_every_example_runs(place: Path, capsys: pytest.CaptureFixture[str]) -> 
                 assert (name, running) == ("vm1", "running") and int(pid) > 1
                 assert re.fullmatch(r"system_u:system_r:svirt_t:s0:c\d+,c\d+", out.split()[3])
                 assert out.splitlines()[-1] == "quit"
+                # vm.started is the full StartResult, stop's result says what it restored
+                assert "(applied to 1 file)" in out
+                assert "  disk sda selinux label system_u:object_r:svirt_image_t:s0:c" in out
+                assert f"set (original {ORIGINAL} remembered)" in out
+                assert f"  disk sda selinux label restored to {ORIGINAL}" in out
                 assert state(image) == before  # every label and owner back
             elif heading == "Label, plan and restore without a VM":
                 assert f"selinux {image} {ORIGINAL} -> system_u:object_r:svirt_image_t:s0:c" in out
                 assert "dac " in out
+                assert f"  disk sda selinux label restored to {ORIGINAL}" in out
                 assert state(image) == before
             elif heading == "List domains and their labels":
                 assert out.startswith("svirt vm1 running ")
                 assert "Labels(process='system_u:system_r:svirt_t:s0:c" in out
                 assert "<seclabel type='dynamic' model='selinux' relabel='yes'>" in out
+                assert "('vm1',)" in out.splitlines()  # sharers
+                # the hotplugged disk: listed, then unplugged with its label and owner back
+                extra = Path(f"{image}.extra")
+                assert f"file disk sdb {extra}" in out.splitlines()
+                assert "removed" in out.splitlines()[-1]
+                assert svirt_xattrs(extra) == [] and os.stat(extra).st_uid == 0
             elif heading == "Verify isolation":
                 assert out.splitlines()[0].startswith("['vm1'] ")
                 assert out.splitlines()[1] == "isolated"
+                assert f"vm1 disk sda {image} read-write" in out.splitlines()  # the matrix
+                assert out.splitlines()[-1] == "True True"  # an HTML page; vm1 usable
             elif heading == "Doctor and recover":
                 assert "stale-timestamp" in out and "would " in out
                 assert svirt_xattrs(image) == []
