@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -331,3 +332,23 @@ def test_lazy_exports_are_exported() -> None:
     assert set(svirt._LAZY) <= set(svirt.__all__)
     assert set(svirt.audit._EXPORTS) <= set(svirt.audit.__all__)
     assert set(svirt.policy._LAZY) <= set(svirt.policy.__all__)
+
+
+def _reference(cls: type) -> str:
+    """The part of docs/api.md's reference about ``svirt.<cls>``."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    start = doc.index(f"### `svirt.{cls.__name__}(")
+    return doc[start : doc.index("\n### ", start + 1)]
+
+
+def test_the_reference_documents_every_method_and_only_those() -> None:
+    """docs/api.md's reference names each public method and property of Host and Domain
+    (the merged API's blocks included), and names nothing that is not one."""
+    for cls, attributes in ((svirt.Host, set()), (svirt.Domain, {"name", "host", "started"})):
+        section = _reference(cls)
+        members = {n for n in vars(cls) if not n.startswith("_")} | attributes
+        missing = sorted(n for n in members if f"`{n}(" not in section and f"`{n}`" not in section)
+        assert not missing, f"docs/api.md's reference of svirt.{cls.__name__} lacks {missing}"
+        rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+        named = {name for row in rows for name in re.findall(r"`(\w+)", row)}
+        assert named <= members, f"documented but not on svirt.{cls.__name__}: {named - members}"
