@@ -352,3 +352,24 @@ def test_the_reference_documents_every_method_and_only_those() -> None:
         rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
         named = {name for row in rows for name in re.findall(r"`(\w+)", row)}
         assert named <= members, f"documented but not on svirt.{cls.__name__}: {named - members}"
+
+
+def test_every_entry_point_is_behind_the_error_boundary() -> None:
+    """Each public method, property and function of svirt.api goes through ``_public``
+    (an OSError or a database error from below arrives as a SvirtError)."""
+    bare = [
+        name
+        for name, _fn in _entry_points()
+        if name.startswith(("svirt.Host.", "svirt.Domain.", "svirt.file_labels", "svirt.boot_time"))
+        and name != "svirt.Domain.__init__"  # stores its arguments: nothing to turn
+        and not _wrapped(name)
+    ]
+    assert not bare, f"not wrapped by svirt.api._public: {bare}"
+
+
+def _wrapped(qualified: str) -> bool:
+    obj: object = svirt
+    for part in qualified.split(".")[1:]:
+        obj = inspect.getattr_static(obj, part)
+    fn = obj.fget if isinstance(obj, property) else obj
+    return hasattr(fn, "__wrapped__")

@@ -106,9 +106,11 @@ def file_labels(path: str | os.PathLike[str]) -> FileLabels:
     return _file_labels(os.fspath(path))
 
 
+@_public
 def boot_time() -> int:
-    """This boot's time in Unix seconds, as remembered timestamps record it (a remembered
-    original from another boot is stale)."""
+    """This boot's time in Unix seconds (``btime`` of /proc/stat), as libvirt's remembered
+    timestamps record it (a remembered original from another boot is stale). Not
+    :func:`svirt.audit.boot_time`, which is ausearch's ``boot`` (now minus uptime)."""
     from svirt.host.remembered import boot_time as _boot_time
 
     return _boot_time()
@@ -396,11 +398,13 @@ class Domain:
         return self._record().domain
 
     @property
+    @_public
     def xml(self) -> str:
         """The live XML (libvirt's status form, as ``svirt dumpxml`` prints it)."""
         return format_domain(self.definition, live=True)
 
     @property
+    @_public
     def labels(self) -> Labels:
         """The process, image and DAC labels; ``enforced`` is False where SELinux is off."""
         from svirt.host import selinux as host_selinux
@@ -479,6 +483,7 @@ class Domain:
 
         return detach(self.host.config, self.name, target)
 
+    @_public
     def disks(self) -> Sequence[Disk]:
         """The domain's disks as it runs, parsed (sources, backing chains, seclabels);
         :meth:`block_devices` is the ``svirt domblklist`` view of them."""
@@ -486,6 +491,7 @@ class Domain:
 
     # -- tools: svirt domblklist ------------------------------------------------------
 
+    @_public
     def block_devices(self) -> list[BlockDevice]:
         """The disks as ``virsh domblklist`` lists them (type, device, target, source),
         read from the live XML: hotplugged disks included, a drive without media with
