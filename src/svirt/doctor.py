@@ -1667,14 +1667,27 @@ def recover(
 
 
 class _SameLabel:
-    """recover's check, run as the first operation of the relabel's transaction: the
-    file is the inode scanned and still carries the label seen then (else someone else
-    is at work, and nothing changes)."""
+    """recover's check, run as the first operation of the relabel's transaction (under
+    the file's metadata lock, which a stop or restore of the domain also takes): the file
+    is the inode scanned, still carries the label seen then, and the domain still gives
+    it the label recover puts back (else someone else is at work, and nothing changes).
+    The label alone is not enough: a domain restored since the scan may have put back
+    an original equal to the drifted label."""
 
     name = "recover"
 
-    def __init__(self, f: FileFacts) -> None:
+    def __init__(self, cfg: Config, f: FileFacts, vm: str, wanted: str) -> None:
+        self.cfg = cfg
         self.f = f
+        self.vm = vm
+        self.wanted = wanted
+
+    def _still_wanted(self) -> bool:
+        """The same rule as the scan (:func:`_domains`), read again now."""
+        return any(
+            d.name == self.vm and (d.labels or {}).get(self.f.path) == self.wanted
+            for d in _domains(self.cfg, [])
+        )
 
     def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
         assert target is not None
@@ -1685,6 +1698,11 @@ class _SameLabel:
             raise SecurityError(
                 "its label changed since the scan (a start or stop in progress?): "
                 "run svirt recover again"
+            )
+        if not self._still_wanted():
+            raise SecurityError(
+                f"domain {self.vm} no longer gives it the label {self.wanted} (stopped or "
+                "restored since the scan): left as it is; run svirt recover again"
             )
         return Outcome.DONE
 
@@ -1703,7 +1721,10 @@ def _relabel(
     drivers = _restorers(cfg)
     if "selinux" not in drivers:
         return RecoverAction("relabel", f.path, describe, error="no SELinux driver on this host")
-    table: dict[str, Any] = {_SameLabel.name: _SameLabel(f), "selinux": drivers["selinux"]}
+    table: dict[str, Any] = {
+        _SameLabel.name: _SameLabel(cfg, f, vm, wanted),
+        "selinux": drivers["selinux"],
+    }
     tx = Transaction(
         cast("dict[str, SecurityDriver]", table),
         mgr.journal,

@@ -1,0 +1,66 @@
+"""Adversarial review of issue 14 (restore by name, drifted labels, shared static labels,
+the verify page), on real files, real xattrs and the real state database.
+
+Where a race is provoked, the interleaving is injected (the other svirt process's step
+runs at the exact point between recover's scan and its repair): the step itself is the
+real one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fsutil import config
+from svirt import doctor
+from svirt.domain import parse_domain
+from svirt.host.selinux import getfilecon, setfilecon
+from svirt.security.manager import SecurityManager
+from test_doctor_restore import ORIGINAL, image, state, vm_xml
+
+
+@pytest.fixture
+def vm_dir() -> Iterator[Path]:
+    """Where the QEMU user can reach the images (pytest's tmp dirs are 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="svirt-review14-", dir="/var/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_recover_never_relabels_a_file_whose_domain_was_restored_since_the_scan(
+    vm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A labelled domain's file relabelled by hand to exactly its remembered original
+    (restorecon's result): a drift. The domain is restored by name between recover's
+    scan and its relabel; the file then carries that same label again, so a check of the
+    label alone lets recover give the file the released domain's categories, with
+    nothing remembered and no record to restore it."""
+    cfg = config(vm_dir, libvirt_run_dir=str(vm_dir / "libvirt"), images_dirs=[])
+    img = image(vm_dir, "a.img")
+    before = state(img)
+    mgr = SecurityManager(cfg)
+    mgr.label_domain(parse_domain(vm_xml("vm1", img)))
+    setfilecon(img, ORIGINAL)  # the hand relabel (restorecon's label here)
+    [finding] = [f for f in doctor.examine(cfg).findings if f.path == str(img)]
+    assert finding.kind is doctor.Kind.DRIFTED_LABEL
+
+    real = doctor._relabel
+
+    def restored_meanwhile(*args: object, **kwargs: object) -> doctor.RecoverAction:
+        SecurityManager(cfg).restore_domain("vm1")  # the other process's step
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(doctor, "_relabel", restored_meanwhile)
+    [act] = [a for a in doctor.recover(cfg, apply=True).actions if a.what == "relabel"]
+    assert not act.done and act.error is not None
+    assert getfilecon(img) == ORIGINAL
+    assert state(img) == before
+    assert not [n for n in os.listxattr(img) if "libvirt" in n]
