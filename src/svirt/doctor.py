@@ -1093,7 +1093,8 @@ def _record_findings(cfg: Config, doms: Sequence[_Dom]) -> list[Finding]:
                     None,
                     f"svirt's record of domain {d.name} ({d.state}) names only files that are "
                     f"gone ({gone}): it holds its {pair} (and QEMU identity) for nothing; "
-                    "recover forgets the record and releases them, touching no file",
+                    "recover forgets the record and releases them (and any search entry granted "
+                    "on their directories), touching none of its files",
                     _recover_command(cfg, None),
                     repair=RepairKind.FORGET,
                     domains=(d.name,),
@@ -1746,11 +1747,14 @@ def _relabel(
 def _forget(mgr: SecurityManager, finding: Finding, *, apply: bool) -> RecoverAction:
     """An orphan record: release its MCS pair and QEMU identity and drop it, through the
     same take-and-restore path as ``svirt restore`` (one transaction, committed with the
-    release), with every file that exists now left out: nothing on disk is touched."""
+    release), with every one of its files that exists now left out: none of them is
+    touched. What was granted for them elsewhere (ACL mode's search entries on their
+    directories, which exist) is given back: no record could give it back later."""
     name = finding.domains[0]
     describe = (
         f"the record of domain {name} (every file it names is gone): release its MCS pair "
-        "and QEMU identity, touch no file"
+        "and QEMU identity (and any search entry granted on its directories), touch none of "
+        "its files"
     )
     if not apply:
         return RecoverAction("forget", None, describe)
@@ -1772,7 +1776,10 @@ def _forget(mgr: SecurityManager, finding: Finding, *, apply: bool) -> RecoverAc
     if not mgr.store.take(name, (rec.state,), rec.owner, DomainState.RESTORING):
         return RecoverAction("forget", None, describe, error="another svirt process is changing it")
     try:
-        mgr.restore_and_release(rec.domain, pending, exclude=os.path.lexists)
+        mine = set(paths)
+        mgr.restore_and_release(
+            rec.domain, pending, exclude=lambda p: p in mine and os.path.lexists(p)
+        )
     except SvirtError as exc:
         return RecoverAction("forget", None, describe, error=str(exc))
     return RecoverAction(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fsutil import config
+from fsutil import config, disk_xml, domain_xml, getfacl, make_file, svirt_xattrs
 from svirt import doctor
 from svirt.domain import parse_domain
 from svirt.host.selinux import getfilecon, setfilecon
@@ -64,3 +64,26 @@ def test_recover_never_relabels_a_file_whose_domain_was_restored_since_the_scan(
     assert getfilecon(img) == ORIGINAL
     assert state(img) == before
     assert not [n for n in os.listxattr(img) if "libvirt" in n]
+
+
+def test_forgetting_an_orphan_record_gives_back_its_directories_search_entries(
+    tmp_path: Path,
+) -> None:
+    """ACL mode: labelling granted QEMU's identity search on the image's directory (a
+    counted reference on the directory). The image is deleted: the record is an orphan.
+    Forgetting it must not leave that grant behind with no record that could take it
+    back (the directory exists, but it is not one of the record's files)."""
+    d = tmp_path / "images"
+    d.mkdir(mode=0o700)
+    img = make_file(d / "a.img", uid=1234, gid=1234, mode=0o640)
+    before = (getfacl(d), svirt_xattrs(d))
+    cfg = config(tmp_path, dac_mode="acl")
+    SecurityManager(cfg).label_domain(parse_domain(domain_xml("orphan", [disk_xml(img, "vda")])))
+    assert (getfacl(d), svirt_xattrs(d)) != before  # the search entry and its count
+    img.unlink()
+    [finding] = [f for f in doctor.examine(cfg).findings if f.domains == ("orphan",)]
+    assert finding.kind is doctor.Kind.ORPHAN_RECORD
+    [act] = [a for a in doctor.recover(cfg, apply=True).actions if a.what == "forget"]
+    assert (act.done, act.error) == (True, None)
+    assert SecurityManager(cfg).store.read("orphan") is None
+    assert (getfacl(d), svirt_xattrs(d)) == before
