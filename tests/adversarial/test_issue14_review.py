@@ -18,10 +18,11 @@ import pytest
 
 from fsutil import config, disk_xml, domain_xml, getfacl, make_file, svirt_xattrs
 from svirt import doctor
+from svirt.cli.main import main
 from svirt.domain import parse_domain
 from svirt.host.selinux import getfilecon, setfilecon
 from svirt.security.manager import SecurityManager
-from test_doctor_restore import ORIGINAL, image, state, vm_xml
+from test_doctor_restore import ORIGINAL, conf_file, image, state, vm_xml
 
 
 @pytest.fixture
@@ -87,3 +88,25 @@ def test_forgetting_an_orphan_record_gives_back_its_directories_search_entries(
     assert (act.done, act.error) == (True, None)
     assert SecurityManager(cfg).store.read("orphan") is None
     assert (getfacl(d), svirt_xattrs(d)) == before
+
+
+def test_verify_html_never_writes_through_a_planted_temporary_name(
+    vm_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`svirt verify --html FILE` runs as root, often with FILE in a shared directory
+    (/tmp). Its temporary file had a predictable name (.FILE.PID.tmp) opened following
+    symlinks: another user could plant that name as a symlink and have root overwrite
+    any file with the page."""
+    conf = conf_file(vm_dir)
+    shared = vm_dir / "shared"
+    shared.mkdir(mode=0o1777)
+    victim = vm_dir / "victim"
+    victim.write_text("precious\n")
+    page = shared / "page.html"
+    (shared / f".page.html.{os.getpid()}.tmp").symlink_to(victim)
+    rc = main(["verify", "--config", str(conf), "--html", str(page)])
+    capsys.readouterr()
+    assert rc in (0, 1)
+    assert victim.read_text() == "precious\n"
+    assert page.is_file() and not page.is_symlink()
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
