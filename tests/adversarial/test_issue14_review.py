@@ -22,6 +22,7 @@ from svirt.cli.main import main
 from svirt.domain import parse_domain
 from svirt.host.selinux import getfilecon, setfilecon
 from svirt.security.manager import SecurityManager
+from test_cli_label import Env
 from test_doctor_restore import ORIGINAL, conf_file, image, state, vm_xml
 
 
@@ -110,3 +111,58 @@ def test_verify_html_never_writes_through_a_planted_temporary_name(
     assert victim.read_text() == "precious\n"
     assert page.is_file() and not page.is_symlink()
     assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+STATIC = "system_u:system_r:svirt_t:s0:c1022,c1023"
+
+
+def _static_xml(d: Path, name: str, img: Path) -> Path:
+    xml = d / f"{name}.xml"
+    xml.write_text(
+        f"<domain type='kvm'><name>{name}</name><os><type>hvm</type></os>"
+        "<seclabel type='static' model='selinux' relabel='yes'>"
+        f"<label>{STATIC}</label></seclabel><devices><disk type='file' device='disk'>"
+        f"<source file='{img}'/><target dev='vda'/></disk></devices></domain>"
+    )
+    return xml
+
+
+def test_restore_of_one_sharer_of_a_static_label_does_not_say_the_level_was_released(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two labelled domains share one static label; restoring one by name leaves the
+    level reserved for the other: 'MCS level released' would say what did not happen."""
+    env = Env(tmp_path)
+    a, b = env.file("a.img"), env.file("b.img")
+    for name, img in (("sa", a), ("sb", b)):
+        assert env.run(capsys, "label", str(_static_xml(tmp_path, name, img)))[0] == 0
+    rc, out, err = env.run(capsys, "restore", "sa")
+    assert rc == 0, err
+    first = out.splitlines()[0]
+    assert "MCS level released" not in first
+    assert "s0:c1022,c1023" in first and "sb" in first  # kept, and for whom
+    assert [d for _, d in env.reservations()] == ["sb"]
+    rc, out, err = env.run(capsys, "restore", "sb")
+    assert rc == 0, err
+    assert out.splitlines()[0].endswith("; MCS level released")
+
+
+def test_restore_without_the_selinux_driver_names_no_mcs_level(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With only the DAC driver there is no MCS level to release."""
+    env = Env(tmp_path)
+    env.conf.write_text(
+        f'security_driver = "none"\nstate_dir = "{env.state}"\nvm_identity = "off"\n'
+    )
+    img = env.file("a.img")
+    xml = tmp_path / "vm1.xml"
+    xml.write_text(
+        "<domain type='kvm'><name>vm1</name><os><type>hvm</type></os><devices>"
+        f"<disk type='file' device='disk'><source file='{img}'/><target dev='vda'/></disk>"
+        "</devices></domain>"
+    )
+    assert env.run(capsys, "label", str(xml))[0] == 0
+    rc, out, err = env.run(capsys, "restore", "vm1")
+    assert rc == 0, err
+    assert "MCS" not in out.splitlines()[0]

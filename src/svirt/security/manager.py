@@ -681,6 +681,23 @@ class RestoreReport:
     from_record: bool
     result: TransactionResult
     differences: tuple[str, ...] = ()
+    # the MCS levels the domain held, and those other domains still hold after it let
+    # go (a static label they share): (level, (domain, ...))
+    levels: tuple[str, ...] = ()
+    kept: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def levels_text(self) -> str:
+        """What became of the domain's MCS level: released, kept for the domains that
+        share it, or nothing at all (no SELinux label)."""
+        kept = dict(self.kept)
+        parts = [
+            f"MCS level {lv} still held by {', '.join(kept[lv])} (a static label they share)"
+            if lv in kept
+            else "MCS level released"
+            for lv in self.levels
+        ]
+        return "; ".join(parts)
 
     @property
     def outcomes(self) -> tuple[rep.ResourceOutcome, ...]:
@@ -748,8 +765,17 @@ def restore_target(cfg: Config, target: str | os.PathLike[str] | Domain) -> Rest
         if not any(row[0] == name for row in mgr.store.rows()):
             raise SecurityError(f"failed to get domain '{name}'")
     differences = xml_differences(rec.domain, given) if rec is not None and given else ()
+    drv = mgr.selinux
+    levels = tuple(drv.ledger.levels_of(name)) if drv is not None else ()
     _released, result = mgr.restore_domain(name, fallback=given)
-    return RestoreReport(name, rec is not None, result, differences)
+    kept: list[tuple[str, tuple[str, ...]]] = []
+    if drv is not None and levels:
+        others = [r for r in drv.ledger.reservations() if r.kind != "blocked" and r.domain != name]
+        for lv in levels:
+            holders = tuple(r.domain for r in others if r.level == lv)
+            if holders:
+                kept.append((lv, holders))
+    return RestoreReport(name, rec is not None, result, differences, levels, tuple(kept))
 
 
 def _warn_unenforced_once(conn: sqlite3.Connection) -> None:
