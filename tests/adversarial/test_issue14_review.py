@@ -22,7 +22,7 @@ from svirt.cli.main import main
 from svirt.domain import parse_domain
 from svirt.host.selinux import getfilecon, setfilecon
 from svirt.security.manager import SecurityManager
-from test_cli_label import Env
+from test_cli_label import ORIG, Env
 from test_doctor_restore import ORIGINAL, conf_file, image, state, vm_xml
 
 
@@ -166,3 +166,33 @@ def test_restore_without_the_selinux_driver_names_no_mcs_level(
     rc, out, err = env.run(capsys, "restore", "vm1")
     assert rc == 0, err
     assert "MCS" not in out.splitlines()[0]
+
+
+def _remembered(p: Path) -> tuple[object, ...]:
+    return (state(p), {n: os.getxattr(p, n) for n in svirt_xattrs(p)})
+
+
+def test_a_swapped_path_never_restores_a_sharer_s_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sa and sb share a static label, each on its own image. sa's image path is
+    replaced by a symlink to sb's image (issue 11's swap): restoring sa must leave sb's
+    file with sb's label, owner and remembered original. The label alone cannot tell
+    (it is the same); the inode sa labelled can. For a dynamic label this was already
+    refused (the file carries another domain's level)."""
+    env = Env(tmp_path)
+    a, b = env.file("a.img"), env.file("b.img")
+    for name, img in (("sa", a), ("sb", b)):
+        assert env.run(capsys, "label", str(_static_xml(tmp_path, name, img)))[0] == 0
+    held = _remembered(b)
+    a.unlink()
+    a.symlink_to(b)
+    rc, out, err = env.run(capsys, "restore", "sa")
+    assert rc == 0, err
+    assert _remembered(b) == held
+    assert "left as it is: the path now names a file labelled for another" in out
+    assert [d for _, d in env.reservations()] == ["sb"]
+    # sb's own restore still puts its file back as it was
+    rc, _out, err = env.run(capsys, "restore", "sb")
+    assert rc == 0, err
+    assert getfilecon(b) == ORIG and svirt_xattrs(b) == []

@@ -49,6 +49,7 @@ from svirt.security.transaction import RecoveryAction, Transaction, TransactionR
 from svirt.state.db import connect, write_transaction
 from svirt.state.domains import DomainState, DomainStore
 from svirt.state.journal import Journal
+from svirt.state.originals import KeptOriginals
 from svirt.state.reports import OutcomeReports
 
 __all__ = [
@@ -574,10 +575,24 @@ class SecurityManager:
                     mine = {o.path: o.value for o in self.set_ops(domain) if o.driver == "selinux"}
                 except SvirtError:
                     mine = {}
-            if mine.get(op.path) == label:
-                continue  # the label this domain set (one label shared on purpose)
             try:
-                owner = drv.ledger.owner(label.split(":", 3)[3])
+                level = str(MLSRange.parse(label.split(":", 3)[3]))
+                if mine.get(op.path) != label:
+                    owner = drv.ledger.owner(level)
+                elif self._replaced(domain.name, op.path):
+                    # The label this domain set, but on another file than the one it
+                    # labelled: a static label shared with other domains is on their
+                    # files too (a.img swapped for a symlink to a sharer's b.img).
+                    owner = next(
+                        (
+                            r.domain
+                            for r in drv.ledger.reservations()
+                            if r.kind != "blocked" and r.level == level and r.domain != domain.name
+                        ),
+                        None,
+                    )
+                else:
+                    continue  # the label this domain set (one label shared on purpose)
             except (SvirtError, ValueError):
                 continue
             if owner is not None and owner != domain.name:
@@ -590,6 +605,18 @@ class SecurityManager:
                 )
                 out.add(op.path)
         return out
+
+    def _replaced(self, name: str, path: str) -> bool:
+        """Whether ``path`` names another file (inode) than the one ``name``'s labelling
+        changed there (svirt's own copy of the original records that inode)."""
+        kept = KeptOriginals(self.conn).get(name, "selinux", path)
+        if kept is None:
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) != (kept.dev, kept.ino)
 
     def _owns_labels(self, domain: Domain) -> bool:
         sl = domain.seclabel("selinux")
