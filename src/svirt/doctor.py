@@ -1685,10 +1685,8 @@ class _SameLabel:
 
     def _still_wanted(self) -> bool:
         """The same rule as the scan (:func:`_domains`), read again now."""
-        return any(
-            d.name == self.vm and (d.labels or {}).get(self.f.path) == self.wanted
-            for d in _domains(self.cfg, [])
-        )
+        users = _drift_index(_domains(self.cfg, [])).get((self.f.dev, self.f.ino), [])
+        return any(d.name == self.vm and wanted == self.wanted for d, wanted in users)
 
     def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
         assert target is not None

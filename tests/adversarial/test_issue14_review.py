@@ -196,3 +196,24 @@ def test_a_swapped_path_never_restores_a_sharer_s_file(
     rc, _out, err = env.run(capsys, "restore", "sb")
     assert rc == 0, err
     assert getfilecon(b) == ORIG and svirt_xattrs(b) == []
+
+
+def test_recover_relabels_a_drifted_file_named_by_another_hard_link(vm_dir: Path) -> None:
+    """The check that the domain still gives the file its label goes by the inode, as
+    the scan does: a drift found through another hard link of the VM's image is put
+    back (and only while the domain holds it)."""
+    cfg = config(
+        vm_dir, libvirt_run_dir=str(vm_dir / "libvirt"), images_dirs=[], allow_hard_links=True
+    )
+    img = image(vm_dir, "a.img")
+    link = vm_dir / "link.img"
+    os.link(img, link)
+    mgr = SecurityManager(cfg)
+    mgr.label_domain(parse_domain(vm_xml("vm1", img)))
+    wanted = getfilecon(img)
+    setfilecon(img, ORIGINAL)
+    acts = [a for a in doctor.recover(cfg, [str(link)], apply=True).actions if a.what == "relabel"]
+    assert [(a.path, a.done, a.error) for a in acts] == [(str(link), True, None)]
+    assert getfilecon(img) == wanted
+    mgr.restore_domain("vm1")
+    assert getfilecon(img) == ORIGINAL
