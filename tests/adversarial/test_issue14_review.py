@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from adversarial import vmutil
 from fsutil import config, disk_xml, domain_xml, getfacl, make_file, svirt_xattrs
 from svirt import doctor
 from svirt.cli.main import main
 from svirt.domain import parse_domain
+from svirt.host.procs import pid_alive
 from svirt.host.selinux import getfilecon, setfilecon
+from svirt.launch import lifecycle
+from svirt.launch.lifecycle import start_domain
 from svirt.security.manager import SecurityManager
+from svirt.state.domains import DomainStore
 from test_cli_label import ORIG, Env
 from test_doctor_restore import ORIGINAL, conf_file, image, state, vm_xml
 
@@ -217,3 +224,64 @@ def test_recover_relabels_a_drifted_file_named_by_another_hard_link(vm_dir: Path
     assert getfilecon(img) == wanted
     mgr.restore_domain("vm1")
     assert getfilecon(img) == ORIGINAL
+
+
+@pytest.fixture
+def small_state() -> Iterator[Path]:
+    """A state directory on a small tmpfs (filled to the last byte by the test)."""
+    with vmutil.image_dir() as d:
+        st = d / "state"
+        st.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(st)], check=True
+        )
+        try:
+            yield d
+        finally:
+            subprocess.run(["umount", "-l", str(st)], check=False)
+
+
+@pytest.mark.qemu
+def test_stop_never_reports_an_earlier_run_s_restore_as_this_one(small_state: Path) -> None:
+    """A run's restore that had to finish without the state database (a full disk)
+    wrote no outcome report, so what `svirt stop` returned was the report an earlier
+    run of the same domain left (its guest powered itself off, nobody asked): another
+    disk list, printed as what this stop's restore did."""
+    cfg = config(small_state, vm_identity="auto")
+    a = vmutil.image(small_state, "a.img", uid=1001, gid=1001)
+    b = vmutil.image(small_state, "b.img", uid=1001, gid=1001)
+    store = DomainStore(cfg.state_dir)
+    try:
+        # run 1 (disk a only): QEMU dies on its own; its report stays unasked.
+        res = start_domain(cfg, parse_domain(vmutil.vm_xml("full", [vmutil.disk(a, "vda")])))
+        os.kill(res.pid, signal.SIGKILL)
+        assert vmutil.wait_until(lambda: store.read("full") is None)
+        # run 2 (disks a and b): it stops while the state directory is full.
+        xml = vmutil.vm_xml("full", [vmutil.disk(a, "vda"), vmutil.disk(b, "vdb")])
+        res = start_domain(cfg, parse_domain(xml))
+        rec = store.read("full")
+        assert rec is not None and rec.owner is not None
+        filler = _fill(cfg.state_dir)
+        os.kill(res.pid, signal.SIGKILL)
+        assert vmutil.wait_until(lambda: svirt_xattrs(b) == []), "b not restored"
+        filler.unlink()
+        assert vmutil.wait_until(lambda: not pid_alive(rec.owner or 0), 30.0)
+        assert store.read("full") is None
+        # what `svirt stop` would print now: this run's restore, or no report at all
+        outcomes, reported = lifecycle._taken(SecurityManager(cfg), "full")
+        assert not reported or str(b) in {o.path for o in outcomes}
+    finally:
+        (cfg.state_dir / "filler").unlink(missing_ok=True)
+        vmutil.stop_all(cfg)
+
+
+def _fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        for chunk in (65536, 1):
+            try:
+                while True:
+                    fh.write(b"\0" * chunk)
+            except OSError:
+                pass
+    return filler
