@@ -1093,7 +1093,8 @@ def _record_findings(cfg: Config, doms: Sequence[_Dom]) -> list[Finding]:
                     None,
                     f"svirt's record of domain {d.name} ({d.state}) names only files that are "
                     f"gone ({gone}): it holds its {pair} (and QEMU identity) for nothing; "
-                    "recover forgets the record and releases them, touching no file",
+                    "recover forgets the record and releases them (and any search entry granted "
+                    "on their directories), touching none of its files",
                     _recover_command(cfg, None),
                     repair=RepairKind.FORGET,
                     domains=(d.name,),
@@ -1667,14 +1668,25 @@ def recover(
 
 
 class _SameLabel:
-    """recover's check, run as the first operation of the relabel's transaction: the
-    file is the inode scanned and still carries the label seen then (else someone else
-    is at work, and nothing changes)."""
+    """recover's check, run as the first operation of the relabel's transaction (under
+    the file's metadata lock, which a stop or restore of the domain also takes): the file
+    is the inode scanned, still carries the label seen then, and the domain still gives
+    it the label recover puts back (else someone else is at work, and nothing changes).
+    The label alone is not enough: a domain restored since the scan may have put back
+    an original equal to the drifted label."""
 
     name = "recover"
 
-    def __init__(self, f: FileFacts) -> None:
+    def __init__(self, cfg: Config, f: FileFacts, vm: str, wanted: str) -> None:
+        self.cfg = cfg
         self.f = f
+        self.vm = vm
+        self.wanted = wanted
+
+    def _still_wanted(self) -> bool:
+        """The same rule as the scan (:func:`_domains`), read again now."""
+        users = _drift_index(_domains(self.cfg, [])).get((self.f.dev, self.f.ino), [])
+        return any(d.name == self.vm and wanted == self.wanted for d, wanted in users)
 
     def apply(self, op: LabelOp, target: str | None = None) -> Outcome:
         assert target is not None
@@ -1685,6 +1697,11 @@ class _SameLabel:
             raise SecurityError(
                 "its label changed since the scan (a start or stop in progress?): "
                 "run svirt recover again"
+            )
+        if not self._still_wanted():
+            raise SecurityError(
+                f"domain {self.vm} no longer gives it the label {self.wanted} (stopped or "
+                "restored since the scan): left as it is; run svirt recover again"
             )
         return Outcome.DONE
 
@@ -1703,7 +1720,10 @@ def _relabel(
     drivers = _restorers(cfg)
     if "selinux" not in drivers:
         return RecoverAction("relabel", f.path, describe, error="no SELinux driver on this host")
-    table: dict[str, Any] = {_SameLabel.name: _SameLabel(f), "selinux": drivers["selinux"]}
+    table: dict[str, Any] = {
+        _SameLabel.name: _SameLabel(cfg, f, vm, wanted),
+        "selinux": drivers["selinux"],
+    }
     tx = Transaction(
         cast("dict[str, SecurityDriver]", table),
         mgr.journal,
@@ -1725,11 +1745,14 @@ def _relabel(
 def _forget(mgr: SecurityManager, finding: Finding, *, apply: bool) -> RecoverAction:
     """An orphan record: release its MCS pair and QEMU identity and drop it, through the
     same take-and-restore path as ``svirt restore`` (one transaction, committed with the
-    release), with every file that exists now left out: nothing on disk is touched."""
+    release), with every one of its files that exists now left out: none of them is
+    touched. What was granted for them elsewhere (ACL mode's search entries on their
+    directories, which exist) is given back: no record could give it back later."""
     name = finding.domains[0]
     describe = (
         f"the record of domain {name} (every file it names is gone): release its MCS pair "
-        "and QEMU identity, touch no file"
+        "and QEMU identity (and any search entry granted on its directories), touch none of "
+        "its files"
     )
     if not apply:
         return RecoverAction("forget", None, describe)
@@ -1751,7 +1774,10 @@ def _forget(mgr: SecurityManager, finding: Finding, *, apply: bool) -> RecoverAc
     if not mgr.store.take(name, (rec.state,), rec.owner, DomainState.RESTORING):
         return RecoverAction("forget", None, describe, error="another svirt process is changing it")
     try:
-        mgr.restore_and_release(rec.domain, pending, exclude=os.path.lexists)
+        mine = set(paths)
+        mgr.restore_and_release(
+            rec.domain, pending, exclude=lambda p: p in mine and os.path.lexists(p)
+        )
     except SvirtError as exc:
         return RecoverAction("forget", None, describe, error=str(exc))
     return RecoverAction(

@@ -142,7 +142,8 @@ def run_restore(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(f"domain {report.name}: {report.summary}; MCS level released")
+        levels = report.levels_text
+        print(f"domain {report.name}: {report.summary}" + (f"; {levels}" if levels else ""))
         print_outcomes(report.outcomes)
     for text in report.errors:
         print(f"error: {text}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -281,14 +282,22 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
 
 
 def _write_page(path: Path, page: str) -> None:
-    """Write the page whole or not at all (a temporary file renamed over ``path``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write the page whole or not at all (a temporary file renamed over ``path``). The
+    temporary file is a new one (never a name planted in a shared directory, nor a
+    symlink followed: root writes it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    created = False
     try:
-        tmp.write_text(page, encoding="utf-8")
+        fd = os.open(tmp, flags, 0o666)
+        created = True
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
         os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if created:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise SvirtError(f"cannot write the page: {exc.strerror}", source=str(path)) from None
 
 

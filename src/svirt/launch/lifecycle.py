@@ -511,6 +511,19 @@ def _restore_without_state(mgr: SecurityManager, domain: Domain, private_dev: bo
     for op, exc in result.errors:
         log.error("%s: %s", op.path, exc)
     log.warning("domain %s: files restored without the state database", domain.name)
+    # What this restore did, written with the record's end (else a stop would read the
+    # report an earlier run of the same name left, as if it were this one's).
+    try:
+        left = [
+            rep.from_left(lf)
+            for lf in mgr.left(domain, Action.RESTORE)
+            if not in_private_dev(private_dev, lf.path)
+        ]
+        outcomes = mgr.ordered(domain, [*left, *result.report])
+    except (SvirtError, OSError) as exc:  # never in the way of finishing the record
+        log.error("domain %s: the rules' outcomes are not reported: %s", domain.name, exc)
+        outcomes = list(result.report)
+    report = [o.to_json() for o in outcomes]
     delay = 0.5
     while True:
         try:
@@ -522,6 +535,7 @@ def _restore_without_state(mgr: SecurityManager, domain: Domain, private_dev: bo
                     if open_tx.pid == os.getpid() and open_tx.domain == domain.name:
                         mgr.journal.finish(open_tx.id, "committed")  # done by this fallback
                 mgr._release_levels(domain.name)
+                OutcomeReports(mgr.conn).put(domain.name, report)
                 mgr.store.drop(domain.name, owner=os.getpid())
             mgr.store.remove_view(domain.name)
             log.info("domain %s: record finished", domain.name)

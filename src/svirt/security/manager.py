@@ -49,6 +49,7 @@ from svirt.security.transaction import RecoveryAction, Transaction, TransactionR
 from svirt.state.db import connect, write_transaction
 from svirt.state.domains import DomainState, DomainStore
 from svirt.state.journal import Journal
+from svirt.state.originals import KeptOriginals
 from svirt.state.reports import OutcomeReports
 
 __all__ = [
@@ -574,10 +575,24 @@ class SecurityManager:
                     mine = {o.path: o.value for o in self.set_ops(domain) if o.driver == "selinux"}
                 except SvirtError:
                     mine = {}
-            if mine.get(op.path) == label:
-                continue  # the label this domain set (one label shared on purpose)
             try:
-                owner = drv.ledger.owner(label.split(":", 3)[3])
+                level = str(MLSRange.parse(label.split(":", 3)[3]))
+                if mine.get(op.path) != label:
+                    owner = drv.ledger.owner(level)
+                elif self._replaced(domain.name, op.path):
+                    # The label this domain set, but on another file than the one it
+                    # labelled: a static label shared with other domains is on their
+                    # files too (a.img swapped for a symlink to a sharer's b.img).
+                    owner = next(
+                        (
+                            r.domain
+                            for r in drv.ledger.reservations()
+                            if r.kind != "blocked" and r.level == level and r.domain != domain.name
+                        ),
+                        None,
+                    )
+                else:
+                    continue  # the label this domain set (one label shared on purpose)
             except (SvirtError, ValueError):
                 continue
             if owner is not None and owner != domain.name:
@@ -590,6 +605,18 @@ class SecurityManager:
                 )
                 out.add(op.path)
         return out
+
+    def _replaced(self, name: str, path: str) -> bool:
+        """Whether ``path`` names another file (inode) than the one ``name``'s labelling
+        changed there (svirt's own copy of the original records that inode)."""
+        kept = KeptOriginals(self.conn).get(name, "selinux", path)
+        if kept is None:
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) != (kept.dev, kept.ino)
 
     def _owns_labels(self, domain: Domain) -> bool:
         sl = domain.seclabel("selinux")
@@ -681,6 +708,23 @@ class RestoreReport:
     from_record: bool
     result: TransactionResult
     differences: tuple[str, ...] = ()
+    # the MCS levels the domain held, and those other domains still hold after it let
+    # go (a static label they share): (level, (domain, ...))
+    levels: tuple[str, ...] = ()
+    kept: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def levels_text(self) -> str:
+        """What became of the domain's MCS level: released, kept for the domains that
+        share it, or nothing at all (no SELinux label)."""
+        kept = dict(self.kept)
+        parts = [
+            f"MCS level {lv} still held by {', '.join(kept[lv])} (a static label they share)"
+            if lv in kept
+            else "MCS level released"
+            for lv in self.levels
+        ]
+        return "; ".join(parts)
 
     @property
     def outcomes(self) -> tuple[rep.ResourceOutcome, ...]:
@@ -748,8 +792,17 @@ def restore_target(cfg: Config, target: str | os.PathLike[str] | Domain) -> Rest
         if not any(row[0] == name for row in mgr.store.rows()):
             raise SecurityError(f"failed to get domain '{name}'")
     differences = xml_differences(rec.domain, given) if rec is not None and given else ()
+    drv = mgr.selinux
+    levels = tuple(drv.ledger.levels_of(name)) if drv is not None else ()
     _released, result = mgr.restore_domain(name, fallback=given)
-    return RestoreReport(name, rec is not None, result, differences)
+    kept: list[tuple[str, tuple[str, ...]]] = []
+    if drv is not None and levels:
+        others = [r for r in drv.ledger.reservations() if r.kind != "blocked" and r.domain != name]
+        for lv in levels:
+            holders = tuple(r.domain for r in others if r.level == lv)
+            if holders:
+                kept.append((lv, holders))
+    return RestoreReport(name, rec is not None, result, differences, levels, tuple(kept))
 
 
 def _warn_unenforced_once(conn: sqlite3.Connection) -> None:
