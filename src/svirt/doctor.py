@@ -71,6 +71,7 @@ from svirt.security.manager import SecurityManager
 from svirt.security.remember import boot_time, erased_warning, xattr_names
 from svirt.security.selinux import SELinuxDriver
 from svirt.security.transaction import Transaction
+from svirt.state.db import readonly_uri
 from svirt.state.domains import DomainRecord, DomainState, DomainStore
 from svirt.state.journal import Journal
 from svirt.state.originals import KeptOriginals
@@ -431,7 +432,7 @@ def _records(cfg: Config) -> list[DomainRecord]:
     db = cfg.state_dir / "svirt.db"
     if db.exists():
         try:
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+            conn = sqlite3.connect(readonly_uri(db), uri=True, timeout=5.0)
             try:
                 return list(DomainStore(cfg.state_dir, conn).records())
             finally:
@@ -601,7 +602,7 @@ def _ledger_levels(cfg: Config) -> list[tuple[str, str]]:
     if not db.exists():
         return []
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        conn = sqlite3.connect(readonly_uri(db), uri=True, timeout=5.0)
         try:
             rows = conn.execute(
                 "SELECT level, domain FROM mcs_reservations WHERE kind != 'blocked'"
@@ -624,7 +625,7 @@ def _erased_findings(
         return []
     active = {d.name for d in doms if d.origin == "svirt" and not d.dead}
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        conn = sqlite3.connect(readonly_uri(db), uri=True, timeout=5.0)
         try:
             erased = KeptOriginals(conn).erased()
         finally:

@@ -285,3 +285,30 @@ def _fill(directory: Path) -> Path:
             except OSError:
                 pass
     return filler
+
+
+def test_read_only_uri_opens_a_state_database_whose_path_has_uri_characters(
+    tmp_path: Path,
+) -> None:
+    # doctor and the fleet ledger open the state database read-only through an sqlite URI:
+    # a '?', '#' or '%' in the state directory must not cut or change the path.
+    import sqlite3
+
+    from svirt.state.db import readonly_uri
+
+    state = tmp_path / "st?x=1#frag%41"
+    state.mkdir()
+    db = state / "svirt.db"
+    rw = sqlite3.connect(db)
+    rw.execute("CREATE TABLE t (v)")
+    rw.execute("INSERT INTO t VALUES (42)")
+    rw.commit()
+    rw.close()
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
+    try:
+        assert conn.execute("SELECT v FROM t").fetchall() == [(42,)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("INSERT INTO t VALUES (1)")
+    finally:
+        conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [state.name]  # nothing else made

@@ -578,7 +578,7 @@ def _exec_monitor(cfg: Config, domain: Domain, report_fd: int) -> None:
 
 # The new program of _exec_monitor: import svirt from where this process did.
 _MONITOR_MAIN = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "import sys; sys.path.append(sys.argv[1]); "
     "from svirt.launch.lifecycle import _monitor_main; "
     "_monitor_main(int(sys.argv[2]), int(sys.argv[3]))"
 )

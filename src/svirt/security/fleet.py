@@ -61,7 +61,7 @@ from svirt.context import Level, MLSRange
 from svirt.errors import PREFIX_INTERNAL, SecurityError
 from svirt.host.procs import pid_alive
 from svirt.security.mcs import PairSpace, Reservation, shared_static_refusal, static_reach
-from svirt.state.db import write_transaction
+from svirt.state.db import readonly_uri, write_transaction
 
 __all__ = [
     "BLOCK",
@@ -1549,7 +1549,7 @@ def level_owners(cfg: Config, levels: Sequence[str]) -> tuple[list[tuple[str, st
     db = cfg.state_dir / "svirt.db"
     if db.exists():
         try:
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+            conn = sqlite3.connect(readonly_uri(db), uri=True, timeout=5.0)
             try:
                 out += [
                     (str(lv), str(d))

@@ -12,6 +12,7 @@ import gc
 import os
 import sqlite3
 import time
+import urllib.parse
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +244,9 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def readonly_uri(db: Path) -> str:
+    """The sqlite URI that opens ``db`` read-only (``uri=True``): the path percent-quoted,
+    so a state directory with ``?``, ``#`` or ``%`` in its name is not misread."""
+    return f"file:{urllib.parse.quote(str(db))}?mode=ro"
