@@ -207,15 +207,7 @@ def _print_text(report: VerifyReport, looked_in: str) -> None:
         print("shared (declared read-only or shareable):")
         for s in report.shared:
             r = s.resource
-            who = []
-            if s.readers:
-                who.append(f"readable by {', '.join(s.readers)}")
-            if s.writers:
-                who.append(f"writable by {', '.join(s.writers)}")
-            print(
-                f"  {r.domain} {r.owner} {r.path} labelled {r.label or '-'}"
-                + (f": {'; '.join(who)}" if who else ": no other domain can use it")
-            )
+            print(f"  {r.domain} {r.owner} {r.path} labelled {r.label or '-'}: {s.users}")
     for g in report.shared_labels:  # static
         print(f"shared by configuration (one static label {g.label}): {', '.join(g.domains)}")
         for s in g.resources:

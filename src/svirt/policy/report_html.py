@@ -252,15 +252,9 @@ def _findings(report: VerifyReport) -> str:
     shared = []
     for s in report.shared:
         r = s.resource
-        who = []
-        if s.readers:
-            who.append(f"readable by {', '.join(s.readers)}")
-        if s.writers:
-            who.append(f"writable by {', '.join(s.writers)}")
         shared.append(
             f"{e(r.domain)} {e(r.owner)} <code>{e(r.path)}</code> labelled "
-            f"<code>{e(r.label or '-')}</code>: "
-            + e("; ".join(who) if who else "no other VM can use it")
+            f"<code>{e(r.label or '-')}</code>: " + e(s.users)
         )
     parts.append(_list("Sharing (declared read-only or shareable)", shared))
     parts.append(

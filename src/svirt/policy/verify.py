@@ -176,6 +176,16 @@ class SharedResource:
     readers: tuple[str, ...]
     writers: tuple[str, ...]
 
+    @property
+    def users(self) -> str:
+        """Who else can use it, as verify prints it ("readable by a; writable by b")."""
+        who = []
+        if self.readers:
+            who.append(f"readable by {', '.join(self.readers)}")
+        if self.writers:
+            who.append(f"writable by {', '.join(self.writers)}")
+        return "; ".join(who) if who else "no other domain can use it"
+
 
 @dataclass(frozen=True, slots=True)
 class SharedLabel:
