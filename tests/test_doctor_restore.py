@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import svirt
 from fsutil import config, make_file, state
 from svirt.audit.explain import Denial, explain_denial
 from svirt.audit.owners import load_live_domains
@@ -326,3 +327,18 @@ def test_an_orphan_record_is_forgotten_and_no_file_is_touched(
     assert not (cfg.state_dir / "domains" / "orphan.xml").exists()
     assert state(kept) == labelled  # the other record's files are left as they are
     assert [f.kind for f in examine(cfg).findings if f.path is None] == [Kind.LABELLED]
+
+
+def test_list_shows_no_pid_for_a_qemu_that_is_gone(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    # The record names a pid reused since by another process (its start time differs):
+    # `svirt list` must not show that process as the domain's QEMU.
+    cfg = config(tmp_path, libvirt_run_dir=str(tmp_path / "libvirt"))
+    img = make_file(tmp_path / "a.img")
+    SecurityManager(cfg).label_domain(parse_domain(vm_xml("rf", img)))
+    started = start_time(stranger.pid)
+    assert started is not None
+    _forge(cfg, "rf", "restore-failed", stranger.pid, started + 12345)
+    rows = [r for r in svirt.Host(cfg).listing() if r.name == "rf"]
+    assert [(r.state, r.pid) for r in rows] == [("restore-failed", None)]
