@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +100,30 @@ def timezone(name: str) -> Iterator[None]:
         else:
             os.environ["TZ"] = old
         time.tzset()
+
+
+@contextlib.contextmanager
+def image_dir(prefix: str = "svirt-test-") -> Iterator[Path]:
+    """A directory the QEMU user can reach, removed afterwards: under /var/tmp, 0755
+    (pytest's own tmp dirs are 0700, and the chown DAC mode, like libvirt, does not open
+    up parent directories)."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def stop_all(cfg: Config) -> None:
+    """Stop (with --force) every domain svirt recorded under ``cfg``: what a failed test
+    left running."""
+    from svirt.errors import SvirtError
+    from svirt.launch.lifecycle import stop_domain
+    from svirt.state.domains import DomainStore
+
+    for rec in list(DomainStore(cfg.state_dir).records()):
+        try:
+            stop_domain(cfg, rec.domain.name, force=True, timeout=2.0)
+        except SvirtError:
+            pass

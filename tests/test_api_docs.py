@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import svirt
-from fsutil import make_file, state, svirt_xattrs
+from fsutil import image_dir, make_file, state, svirt_xattrs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "api.md"
@@ -47,12 +45,8 @@ def examples() -> list[tuple[str, int, str]]:
 @pytest.fixture
 def place() -> Iterator[Path]:
     """A directory the QEMU user can reach (pytest's tmp dirs are 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="svirt-apidoc-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-apidoc-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _stop_all(config: Path) -> None:

@@ -6,16 +6,14 @@ started through svirt's lifecycle; nodes are made and xattrs written in its priv
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fsutil import config, make_file, state, svirt_xattrs
+from fsutil import config, image_dir, make_file, state, svirt_xattrs
 from svirt.conf import Config
 from svirt.doctor import Kind, RepairKind, examine, recover
 from svirt.domain import parse_domain
@@ -31,12 +29,8 @@ FIXED_DISK = "system_u:object_r:fixed_disk_device_t:s0"
 
 @pytest.fixture
 def vm_dir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="svirt-doctor-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-doctor-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

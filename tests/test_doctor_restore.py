@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import svirt
-from fsutil import config, make_file, state
+from fsutil import config, image_dir, make_file, state
 from svirt.audit.explain import Denial, explain_denial
 from svirt.audit.owners import load_live_domains
 from svirt.cli.main import main
@@ -47,12 +45,8 @@ ORIGINAL = "system_u:object_r:virt_image_t:s0"
 @pytest.fixture
 def vm_dir() -> Iterator[Path]:
     """Where the QEMU user can reach the images (pytest's tmp dirs are 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="svirt-restore-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-restore-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def conf_file(d: Path) -> Path:

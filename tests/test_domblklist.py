@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import svirt
-from fsutil import make_file
+from fsutil import image_dir, make_file
 from svirt.cli.domblklist import vsh_table
 from svirt.cli.main import main
 from svirt.domain.blklist import BlockDevice, block_devices
@@ -37,12 +35,8 @@ QEMU_DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</m
 @pytest.fixture
 def vmdir() -> Iterator[Path]:
     """Images where the QEMU user can reach them (pytest's tmp dirs are 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="svirt-blk-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-blk-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _conf(d: Path) -> Path:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fsutil import config, make_file, state, svirt_xattrs
+from fsutil import config, image_dir, make_file, state, svirt_xattrs
 from svirt.conf import Config
 from svirt.domain import parse_disk, parse_domain
 from svirt.errors import LaunchError
@@ -60,12 +58,8 @@ def image(tmp: Path, name: str, **kw: object) -> Path:
 def tmp_path() -> Iterator[Path]:
     """Images where the QEMU user can reach them (pytest's own tmp dirs are 0700, and the
     chown DAC mode, like libvirt, does not open up parent directories)."""
-    d = Path(tempfile.mkdtemp(prefix="svirt-test-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-test-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

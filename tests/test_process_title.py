@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fsutil import config, make_file
+from fsutil import config, image_dir, make_file, stop_all
 from svirt.audit.explain import _vm_from_proctitle
 from svirt.cli.main import main
 from svirt.conf import Config
 from svirt.doctor import _processes
 from svirt.domain import parse_domain
-from svirt.errors import LaunchError
-from svirt.launch.lifecycle import qemu_alive, start_domain, stop_domain
+from svirt.launch.lifecycle import qemu_alive, start_domain
 from svirt.state.domains import DomainStore
 
 pytestmark = pytest.mark.qemu
@@ -46,12 +43,8 @@ def vm_xml(name: str, img: Path) -> str:
 
 @pytest.fixture
 def tmp_path() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="svirt-title-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-title-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -60,11 +53,7 @@ def cfg(tmp_path: Path) -> Iterator[Config]:
     try:
         yield c
     finally:
-        for rec in list(DomainStore(c.state_dir).records()):
-            try:
-                stop_domain(c, rec.domain.name, force=True)
-            except LaunchError:
-                pass
+        stop_all(c)
 
 
 def test_ps_shows_qemu_colon_name_cut_as_the_kernel_cuts_it(

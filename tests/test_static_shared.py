@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fsutil import config, make_file, state, svirt_xattrs
+from fsutil import config, image_dir, make_file, state, stop_all, svirt_xattrs
 from svirt import Host
 from svirt.conf import Config
 from svirt.context import MLSRange
 from svirt.domain import parse_domain
-from svirt.errors import LaunchError, SvirtError
+from svirt.errors import SvirtError
 from svirt.host.ids import resolve_uid
 from svirt.launch.lifecycle import qemu_alive, start_domain, stop_domain
 from svirt.policy import PolicyOracle
@@ -81,12 +79,8 @@ def ref(path: Path) -> int:
 
 @pytest.fixture
 def tmp_path() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="svirt-static-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-static-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -95,11 +89,7 @@ def cfg(tmp_path: Path) -> Iterator[Config]:
     try:
         yield c
     finally:
-        for rec in list(DomainStore(c.state_dir).records()):
-            try:
-                stop_domain(c, rec.domain.name, force=True)
-            except LaunchError:
-                pass
+        stop_all(c)
 
 
 def test_equal_static_labels_run_side_by_side_and_restore(cfg: Config, tmp_path: Path) -> None:

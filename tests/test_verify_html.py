@@ -32,6 +32,7 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 import svirt
+from fsutil import image_dir
 from svirt.cli.main import main
 from svirt.host.selinux import getfilecon, setfilecon
 from svirt.policy.report_html import FILL, render_page
@@ -208,12 +209,8 @@ def screenshot_mismatches(
 @pytest.fixture
 def imgdir() -> Iterator[Path]:
     """Images where the QEMU user can reach them (pytest's tmp dirs are 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="svirt-html-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-html-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _image(path: Path) -> Path:

@@ -9,17 +9,15 @@ real one.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from adversarial import vmutil
-from fsutil import config, disk_xml, domain_xml, getfacl, make_file, svirt_xattrs
+from fsutil import config, disk_xml, domain_xml, getfacl, image_dir, make_file, svirt_xattrs
 from svirt import doctor
 from svirt.cli.main import main
 from svirt.domain import parse_domain
@@ -36,12 +34,8 @@ from test_doctor_restore import ORIGINAL, conf_file, image, state, vm_xml
 @pytest.fixture
 def vm_dir() -> Iterator[Path]:
     """Where the QEMU user can reach the images (pytest's tmp dirs are 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="svirt-review14-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with image_dir("svirt-review14-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_recover_never_relabels_a_file_whose_domain_was_restored_since_the_scan(

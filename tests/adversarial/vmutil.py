@@ -4,18 +4,14 @@ domain XML, and stopping whatever a test started (by name, through svirt)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fsutil import image_dir as fsutil_image_dir
 from fsutil import make_file
-from svirt.conf import Config
-from svirt.errors import SvirtError
-from svirt.launch.lifecycle import stop_domain
-from svirt.state.domains import DomainStore
+from fsutil import stop_all as stop_all  # re-exported: the adversarial tests import it here
 
 
 def vm_xml(name: str, disks: list[str], extra: str = "") -> str:
@@ -45,20 +41,8 @@ def image(d: Path, name: str, *, size: int = 1 << 20, **kw: object) -> Path:
 @contextmanager
 def image_dir() -> Iterator[Path]:
     """A directory under /var/tmp, 0755 (the chown DAC mode does not open up parents)."""
-    d = Path(tempfile.mkdtemp(prefix="svirt-adv-", dir="/var/tmp"))
-    d.chmod(0o755)
-    try:
+    with fsutil_image_dir("svirt-adv-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def stop_all(cfg: Config) -> None:
-    for rec in list(DomainStore(cfg.state_dir).records()):
-        try:
-            stop_domain(cfg, rec.domain.name, force=True, timeout=2.0)
-        except SvirtError:
-            pass
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
